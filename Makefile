@@ -1,0 +1,48 @@
+# Two commands on a fresh machine:
+#   make demo   - set up everything and run the pipeline's main job on the bundled sample
+#   make test   - set up everything (training extras included) and run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SAMPLE := ser_stream/samples/sample_speech.flac
+
+.PHONY: demo test setup setup-dev system-packages lint clean
+
+demo: setup
+	$(BIN)/ser-stream predict $(SAMPLE)
+
+test: setup-dev
+	$(BIN)/python -m pytest -q
+
+lint: setup-dev
+	$(BIN)/ruff check ser_stream stages models train tests benchmarks
+	$(BIN)/ruff format --check ser_stream stages models train tests benchmarks
+
+# System libraries: PortAudio for microphone capture (sounddevice), espeak-ng and sox
+# for tests that speak and measure real audio. Skipped when already present.
+system-packages:
+	@if ! ldconfig -p | grep -q libportaudio.so.2 || ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libportaudio2 espeak-ng sox; \
+	fi
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m ser_stream.warmup
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[train,test]'
+	$(BIN)/python -m ser_stream.warmup
+	touch $@ $(VENV)/.runtime
+
+setup: system-packages $(VENV)/.runtime
+setup-dev: system-packages $(VENV)/.dev
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

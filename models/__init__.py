@@ -1,0 +1,1 @@
+"""Keras model definitions and the shipped default model artifact."""

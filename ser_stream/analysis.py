@@ -1,0 +1,79 @@
+"""The processing cores chained in-process over a whole recording.
+
+``predict`` and training use this module; the streaming stages run the very same cores one
+process each. VAD -> denoise/normalize -> features, with one defined outcome per kind of
+input: speech gives its windows; sound without detected speech is analysed whole; digital
+silence is an :class:`~ser_stream.errors.InputError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ser_stream.audio import peak_dbfs
+from ser_stream.errors import InputError
+from ser_stream.messages import Features, Noise, Window
+from ser_stream.stages.denoise import DenoiseConfig, DenoiseCore
+from ser_stream.stages.features import FeatureConfig, FeaturesCore
+from ser_stream.stages.vad import VADConfig, VADCore, sliding_spans
+
+__all__ = ["AnalysisConfig", "speech_windows", "analyze"]
+
+SILENCE_DBFS = -80.0
+"""Audio whose peak stays below this level is treated as digital silence."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisConfig:
+    """Settings of the three cores, as stored together in a model artifact."""
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    vad: VADConfig = field(default_factory=VADConfig)
+    denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
+
+    def vad_with_windowing(self) -> VADConfig:
+        """The VAD settings with the window length and hop the features were trained on."""
+        from dataclasses import replace
+
+        return replace(self.vad, window_s=self.features.window_s, hop_s=self.features.hop_s)
+
+
+def speech_windows(samples: np.ndarray, config: AnalysisConfig) -> list[Window]:
+    """Cut a whole recording (16 kHz mono float32) into denoised, normalized speech windows.
+
+    Raises:
+        InputError: the recording is digital silence.
+    """
+    rate = config.features.sample_rate
+    if peak_dbfs(samples) < SILENCE_DBFS:
+        raise InputError(
+            f"no sound: the audio peaks below {SILENCE_DBFS:.0f} dBFS; check the recording level"
+        )
+    vad = VADCore(config.vad_with_windowing(), rate)
+    denoise = DenoiseCore(config.denoise, rate)
+    windows: list[Window] = []
+    for item in vad.push(samples) + vad.flush():
+        if isinstance(item, Noise):
+            denoise.push_noise(item)
+        elif isinstance(item, Window):
+            windows.append(denoise.push(item))
+    if windows:
+        return windows
+    # Sound, but no speech the VAD trusts (very quiet or unusual voice): judge the whole file.
+    spans = sliding_spans(samples.size, config.features.window_samples, _hop(config))
+    return [
+        denoise.push(Window(samples[a:b], a / rate, b / rate, 0, i, final=i == len(spans) - 1))
+        for i, (a, b) in enumerate(spans)
+    ]
+
+
+def analyze(samples: np.ndarray, config: AnalysisConfig) -> list[Features]:
+    """Return the feature matrix of every speech window of a recording."""
+    features = FeaturesCore(config.features)
+    return [features.push(window) for window in speech_windows(samples, config)]
+
+
+def _hop(config: AnalysisConfig) -> int:
+    return round(config.features.hop_s * config.features.sample_rate)

@@ -1,0 +1,114 @@
+"""The model artifact: a folder with the trained model, its config, metrics and model card.
+
+Serving reads every parameter (sample rate, windowing, features, VAD and denoise settings,
+normalization statistics, label order) from here, never from duplicated constants.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from ser_stream.analysis import AnalysisConfig
+from ser_stream.errors import ModelError
+from ser_stream.stages.denoise import DenoiseConfig
+from ser_stream.stages.features import FeatureConfig
+from ser_stream.stages.vad import VADConfig
+
+__all__ = [
+    "ARTIFACT_FORMAT",
+    "CONFIG_FILE",
+    "ModelArtifact",
+    "default_artifact_dir",
+    "load_artifact",
+]
+
+ARTIFACT_FORMAT = "ser-stream-model/1"
+CONFIG_FILE = "config.json"
+ONNX_FILE = "model.onnx"
+KERAS_FILE = "model.keras"
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A loaded artifact's description (the model itself is opened by the model core).
+
+    Attributes:
+        path: the artifact folder.
+        labels: output order of the model's probabilities.
+        analysis: VAD, denoise and feature settings the model was trained with.
+        mean: per-feature mean used to standardize the model input.
+        std: per-feature standard deviation used to standardize the model input.
+        config: the whole parsed ``config.json``.
+    """
+
+    path: Path
+    labels: tuple[str, ...]
+    analysis: AnalysisConfig
+    mean: np.ndarray
+    std: np.ndarray
+    config: dict
+
+    @property
+    def onnx_path(self) -> Path:
+        """The ONNX export served by the model core."""
+        return self.path / ONNX_FILE
+
+    @property
+    def keras_path(self) -> Path:
+        """The Keras model the ONNX export was made from."""
+        return self.path / KERAS_FILE
+
+    @property
+    def sample_rate(self) -> int:
+        """Rate the model's audio must have, in Hz."""
+        return self.analysis.features.sample_rate
+
+
+def default_artifact_dir() -> Path:
+    """The artifact shipped inside the package."""
+    return Path(str(resources.files("ser_stream.models") / "default"))
+
+
+def load_artifact(path: str | Path | None = None) -> ModelArtifact:
+    """Read an artifact folder (the shipped default when ``path`` is None).
+
+    Raises:
+        ModelError: the folder, its config or its ONNX model is missing or inconsistent.
+    """
+    folder = Path(path) if path else default_artifact_dir()
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise ModelError(f"{folder}: no {CONFIG_FILE}; pass --model with a trained model folder")
+    try:
+        config = json.loads(config_path.read_text())
+        if config.get("format") != ARTIFACT_FORMAT:
+            raise ModelError(
+                f"{config_path}: format {config.get('format')!r} is not {ARTIFACT_FORMAT!r}; "
+                "re-export the model with this version"
+            )
+        analysis = config["analysis"]
+        parsed = AnalysisConfig(
+            features=FeatureConfig.from_dict(analysis["features"]),
+            vad=_dataclass_from(VADConfig, analysis["vad"]),
+            denoise=_dataclass_from(DenoiseConfig, analysis["denoise"]),
+        )
+        mean = np.asarray(config["normalization"]["mean"], dtype=np.float32)
+        std = np.asarray(config["normalization"]["std"], dtype=np.float32)
+        labels = tuple(config["labels"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{config_path}: invalid model config ({exc}); re-export it") from exc
+    if mean.shape != (parsed.features.n_features,) or std.shape != mean.shape:
+        raise ModelError(f"{config_path}: normalization does not match the feature count")
+    if not (folder / ONNX_FILE).is_file():
+        raise ModelError(f"{folder}: no {ONNX_FILE}; export the model with `ser-stream train`")
+    return ModelArtifact(folder, labels, parsed, mean, std, config)
+
+
+def _dataclass_from(cls, data: dict):
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

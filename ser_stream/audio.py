@@ -1,0 +1,117 @@
+"""The audio boundary: any file, rate, channel count or dtype in; 16 kHz mono float32 out.
+
+Everything downstream of this module (VAD, denoise, features, model) sees exactly one
+format, so conversion happens once, here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ser_stream.errors import InputError
+
+__all__ = ["SAMPLE_RATE", "bundled_sample", "load_audio", "peak_dbfs", "to_canonical"]
+
+SAMPLE_RATE = 16_000
+"""The one sample rate every core works at, in Hz."""
+
+_INT_SCALES = {
+    np.dtype(np.int8): 2.0**7,
+    np.dtype(np.int16): 2.0**15,
+    np.dtype(np.int32): 2.0**31,
+    np.dtype(np.int64): 2.0**63,
+}
+
+
+def to_canonical(
+    samples: np.ndarray, sample_rate: int, *, target_rate: int = SAMPLE_RATE
+) -> np.ndarray:
+    """Convert audio of any dtype, channel layout and rate to mono float32 at ``target_rate``.
+
+    Args:
+        samples: ``(n,)`` mono or ``(n, channels)`` interleaved audio; integer PCM (int8/16/32/64,
+            uint8) or floating point in [-1, 1] (values beyond are clipped).
+        sample_rate: rate of ``samples`` in Hz.
+        target_rate: rate to return, in Hz.
+
+    Returns:
+        A contiguous float32 array of shape ``(m,)``.
+
+    Raises:
+        InputError: empty audio, NaN or infinite samples, an unsupported dtype or shape, or a
+            non-positive sample rate.
+    """
+    array = np.asarray(samples)
+    if sample_rate <= 0:
+        raise InputError(f"sample rate {sample_rate} Hz is not positive; pass the real rate")
+    if array.ndim == 2:
+        if array.shape[1] == 0:
+            raise InputError("audio has no channels; pass (samples, channels) audio")
+    elif array.ndim != 1:
+        raise InputError(f"audio of shape {array.shape} is neither mono nor (samples, channels)")
+    if array.shape[0] == 0:
+        raise InputError("audio is empty; pass at least one sample")
+    audio = _as_float32(array)
+    if not np.all(np.isfinite(audio)):
+        raise InputError("audio contains NaN or infinite samples; fix or re-export the source")
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1, dtype=np.float32)
+    np.clip(audio, -1.0, 1.0, out=audio)
+    if sample_rate != target_rate:
+        audio = _resample(audio, sample_rate, target_rate)
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def load_audio(path: str | Path, *, target_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Read an audio file (wav, flac, ogg, mp3, ...) and convert it with :func:`to_canonical`.
+
+    Raises:
+        InputError: the file is missing, unreadable, corrupt, empty or holds invalid samples.
+    """
+    import soundfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file; check the path")
+    try:
+        samples, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(
+            f"{path}: cannot decode audio ({reason}); pass a valid wav, flac, ogg or mp3 file"
+        ) from exc
+    try:
+        return to_canonical(samples, int(sample_rate), target_rate=target_rate)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from exc
+
+
+def peak_dbfs(samples: np.ndarray) -> float:
+    """Return the peak level of float audio in dBFS (``-inf`` for digital silence)."""
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    return 20.0 * np.log10(peak) if peak > 0 else float("-inf")
+
+
+def bundled_sample() -> Path:
+    """The speech sample shipped with the package (synthetic speech, CC0)."""
+    from importlib import resources
+
+    return Path(str(resources.files("ser_stream") / "samples" / "sample_speech.flac"))
+
+
+def _as_float32(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return (array.astype(np.float32) - 128.0) / 128.0
+    if array.dtype in _INT_SCALES:
+        return (array.astype(np.float64) / _INT_SCALES[array.dtype]).astype(np.float32)
+    if np.issubdtype(array.dtype, np.floating):
+        return array.astype(np.float32, copy=True)
+    raise InputError(f"audio dtype {array.dtype} is not PCM; pass integer or float samples")
+
+
+def _resample(audio: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray:
+    import soxr
+
+    return soxr.resample(audio, sample_rate, target_rate, quality="HQ").astype(np.float32)

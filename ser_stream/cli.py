@@ -1,0 +1,144 @@
+"""The ``ser-stream`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from ser_stream.errors import SerStreamError
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from ser_stream.logs import configure_logging
+
+    configure_logging(args.log_level)
+    try:
+        return args.run(args)
+    except SerStreamError as exc:
+        print(f"ser-stream: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ser-stream", description="Real-time speech emotion recognition."
+    )
+    parser.add_argument("--log-level", default="warning", help="debug, info, warning or error")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    predict = commands.add_parser("predict", help="classify the emotion of audio files")
+    predict.add_argument("files", nargs="+", metavar="FILE", help="wav, flac, ogg or mp3 files")
+    predict.add_argument("--json", action="store_true", help="one JSON object per file per line")
+    predict.add_argument("--model", metavar="DIR", help="model artifact folder (default: shipped)")
+    predict.add_argument("--workers", type=int, help="worker processes (default: by batch size)")
+    predict.set_defaults(run=_predict)
+
+    data_help = "folder with ravdess/ and tess/ (default: $SER_STREAM_DATA or ../shared/data)"
+    train = commands.add_parser("train", help="train the model on RAVDESS and TESS")
+    train.add_argument("--data", metavar="DIR", help=data_help)
+    train.add_argument("--out", metavar="DIR", default="model", help="artifact folder to write")
+    train.add_argument(
+        "--cache", metavar="DIR", help="feature cache (default: ~/.cache/ser-stream)"
+    )
+    train.add_argument("--epochs", type=int, help="training epochs")
+    train.add_argument("--no-augment", action="store_true", help="train on clean audio only")
+    train.add_argument("--workers", type=int, default=None, help="feature worker processes")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("evaluate", help="run the evaluation protocols")
+    evaluate.add_argument("--data", metavar="DIR", help=data_help)
+    evaluate.add_argument(
+        "--protocol", choices=["seed", "speaker", "all"], default="all", help="which protocol"
+    )
+    evaluate.add_argument("--out", metavar="DIR", default="model", help="folder for the results")
+    evaluate.add_argument("--cache", metavar="DIR", help="feature cache")
+    evaluate.add_argument("--epochs", type=int, help="training epochs per split")
+    evaluate.add_argument("--no-augment", action="store_true", help="train on clean audio only")
+    evaluate.add_argument("--workers", type=int, default=None, help="feature worker processes")
+    evaluate.set_defaults(run=_evaluate)
+    return parser
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from ser_stream.predict import predict_files
+    from ser_stream.warmup import kernels_cached
+
+    if not kernels_cached():
+        print(
+            "ser-stream: first run: compiling librosa's feature kernels once (20-30 s)...",
+            file=sys.stderr,
+            flush=True,
+        )
+    failed = False
+    for result in predict_files(args.files, args.model, workers=args.workers):
+        failed |= result.error is not None
+        if args.json:
+            print(json.dumps(result.to_json()), flush=True)
+        elif result.error is not None:
+            print(f"{result.file}: error: {result.error}", flush=True)
+        else:
+            top = sorted(result.probabilities.items(), key=lambda kv: -kv[1])[:3]
+            shares = "  ".join(f"{label} {p:.0%}" for label, p in top)
+            print(f"{result.file}: {result.label}  ({shares}; {len(result.windows)} windows)")
+    return 1 if failed else 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ser_stream.train.pipeline import train_default
+
+    out = train_default(
+        data=args.data,
+        out=Path(args.out),
+        cache=args.cache,
+        epochs=args.epochs,
+        augment=not args.no_augment,
+        workers=args.workers,
+    )
+    print(f"model written to {out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ser_stream.train.pipeline import evaluate_protocols
+
+    protocols = ["seed", "speaker"] if args.protocol == "all" else [args.protocol]
+    results = evaluate_protocols(
+        protocols,
+        data=args.data,
+        out=Path(args.out),
+        cache=args.cache,
+        epochs=args.epochs,
+        augment=not args.no_augment,
+        workers=args.workers,
+    )
+    for name, result in results.items():
+        print(f"{name}: {_summary(result)}")
+    return 0
+
+
+def _summary(result: dict) -> str:
+    if "mean_unweighted_accuracy" in result:
+        return (
+            f"mean accuracy {result['mean_accuracy']:.2%}, mean unweighted accuracy "
+            f"{result['mean_unweighted_accuracy']:.2%}, mean macro-F1 {result['mean_macro_f1']:.2%}"
+        )
+    test = result["test"]
+    return (
+        f"test accuracy {test['accuracy']:.2%} (unweighted {test['unweighted_accuracy']:.2%}), "
+        f"validation accuracy {result['validation']['accuracy']:.2%}"
+    )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Error types shared by every core and stage.
+
+Each message is one line that says what happened and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SerStreamError", "InputError", "ModelError", "WireError", "StageFailed"]
+
+
+class SerStreamError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InputError(SerStreamError, ValueError):
+    """Audio or arguments that cannot be processed (corrupt file, NaN samples, wrong rate)."""
+
+
+class ModelError(SerStreamError):
+    """A model artifact that is missing, incomplete or inconsistent."""
+
+
+class WireError(SerStreamError):
+    """A message that does not follow the wire schema."""
+
+
+class StageFailed(SerStreamError):
+    """A stage that can no longer work; its process exits and the supervisor restarts it."""

@@ -1,0 +1,79 @@
+"""Messages that flow between the cores: plain frozen dataclasses, no behaviour.
+
+The same objects travel in-process (``predict``, training) and over ZeroMQ between stage
+processes; times are seconds of audio from the start of the stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Window", "Noise", "Event", "Features", "Prediction"]
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A stretch of speech to classify.
+
+    Attributes:
+        samples: mono float32 audio at the stream's sample rate.
+        t_start: start of the window, seconds from the start of the stream.
+        t_end: end of the window, seconds from the start of the stream.
+        utterance: index of the utterance the window belongs to, from 0.
+        index: index of the window in the stream, from 0.
+        final: True for the last window of an utterance.
+    """
+
+    samples: np.ndarray
+    t_start: float
+    t_end: float
+    utterance: int
+    index: int
+    final: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Noise:
+    """Non-speech audio, handed downstream to learn the noise profile of the stream."""
+
+    samples: np.ndarray
+    t_start: float
+    t_end: float
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened in the stream: ``speech_start``, ``speech_end``, ``silence``.
+
+    Attributes:
+        name: the event kind.
+        t: when it happened, seconds from the start of the stream.
+        data: extra facts, e.g. ``{"duration_s": 2.0}`` for silence.
+    """
+
+    name: str
+    t: float
+    data: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """The feature matrix of one window, ``(frames, features)`` float32."""
+
+    matrix: np.ndarray
+    t_start: float
+    t_end: float
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """The emotion distribution of one window, in the label order of the model."""
+
+    probabilities: np.ndarray
+    label: str
+    t_start: float
+    t_end: float
+    index: int

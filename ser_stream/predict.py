@@ -1,0 +1,123 @@
+"""Batch prediction over audio files: the cores chained in-process, one result per file.
+
+Each file is judged alone: its result never depends on the other files of the same call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ser_stream.analysis import analyze
+from ser_stream.artifact import ModelArtifact, load_artifact
+from ser_stream.audio import load_audio
+from ser_stream.errors import InputError
+from ser_stream.stages.model import ModelCore
+
+__all__ = ["FileResult", "Predictor", "predict_files"]
+
+PARALLEL_MIN_FILES = 24
+"""Below this many files one process is faster than starting workers."""
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """The outcome for one input file: a prediction, or an error that says what to do."""
+
+    file: str
+    label: str | None = None
+    probabilities: dict[str, float] = field(default_factory=dict)
+    windows: list[dict] = field(default_factory=list)
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        """The JSON object ``predict --json`` prints for this file."""
+        if self.error is not None:
+            return {"file": self.file, "error": self.error}
+        return {
+            "file": self.file,
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "windows": self.windows,
+        }
+
+
+class Predictor:
+    """Loads a model artifact once and predicts whole recordings with it."""
+
+    def __init__(self, artifact: ModelArtifact) -> None:
+        self.artifact = artifact
+        self.core = ModelCore(artifact)
+
+    def predict_samples(self, samples: np.ndarray, name: str = "<audio>") -> FileResult:
+        """Predict canonical (16 kHz mono float32) audio; the file label is the window mean."""
+        features = analyze(samples, self.artifact.analysis)
+        predictions = self.core.push_batch(features)
+        labels = self.artifact.labels
+        mean = np.mean([p.probabilities for p in predictions], axis=0)
+        windows = [
+            {
+                "t_start": round(p.t_start, 3),
+                "t_end": round(p.t_end, 3),
+                "label": p.label,
+                "probabilities": _as_dict(labels, p.probabilities),
+            }
+            for p in predictions
+        ]
+        return FileResult(
+            file=name,
+            label=labels[int(np.argmax(mean))],
+            probabilities=_as_dict(labels, mean),
+            windows=windows,
+        )
+
+    def predict_file(self, path: str) -> FileResult:
+        """Predict one file; unreadable or unusable audio gives a result with ``error`` set."""
+        try:
+            samples = load_audio(path, target_rate=self.artifact.sample_rate)
+            return self.predict_samples(samples, name=path)
+        except InputError as exc:
+            message = str(exc)
+            if not message.startswith(str(path)):
+                message = f"{path}: {message}"
+            return FileResult(file=path, error=message)
+
+
+def predict_files(
+    paths: Iterable[str], model: str | Path | None = None, *, workers: int | None = None
+) -> Iterator[FileResult]:
+    """Predict each file in order; large batches run in worker processes."""
+    paths = list(paths)
+    artifact = load_artifact(model)
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 4) if len(paths) >= PARALLEL_MIN_FILES else 1
+    if workers <= 1:
+        predictor = Predictor(artifact)
+        for path in paths:
+            yield predictor.predict_file(path)
+        return
+    chunk = max(1, min(32, len(paths) // (workers * 4)))
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(artifact.path,)) as pool:
+        yield from pool.map(_predict_in_worker, paths, chunksize=chunk)
+
+
+_WORKER: Predictor | None = None
+
+
+def _init_worker(model_dir: Path) -> None:
+    global _WORKER
+    _WORKER = Predictor(load_artifact(model_dir))
+
+
+def _predict_in_worker(path: str) -> FileResult:
+    assert _WORKER is not None, "worker used before its initializer ran"
+    return _WORKER.predict_file(path)
+
+
+def _as_dict(labels: tuple[str, ...], values: np.ndarray) -> dict[str, float]:
+    return {label: round(float(v), 6) for label, v in zip(labels, values, strict=True)}

@@ -1,0 +1,1 @@
+"""Processing cores, one module per pipeline stage."""

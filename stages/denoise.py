@@ -1,0 +1,109 @@
+"""Denoise stage: speech windows in, denoised and loudness-normalized windows out.
+
+Noise reduction is noisereduce's stationary spectral gate, fed with the non-speech audio the
+VAD hands downstream (the stream's own noise profile). Normalization follows pydub's
+``effects.normalize``: scale so the peak sits ``headroom_db`` below full scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ser_stream.errors import InputError
+from ser_stream.messages import Noise, Window
+
+__all__ = ["DenoiseConfig", "DenoiseCore", "normalize_peak", "reduce_noise"]
+
+
+@dataclass(frozen=True, slots=True)
+class DenoiseConfig:
+    """Settings of the denoise core.
+
+    Attributes:
+        enabled: run noise reduction at all (normalization always runs).
+        prop_decrease: share of the estimated noise removed, 0 to 1.
+        n_std_thresh: spectral-gate threshold in standard deviations of the noise.
+        min_noise_s: noise reduction waits until this much noise has been heard.
+        noise_memory_s: only the most recent noise of this length forms the profile.
+        headroom_db: peak level after normalization, in dB below full scale.
+    """
+
+    enabled: bool = True
+    prop_decrease: float = 0.8
+    n_std_thresh: float = 1.5
+    min_noise_s: float = 0.25
+    noise_memory_s: float = 2.0
+    headroom_db: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.prop_decrease <= 1.0:
+            raise InputError(f"prop_decrease {self.prop_decrease} must be within 0-1")
+        if self.headroom_db < 0:
+            raise InputError(f"headroom_db {self.headroom_db} must not be negative")
+
+
+def normalize_peak(samples: np.ndarray, headroom_db: float = 0.1) -> np.ndarray:
+    """Scale float audio so its peak is ``headroom_db`` below full scale (pydub semantics).
+
+    Digital silence is returned unchanged, as pydub does.
+    """
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    if peak == 0.0:
+        return samples.astype(np.float32, copy=True)
+    gain = (10.0 ** (-headroom_db / 20.0)) / peak
+    return (samples * gain).astype(np.float32)
+
+
+def reduce_noise(
+    samples: np.ndarray, noise: np.ndarray, sample_rate: int, config: DenoiseConfig
+) -> np.ndarray:
+    """Remove the stationary noise described by ``noise`` from ``samples``."""
+    import noisereduce
+
+    reduced = noisereduce.reduce_noise(
+        y=samples,
+        sr=sample_rate,
+        y_noise=noise,
+        stationary=True,
+        prop_decrease=config.prop_decrease,
+        n_std_thresh_stationary=config.n_std_thresh,
+        n_fft=512,
+        # noisereduce pads each chunk by 30000 samples by default, which triples the work on
+        # a 3 s window; one frame of context on each side is all the gate needs.
+        padding=1024,
+    )
+    return np.asarray(reduced, dtype=np.float32)
+
+
+class DenoiseCore:
+    """Pure and stateful (the noise profile of one stream)."""
+
+    def __init__(self, config: DenoiseConfig | None = None, sample_rate: int = 16_000) -> None:
+        self.config = config or DenoiseConfig()
+        self.sample_rate = sample_rate
+        self._memory = round(self.config.noise_memory_s * sample_rate)
+        self._min_noise = round(self.config.min_noise_s * sample_rate)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the noise profile."""
+        self._noise = np.zeros(0, dtype=np.float32)
+
+    @property
+    def noise_profile(self) -> np.ndarray:
+        """The noise the next window will be cleaned with (possibly too short to use)."""
+        return self._noise
+
+    def push_noise(self, noise: Noise) -> None:
+        """Learn from non-speech audio."""
+        joined = np.concatenate([self._noise, np.asarray(noise.samples, dtype=np.float32)])
+        self._noise = joined[-self._memory :] if self._memory else joined
+
+    def push(self, window: Window) -> Window:
+        """Return ``window`` with noise reduced (once a profile exists) and normalized."""
+        samples = np.asarray(window.samples, dtype=np.float32)
+        if self.config.enabled and self._noise.size >= self._min_noise and samples.size:
+            samples = reduce_noise(samples, self._noise, self.sample_rate, self.config)
+        return replace(window, samples=normalize_peak(samples, self.config.headroom_db))

@@ -1,0 +1,169 @@
+"""Features stage: speech windows in, ``(frames, features)`` matrices out.
+
+The feature set and every parameter live in one :class:`FeatureConfig`, which travels inside
+the model artifact: training, ``predict`` and the live pipeline compute exactly the same
+matrix from the same audio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from ser_stream.errors import InputError
+from ser_stream.messages import Features, Window
+
+__all__ = ["FEATURE_KINDS", "FeatureConfig", "FeaturesCore", "extract_features", "fit_length"]
+
+FEATURE_KINDS = ("rms", "zcr", "mfcc", "mfcc_delta", "mfcc_delta2", "logmel")
+"""Feature kinds a config may list, in the column order of the matrix."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureConfig:
+    """How audio becomes a feature matrix.
+
+    Attributes:
+        sample_rate: rate of the audio, in Hz.
+        window_s: length of one analysis window; shorter speech is repeated to fill it.
+        hop_s: step between sliding windows over long speech.
+        n_fft: FFT size (and RMS / ZCR frame length), in samples.
+        hop_length: step between feature frames, in samples.
+        n_mfcc: number of MFCC coefficients.
+        n_mels: mel bands behind the MFCC (and of ``logmel``).
+        fmin: lowest mel frequency, in Hz.
+        fmax: highest mel frequency, in Hz.
+        kinds: feature kinds, a subset of :data:`FEATURE_KINDS`.
+        instance_norm: standardize each column over the window (per-utterance normalization).
+    """
+
+    sample_rate: int = 16_000
+    window_s: float = 3.0
+    hop_s: float = 1.5
+    n_fft: int = 1024
+    hop_length: int = 512
+    n_mfcc: int = 13
+    n_mels: int = 40
+    fmin: float = 50.0
+    fmax: float = 8_000.0
+    kinds: tuple[str, ...] = ("rms", "zcr", "mfcc")
+    instance_norm: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = [kind for kind in self.kinds if kind not in FEATURE_KINDS]
+        if unknown or not self.kinds:
+            raise InputError(f"unknown feature kinds {unknown}; choose from {FEATURE_KINDS}")
+        if self.hop_length <= 0 or self.n_fft <= 0 or self.window_s <= 0:
+            raise InputError("n_fft, hop_length and window_s must be positive")
+
+    @property
+    def window_samples(self) -> int:
+        """Samples in one analysis window."""
+        return round(self.window_s * self.sample_rate)
+
+    @property
+    def n_frames(self) -> int:
+        """Feature frames in one window."""
+        return 1 + self.window_samples // self.hop_length
+
+    @property
+    def n_features(self) -> int:
+        """Columns of the feature matrix."""
+        widths = {
+            "rms": 1,
+            "zcr": 1,
+            "mfcc": self.n_mfcc,
+            "mfcc_delta": self.n_mfcc,
+            "mfcc_delta2": self.n_mfcc,
+            "logmel": self.n_mels,
+        }
+        return sum(widths[kind] for kind in self.kinds)
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form, as stored in the model artifact."""
+        data = asdict(self)
+        data["kinds"] = list(self.kinds)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise InputError(f"feature config has unknown keys {sorted(unknown)}")
+        values = dict(data)
+        if "kinds" in values:
+            values["kinds"] = tuple(values["kinds"])
+        return cls(**values)
+
+
+def fit_length(samples: np.ndarray, n_samples: int) -> np.ndarray:
+    """Repeat short audio (or cut long audio) to exactly ``n_samples``."""
+    if samples.size == 0:
+        raise InputError("cannot compute features of empty audio")
+    if samples.size < n_samples:
+        samples = np.tile(samples, -(-n_samples // samples.size))
+    return samples[:n_samples]
+
+
+def extract_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Return the ``(config.n_frames, config.n_features)`` float32 matrix of one window."""
+    import librosa
+
+    y = fit_length(np.asarray(samples, dtype=np.float32), config.window_samples)
+    columns: list[np.ndarray] = []
+    mel_db = mfcc = None
+    needs_mel = any(
+        kind in ("mfcc", "mfcc_delta", "mfcc_delta2", "logmel") for kind in config.kinds
+    )
+    if needs_mel:
+        mel = librosa.feature.melspectrogram(
+            y=y,
+            sr=config.sample_rate,
+            n_fft=config.n_fft,
+            hop_length=config.hop_length,
+            n_mels=config.n_mels,
+            fmin=config.fmin,
+            fmax=config.fmax,
+        )
+        mel_db = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
+        mfcc = librosa.feature.mfcc(S=mel_db, n_mfcc=config.n_mfcc)
+    for kind in config.kinds:
+        if kind == "rms":
+            rms = librosa.feature.rms(y=y, frame_length=config.n_fft, hop_length=config.hop_length)
+            columns.append(np.log(rms + 1e-6))
+        elif kind == "zcr":
+            columns.append(
+                librosa.feature.zero_crossing_rate(
+                    y, frame_length=config.n_fft, hop_length=config.hop_length
+                )
+            )
+        elif kind == "mfcc":
+            columns.append(mfcc)
+        elif kind == "mfcc_delta":
+            columns.append(librosa.feature.delta(mfcc, order=1))
+        elif kind == "mfcc_delta2":
+            columns.append(librosa.feature.delta(mfcc, order=2))
+        elif kind == "logmel":
+            columns.append(mel_db)
+    matrix = np.concatenate(columns, axis=0).T.astype(np.float32)
+    if config.instance_norm:
+        matrix = (matrix - matrix.mean(axis=0)) / (matrix.std(axis=0) + 1e-5)
+    return np.ascontiguousarray(matrix, dtype=np.float32)
+
+
+class FeaturesCore:
+    """Stateless: one window in, one feature matrix out."""
+
+    def __init__(self, config: FeatureConfig | None = None) -> None:
+        self.config = config or FeatureConfig()
+
+    def push(self, window: Window) -> Features:
+        """Compute the features of ``window``."""
+        matrix = extract_features(window.samples, self.config)
+        return Features(matrix, window.t_start, window.t_end, window.index)
+
+    def reset(self) -> None:
+        """Nothing to forget; present for the uniform core interface."""

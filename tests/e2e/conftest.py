@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures import train_tiny_artifact
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory):
+    """A complete artifact of a tiny model trained on synthetic features."""
+    pytest.importorskip("tensorflow")
+    return train_tiny_artifact(tmp_path_factory.mktemp("artifact") / "tiny")

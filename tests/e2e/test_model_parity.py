@@ -1,0 +1,45 @@
+"""The served model (ONNX through onnxruntime) matches the Keras model within 1e-5."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ser_stream.stages.model import ModelCore
+
+from ser_stream.artifact import default_artifact_dir, load_artifact
+
+pytest.importorskip("tensorflow")
+
+
+def keras_probabilities(artifact, matrices: np.ndarray) -> np.ndarray:
+    import keras
+    from ser_stream.models.lstm import custom_objects
+
+    model = keras.models.load_model(
+        artifact.keras_path, custom_objects=custom_objects(), compile=False
+    )
+    normalized = (matrices - artifact.mean) / artifact.std
+    return np.asarray(model(normalized.astype(np.float32), training=False))
+
+
+def feature_batch(artifact, n: int, seed: int = 0) -> np.ndarray:
+    from ser_stream.analysis import analyze
+    from ser_stream.testing import noise, voiced
+
+    rng = np.random.default_rng(seed)
+    audio = np.concatenate([noise(0.5), voiced(7.0, seed=seed), noise(0.5, seed=3)])
+    real = np.stack([f.matrix for f in analyze(audio, artifact.analysis)])
+    shape = (n, artifact.analysis.features.n_frames, artifact.analysis.features.n_features)
+    random = artifact.mean + artifact.std * rng.standard_normal(shape).astype(np.float32)
+    return np.concatenate([real, random.astype(np.float32)])
+
+
+@pytest.mark.parametrize("which", ["tiny", "shipped"])
+def test_onnx_matches_keras_within_1e_5(which, tiny_artifact):
+    """Probabilities of the ONNX runtime and of Keras differ by at most 1e-5."""
+    artifact = load_artifact(tiny_artifact if which == "tiny" else default_artifact_dir())
+    matrices = feature_batch(artifact, 16)
+    served = ModelCore(artifact).probabilities(matrices)
+    expected = keras_probabilities(artifact, matrices)
+    assert served.shape == expected.shape == (len(matrices), len(artifact.labels))
+    assert np.max(np.abs(served - expected)) <= 1e-5

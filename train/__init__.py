@@ -1,0 +1,1 @@
+"""Dataset loaders, feature cache, training, evaluation and export."""

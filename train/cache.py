@@ -1,0 +1,176 @@
+"""Feature windows of whole corpora, computed in parallel and cached on disk.
+
+A second run with the same clips, analysis settings and augmentation loads the cache
+instead of recomputing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ser_stream.stages import denoise, features, vad
+from ser_stream.train import augment as augment_module
+from ser_stream.train.augment import AugmentConfig, augment
+from ser_stream.train.datasets import Clip
+
+from ser_stream import analysis as analysis_module
+from ser_stream import audio as audio_module
+from ser_stream.analysis import AnalysisConfig, analyze
+from ser_stream.audio import load_audio
+from ser_stream.errors import InputError
+from ser_stream.logs import get_logger
+
+__all__ = ["CACHE_ENV", "WindowSet", "cache_dir", "clip_windows", "config_dict"]
+
+CACHE_ENV = "SER_STREAM_CACHE"
+"""Environment variable naming the feature cache folder (default ``~/.cache/ser-stream``)."""
+
+log = get_logger(component="cache")
+
+_FEATURE_CODE = (analysis_module, audio_module, augment_module, denoise, features, vad)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSet:
+    """Feature windows of a list of clips.
+
+    Attributes:
+        features: ``(windows, frames, features)`` float32.
+        clip_index: for each window, the index of its clip in the clip list.
+        variant: for each window, 0 for clean audio, k for the k-th augmented copy.
+    """
+
+    features: np.ndarray
+    clip_index: np.ndarray
+    variant: np.ndarray
+
+    def select(self, mask: np.ndarray) -> WindowSet:
+        """The windows where ``mask`` is true."""
+        return WindowSet(self.features[mask], self.clip_index[mask], self.variant[mask])
+
+
+def cache_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """Return the cache folder: ``explicit``, else ``$SER_STREAM_CACHE``, else the user cache."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path.home() / ".cache" / "ser-stream"
+
+
+def config_dict(config: AnalysisConfig) -> dict:
+    """Plain-JSON form of an analysis config, as stored in the model artifact."""
+    from dataclasses import asdict
+
+    return {
+        "features": config.features.to_dict(),
+        "vad": asdict(config.vad),
+        "denoise": asdict(config.denoise),
+    }
+
+
+def clip_windows(
+    clips: list[Clip],
+    config: AnalysisConfig,
+    *,
+    augmentation: AugmentConfig | None = None,
+    seed: int = 0,
+    workers: int | None = None,
+    cache: Path | None = None,
+    progress: bool = True,
+) -> WindowSet:
+    """Compute (or load from ``cache``) the feature windows of every clip and variant.
+
+    Clips that cannot be analysed are skipped with a warning and contribute no window.
+    """
+    copies = augmentation.copies if augmentation else 0
+    key = _cache_key(clips, config, augmentation, seed)
+    path = cache / f"windows-{key}.npz" if cache else None
+    if path and path.is_file():
+        with np.load(path) as data:
+            log.info("feature cache hit", path=str(path), windows=len(data["clip_index"]))
+            return WindowSet(data["features"], data["clip_index"], data["variant"])
+    jobs = [(i, clip.path, v) for i, clip in enumerate(clips) for v in range(copies + 1)]
+    results = _run_jobs(jobs, config, augmentation, seed, workers, progress)
+    feats, index, variant = [], [], []
+    skipped = 0
+    for (i, _, v), matrices in zip(jobs, results, strict=True):
+        if matrices is None:
+            skipped += 1
+            continue
+        feats.extend(matrices)
+        index.extend([i] * len(matrices))
+        variant.extend([v] * len(matrices))
+    if skipped:
+        log.warning("clips skipped", count=skipped)
+    shape = (0, config.features.n_frames, config.features.n_features)
+    result = WindowSet(
+        np.stack(feats) if feats else np.zeros(shape, np.float32),
+        np.asarray(index, dtype=np.int64),
+        np.asarray(variant, dtype=np.int64),
+    )
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(
+            tmp, features=result.features, clip_index=result.clip_index, variant=result.variant
+        )
+        tmp.replace(path)
+    return result
+
+
+def _cache_key(
+    clips: list[Clip], config: AnalysisConfig, augmentation: AugmentConfig | None, seed: int
+) -> str:
+    digest = hashlib.sha256()
+    spec = {
+        "config": config_dict(config),
+        "augmentation": augmentation.to_dict() if augmentation else None,
+        "seed": seed,
+    }
+    digest.update(json.dumps(spec, sort_keys=True).encode())
+    # Any change to the code that turns audio into features invalidates the cache.
+    for module in _FEATURE_CODE:
+        digest.update(Path(module.__file__).read_bytes())
+    for clip in clips:
+        stat = clip.path.stat()
+        digest.update(f"{clip.path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def _run_jobs(jobs, config, augmentation, seed, workers, progress):
+    from tqdm import tqdm
+
+    args = [(path, v, config, augmentation, seed * 1_000_003 + i * 101 + v) for i, path, v in jobs]
+    workers = workers or min(4, os.cpu_count() or 1)
+    bar = tqdm(total=len(args), desc="features", unit="clip", disable=not progress)
+    results = []
+    if workers == 1:
+        for arg in args:
+            results.append(_windows_of(arg))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            for result in pool.map(_windows_of, args, chunksize=16):
+                results.append(result)
+                bar.update()
+    bar.close()
+    return results
+
+
+def _windows_of(arg) -> list[np.ndarray] | None:
+    path, variant, config, augmentation, seed = arg
+    try:
+        samples = load_audio(path, target_rate=config.features.sample_rate)
+        if variant:
+            samples = augment(samples, config.features.sample_rate, augmentation, seed)
+        return [f.matrix for f in analyze(samples, config)]
+    except InputError as exc:
+        log.warning("clip skipped", path=str(path), reason=str(exc))
+        return None

@@ -1,0 +1,135 @@
+"""Loaders of the RAVDESS (speech) and TESS corpora, mapped to the project's 8 labels."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ser_stream.errors import InputError
+
+__all__ = [
+    "Clip",
+    "DATA_ENV",
+    "data_root",
+    "load_corpora",
+    "load_ravdess",
+    "load_tess",
+]
+
+DATA_ENV = "SER_STREAM_DATA"
+"""Environment variable naming the folder that holds ``ravdess/`` and ``tess/``."""
+
+_RAVDESS_EMOTIONS = {
+    "01": "neutral",
+    "02": "calm",
+    "03": "happy",
+    "04": "sad",
+    "05": "angry",
+    "06": "fearful",
+    "07": "disgusted",
+    "08": "surprised",
+}
+_TESS_EMOTIONS = {
+    "neutral": "neutral",
+    "happy": "happy",
+    "sad": "sad",
+    "angry": "angry",
+    "fear": "fearful",
+    "disgust": "disgusted",
+    "ps": "surprised",
+}
+_RAVDESS_NAME = re.compile(r"^03-01-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
+_AUDIO_SUFFIXES = {".flac", ".wav"}
+
+
+@dataclass(frozen=True, slots=True)
+class Clip:
+    """One labelled recording.
+
+    Attributes:
+        path: the audio file.
+        label: one of the project's 8 labels.
+        corpus: ``"ravdess"`` or ``"tess"``.
+        speaker: corpus-qualified speaker id, e.g. ``"ravdess-07"`` or ``"tess-OAF"``.
+    """
+
+    path: Path
+    label: str
+    corpus: str
+    speaker: str
+
+    @property
+    def actor(self) -> int | None:
+        """RAVDESS actor number, ``None`` for TESS."""
+        return int(self.speaker.split("-")[1]) if self.corpus == "ravdess" else None
+
+
+def data_root(explicit: str | os.PathLike | None = None) -> Path:
+    """Return the data folder: ``explicit``, else ``$SER_STREAM_DATA``, else ``../shared/data``.
+
+    The default is looked up beside the current directory and beside the project checkout.
+    """
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV])
+    candidates = [Path.cwd() / ".." / "shared" / "data"]
+    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data")
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate.resolve()
+    return candidates[0]
+
+
+def load_ravdess(root: Path) -> list[Clip]:
+    """List the RAVDESS speech clips under ``root/ravdess`` (``Actor_NN/03-01-...``)."""
+    clips = []
+    for path in sorted(_audio_files(root / "ravdess")):
+        match = _RAVDESS_NAME.match(path.stem)
+        if not match or match.group(1) not in _RAVDESS_EMOTIONS:
+            continue
+        actor = match.group(5)
+        clips.append(Clip(path, _RAVDESS_EMOTIONS[match.group(1)], "ravdess", f"ravdess-{actor}"))
+    return clips
+
+
+def load_tess(root: Path) -> list[Clip]:
+    """List the TESS clips under ``root/tess`` (``<SPEAKER>_<emotion>/<SPK>_<word>_<emotion>``).
+
+    The emotion comes from the file name's last part and the speaker from the folder name,
+    since folder case and one file prefix (``OA_bite_neutral``) are inconsistent.
+    """
+    clips = []
+    for path in sorted(_audio_files(root / "tess")):
+        emotion = path.stem.rsplit("_", 1)[-1].lower()
+        if emotion not in _TESS_EMOTIONS:
+            continue
+        speaker = path.parent.name.split("_", 1)[0].upper()
+        clips.append(Clip(path, _TESS_EMOTIONS[emotion], "tess", f"tess-{speaker}"))
+    return clips
+
+
+def load_corpora(root: Path, corpora: tuple[str, ...] = ("ravdess", "tess")) -> list[Clip]:
+    """List the clips of the named corpora.
+
+    Raises:
+        InputError: a corpus folder is missing or holds no clips.
+    """
+    loaders = {"ravdess": load_ravdess, "tess": load_tess}
+    clips: list[Clip] = []
+    for corpus in corpora:
+        found = loaders[corpus](root)
+        if not found:
+            raise InputError(
+                f"no {corpus} clips under {root / corpus}; pass --data DIR or set {DATA_ENV}"
+            )
+        clips.extend(found)
+    return clips
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.rglob("*") if p.suffix.lower() in _AUDIO_SUFFIXES and p.is_file()]
