@@ -53,14 +53,19 @@ def to_canonical(
         raise InputError(f"audio of shape {array.shape} is neither mono nor (samples, channels)")
     if array.shape[0] == 0:
         raise InputError("audio is empty; pass at least one sample")
-    audio = _as_float32(array)
-    if not np.all(np.isfinite(audio)):
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
         raise InputError("audio contains NaN or infinite samples; fix or re-export the source")
+    audio = _as_float32(array)
     if audio.ndim == 2:
         audio = audio.mean(axis=1, dtype=np.float32)
     np.clip(audio, -1.0, 1.0, out=audio)
     if sample_rate != target_rate:
-        audio = _resample(audio, sample_rate, target_rate)
+        # Resampling a clipped signal overshoots full scale (Gibbs): clip again.
+        audio = np.clip(_resample(audio, sample_rate, target_rate), -1.0, 1.0)
+        if audio.size == 0:
+            raise InputError(
+                f"audio of {array.shape[0]} samples at {sample_rate} Hz is too short to resample"
+            )
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
@@ -107,7 +112,8 @@ def _as_float32(array: np.ndarray) -> np.ndarray:
     if array.dtype in _INT_SCALES:
         return (array.astype(np.float64) / _INT_SCALES[array.dtype]).astype(np.float32)
     if np.issubdtype(array.dtype, np.floating):
-        return array.astype(np.float32, copy=True)
+        # Clip before the cast: finite float64 beyond float32's range would become inf.
+        return np.clip(array, -1.0, 1.0).astype(np.float32)
     raise InputError(f"audio dtype {array.dtype} is not PCM; pass integer or float samples")
 
 

@@ -23,7 +23,8 @@ class Window:
         t_end: end of the window, seconds from the start of the stream.
         utterance: index of the utterance the window belongs to, from 0.
         index: index of the window in the stream, from 0.
-        final: True for the last window of an utterance.
+        final: True for the window emitted when its utterance ended (the tail); an utterance
+            whose speech the sliding windows covered exactly has no final window.
     """
 
     samples: np.ndarray

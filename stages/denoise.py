@@ -53,7 +53,8 @@ def normalize_peak(samples: np.ndarray, headroom_db: float = 0.1) -> np.ndarray:
     if peak == 0.0:
         return samples.astype(np.float32, copy=True)
     gain = (10.0 ** (-headroom_db / 20.0)) / peak
-    return (samples * gain).astype(np.float32)
+    # float64: the gain of a subnormal peak overflows float32.
+    return (samples.astype(np.float64) * gain).astype(np.float32)
 
 
 def reduce_noise(

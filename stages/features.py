@@ -56,6 +56,11 @@ class FeatureConfig:
             raise InputError(f"unknown feature kinds {unknown}; choose from {FEATURE_KINDS}")
         if self.hop_length <= 0 or self.n_fft <= 0 or self.window_s <= 0:
             raise InputError("n_fft, hop_length and window_s must be positive")
+        if any(k.startswith("mfcc_delta") for k in self.kinds) and self.n_frames < 9:
+            raise InputError(
+                f"MFCC deltas need at least 9 frames per window, got {self.n_frames}; "
+                "lengthen window_s or shorten hop_length"
+            )
 
     @property
     def window_samples(self) -> int:
@@ -150,7 +155,10 @@ def extract_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
             columns.append(mel_db)
     matrix = np.concatenate(columns, axis=0).T.astype(np.float32)
     if config.instance_norm:
-        matrix = (matrix - matrix.mean(axis=0)) / (matrix.std(axis=0) + 1e-5)
+        std = matrix.std(axis=0)
+        centered = matrix - matrix.mean(axis=0)
+        # Constant columns become exact zeros, not rounding error divided by epsilon.
+        matrix = np.where(std > 1e-4, centered / np.maximum(std, 1e-4), 0.0)
     return np.ascontiguousarray(matrix, dtype=np.float32)
 
 

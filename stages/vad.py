@@ -65,6 +65,12 @@ class VADConfig:
             raise InputError("window_s and hop_s must be positive")
         if min(self.trigger_ms, self.hangover_ms) < self.frame_ms:
             raise InputError("trigger_ms and hangover_ms must be at least one frame long")
+        if self.hop_s > self.window_s:
+            raise InputError(f"hop_s {self.hop_s} exceeds window_s {self.window_s}; lower it")
+        if min(self.tail_pad_ms, self.min_speech_ms) < 0 or self.noise_chunk_s <= 0:
+            raise InputError("tail_pad_ms and min_speech_ms must be >= 0, noise_chunk_s > 0")
+        if self.silence_event_s is not None and self.silence_event_s <= 0:
+            raise InputError(f"silence_event_s {self.silence_event_s} must be positive or None")
 
 
 def sliding_spans(n_samples: int, window: int, hop: int) -> list[tuple[int, int]]:
@@ -125,6 +131,7 @@ class VADCore:
         self._utterance_len = 0
         self._utterance_start = 0
         self._last_voiced_end = 0
+        self._voiced_len = 0
         self._unvoiced_run = 0
         self._next_window = 0
         self._windows_in_utterance = 0
@@ -139,9 +146,16 @@ class VADCore:
 
     def push(self, samples: np.ndarray) -> list[Output]:
         """Take the next chunk of mono float32 audio; return what it completes."""
-        chunk = np.asarray(samples, dtype=np.float32).reshape(-1)
-        if chunk.size and not np.all(np.isfinite(chunk)):
+        array = np.asarray(samples)
+        if array.ndim != 1 or not np.issubdtype(array.dtype, np.floating):
+            raise InputError(
+                f"VAD takes mono float audio, got {array.dtype} of shape {array.shape}; "
+                "convert with ser_stream.audio.to_canonical first"
+            )
+        if array.size and not np.all(np.isfinite(array)):
             raise InputError("audio chunk contains NaN or infinite samples; fix the source")
+        # A copy: callers (audio callbacks) may reuse their buffer after push returns.
+        chunk = array.astype(np.float32, copy=True)
         buffer = np.concatenate([self._pending, chunk]) if self._pending.size else chunk
         outputs: list[Output] = []
         n_frames = buffer.size // self._frame
@@ -190,7 +204,8 @@ class VADCore:
             if not self._ring:
                 self._ring_start = self._position
             self._ring.append((frame, voiced))
-            self._track_silence(self._position + frame.size, outputs)
+            # Frames still in the trigger ring may turn out to be speech: not yet silence.
+            self._track_silence(self._ring_start, outputs)
             voiced_count = sum(v for _, v in self._ring)
             if voiced_count >= self.config.trigger_ratio * self._trigger_frames:
                 self._start_utterance(outputs)
@@ -203,6 +218,7 @@ class VADCore:
         self._utterance_len = 0
         self._utterance_start = self._ring_start
         self._last_voiced_end = 0
+        self._voiced_len = 0
         self._unvoiced_run = 0
         self._next_window = 0
         self._windows_in_utterance = 0
@@ -217,26 +233,36 @@ class VADCore:
         self._utterance.append(frame)
         self._utterance_len += frame.size
         if voiced:
+            self._voiced_len += frame.size
             self._last_voiced_end = self._utterance_len
             self._unvoiced_run = 0
         else:
             self._unvoiced_run += 1
 
+    def _speech_len(self) -> int:
+        """Utterance audio known to be speech: up to the last voiced frame plus the tail pad."""
+        return min(self._utterance_len, self._last_voiced_end + self._tail_pad)
+
     def _emit_sliding(self, outputs: list[Output]) -> None:
-        if not self._announced and self._last_voiced_end >= self._min_speech:
-            # Announced only once it is long enough: blips never become speech.
+        if not self._announced and self._voiced_len >= self._min_speech:
+            # Announced only once enough voiced audio was heard: blips never become speech.
             outputs.append(Event("speech_start", self._seconds(self._utterance_start)))
             self._announced = True
             self._silence_start = None
-        while self._utterance_len - self._next_window >= self._window:
+        if not self._announced:
+            return
+        # Windows never reach past the speech known so far, so none runs into the hangover.
+        limit = self._speech_len()
+        while limit - self._next_window >= self._window:
             audio = self._utterance_audio()
             start = self._next_window
             self._emit_window(audio[start : start + self._window], start, final=False, out=outputs)
             self._next_window += self._hop
 
     def _end_utterance(self, outputs: list[Output]) -> None:
+        self._emit_sliding(outputs)
         audio = self._utterance_audio()
-        keep = min(audio.size, self._last_voiced_end + self._tail_pad)
+        keep = self._speech_len()
         speech, trailing = audio[:keep], audio[keep:]
         self._in_speech = False
         self._utterance = []

@@ -118,6 +118,9 @@ def load_corpora(root: Path, corpora: tuple[str, ...] = ("ravdess", "tess")) -> 
         InputError: a corpus folder is missing or holds no clips.
     """
     loaders = {"ravdess": load_ravdess, "tess": load_tess}
+    unknown = sorted(set(corpora) - set(loaders))
+    if unknown:
+        raise InputError(f"unknown corpora {unknown}; choose from {sorted(loaders)}")
     clips: list[Clip] = []
     for corpus in corpora:
         found = loaders[corpus](root)
