@@ -18,13 +18,15 @@ lint: setup-dev
 	$(BIN)/ruff check ser_stream stages models train tests benchmarks
 	$(BIN)/ruff format --check ser_stream stages models train tests benchmarks
 
-# System libraries: PortAudio for microphone capture (sounddevice), espeak-ng and sox
-# for tests that speak and measure real audio. Skipped when already present.
+# System packages: venv support, PortAudio for microphone capture (sounddevice) and
+# espeak-ng for tests that speak real sentences. Skipped when already present.
 system-packages:
-	@if ! ldconfig -p | grep -q libportaudio.so.2 || ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then \
+	@if ! /sbin/ldconfig -p | grep -q libportaudio.so.2 || ! command -v espeak-ng >/dev/null \
+		|| ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libportaudio2 espeak-ng sox; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+			libportaudio2 espeak-ng python3-venv; \
 	fi
 
 $(BIN)/python:

@@ -8,7 +8,7 @@ silence is an :class:`~ser_stream.errors.InputError`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
@@ -35,9 +35,36 @@ class AnalysisConfig:
 
     def vad_with_windowing(self) -> VADConfig:
         """The VAD settings with the window length and hop the features were trained on."""
-        from dataclasses import replace
-
         return replace(self.vad, window_s=self.features.window_s, hop_s=self.features.hop_s)
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form, as stored in the model artifact.
+
+        Window length and hop are stored once, with the features (the VAD takes them from
+        there).
+        """
+        vad = {k: v for k, v in asdict(self.vad).items() if k not in _WINDOWING}
+        return {"features": self.features.to_dict(), "vad": vad, "denoise": asdict(self.denoise)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AnalysisConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an :class:`InputError`."""
+        return cls(
+            features=FeatureConfig.from_dict(data["features"]),
+            vad=_strict(VADConfig, data["vad"], allowed_extra=_WINDOWING),
+            denoise=_strict(DenoiseConfig, data["denoise"]),
+        )
+
+
+_WINDOWING = frozenset({"window_s", "hop_s"})
+
+
+def _strict(cls, data: dict, allowed_extra: frozenset[str] = frozenset()):
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise InputError(f"{cls.__name__} has no settings {sorted(unknown)}")
+    return cls(**{k: v for k, v in data.items() if k not in allowed_extra})
 
 
 def speech_windows(samples: np.ndarray, config: AnalysisConfig) -> list[Window]:
@@ -62,9 +89,11 @@ def speech_windows(samples: np.ndarray, config: AnalysisConfig) -> list[Window]:
     if windows:
         return windows
     # Sound, but no speech the VAD trusts (very quiet or unusual voice): judge the whole file.
+    # All of it was handed over as noise, so it is normalized but not gated by itself.
+    normalize = DenoiseCore(replace(config.denoise, enabled=False), rate)
     spans = sliding_spans(samples.size, config.features.window_samples, _hop(config))
     return [
-        denoise.push(Window(samples[a:b], a / rate, b / rate, 0, i, final=i == len(spans) - 1))
+        normalize.push(Window(samples[a:b], a / rate, b / rate, 0, i, final=i == len(spans) - 1))
         for i, (a, b) in enumerate(spans)
     ]
 

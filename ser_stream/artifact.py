@@ -7,7 +7,7 @@ normalization statistics, label order) from here, never from duplicated constant
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -15,9 +15,7 @@ import numpy as np
 
 from ser_stream.analysis import AnalysisConfig
 from ser_stream.errors import ModelError
-from ser_stream.stages.denoise import DenoiseConfig
-from ser_stream.stages.features import FeatureConfig
-from ser_stream.stages.vad import VADConfig
+from ser_stream.labels import LABELS
 
 __all__ = [
     "ARTIFACT_FORMAT",
@@ -91,24 +89,16 @@ def load_artifact(path: str | Path | None = None) -> ModelArtifact:
                 f"{config_path}: format {config.get('format')!r} is not {ARTIFACT_FORMAT!r}; "
                 "re-export the model with this version"
             )
-        analysis = config["analysis"]
-        parsed = AnalysisConfig(
-            features=FeatureConfig.from_dict(analysis["features"]),
-            vad=_dataclass_from(VADConfig, analysis["vad"]),
-            denoise=_dataclass_from(DenoiseConfig, analysis["denoise"]),
-        )
+        parsed = AnalysisConfig.from_dict(config["analysis"])
         mean = np.asarray(config["normalization"]["mean"], dtype=np.float32)
         std = np.asarray(config["normalization"]["std"], dtype=np.float32)
         labels = tuple(config["labels"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{config_path}: invalid model config ({exc}); re-export it") from exc
+    if labels != LABELS:
+        raise ModelError(f"{config_path}: label order {labels} is not {LABELS}; re-export it")
     if mean.shape != (parsed.features.n_features,) or std.shape != mean.shape:
         raise ModelError(f"{config_path}: normalization does not match the feature count")
     if not (folder / ONNX_FILE).is_file():
         raise ModelError(f"{folder}: no {ONNX_FILE}; export the model with `ser-stream train`")
     return ModelArtifact(folder, labels, parsed, mean, std, config)
-
-
-def _dataclass_from(cls, data: dict):
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})

@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ser_stream.logs import configure_logging
 
     configure_logging(args.log_level)
@@ -33,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ser-stream", description="Real-time speech emotion recognition."
     )
-    parser.add_argument("--log-level", default="warning", help="debug, info, warning or error")
+    parser.add_argument(
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
+    )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     predict = commands.add_parser("predict", help="classify the emotion of audio files")
@@ -137,8 +140,3 @@ def _summary(result: dict) -> str:
         f"test accuracy {test['accuracy']:.2%} (unweighted {test['unweighted_accuracy']:.2%}), "
         f"validation accuracy {result['validation']['accuracy']:.2%}"
     )
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main())

@@ -86,6 +86,13 @@ class Predictor:
             if not message.startswith(str(path)):
                 message = f"{path}: {message}"
             return FileResult(file=path, error=message)
+        except Exception as exc:  # one file must never end the batch
+            reason = str(exc).splitlines()[0] if str(exc) else ""
+            return FileResult(
+                file=path,
+                error=f"{path}: unexpected {type(exc).__name__} ({reason}); "
+                "check the file, and report it if it plays elsewhere",
+            )
 
 
 def predict_files(
@@ -115,7 +122,8 @@ def _init_worker(model_dir: Path) -> None:
 
 
 def _predict_in_worker(path: str) -> FileResult:
-    assert _WORKER is not None, "worker used before its initializer ran"
+    if _WORKER is None:
+        raise RuntimeError("predict worker used before its initializer ran")
     return _WORKER.predict_file(path)
 
 

@@ -36,9 +36,17 @@ class ModelCore:
             raise ModelError(f"{artifact.onnx_path}: cannot load ONNX model ({exc})") from exc
         self.artifact = artifact
         self.labels = artifact.labels
-        self._input = self._session.get_inputs()[0].name
+        model_input = self._session.get_inputs()[0]
+        self._input = model_input.name
         features = artifact.analysis.features
         self._shape = (features.n_frames, features.n_features)
+        declared = tuple(model_input.shape[1:])
+        outputs = self._session.get_outputs()[0].shape[-1]
+        if declared != self._shape or outputs != len(self.labels):
+            raise ModelError(
+                f"{artifact.onnx_path}: model takes {declared} and gives {outputs} labels, but "
+                f"its config says {self._shape} and {len(self.labels)}; re-export the artifact"
+            )
 
     def probabilities(self, matrices: np.ndarray) -> np.ndarray:
         """Classify raw ``(batch, frames, features)`` matrices; return ``(batch, labels)``."""

@@ -132,6 +132,7 @@ class VADCore:
         self._utterance_start = 0
         self._last_voiced_end = 0
         self._voiced_len = 0
+        self._dropped = 0  # utterance samples already released from the front of the buffer
         self._unvoiced_run = 0
         self._next_window = 0
         self._windows_in_utterance = 0
@@ -219,6 +220,7 @@ class VADCore:
         self._utterance_start = self._ring_start
         self._last_voiced_end = 0
         self._voiced_len = 0
+        self._dropped = 0  # utterance samples already released from the front of the buffer
         self._unvoiced_run = 0
         self._next_window = 0
         self._windows_in_utterance = 0
@@ -253,17 +255,26 @@ class VADCore:
             return
         # Windows never reach past the speech known so far, so none runs into the hangover.
         limit = self._speech_len()
+        emitted = False
         while limit - self._next_window >= self._window:
             audio = self._utterance_audio()
-            start = self._next_window
-            self._emit_window(audio[start : start + self._window], start, final=False, out=outputs)
+            start = self._next_window - self._dropped
+            window = audio[start : start + self._window]
+            self._emit_window(window, self._next_window, final=False, out=outputs)
             self._next_window += self._hop
+            emitted = True
+        if emitted:
+            # Later windows start at or after next_window - hop: the rest can go, which keeps
+            # memory bounded during endless speech.
+            drop = max(0, self._next_window - self._hop) - self._dropped
+            self._utterance = [self._utterance_audio()[drop:]]
+            self._dropped += drop
 
     def _end_utterance(self, outputs: list[Output]) -> None:
         self._emit_sliding(outputs)
         audio = self._utterance_audio()
         keep = self._speech_len()
-        speech, trailing = audio[:keep], audio[keep:]
+        speech, trailing = audio[: keep - self._dropped], audio[keep - self._dropped :]
         self._in_speech = False
         self._utterance = []
         self._utterance_len = 0
@@ -273,9 +284,9 @@ class VADCore:
         covered = self._next_window - self._hop + self._window
         if self._windows_in_utterance == 0:
             self._emit_window(speech, 0, final=True, out=outputs)
-        elif covered < speech.size:
-            start = speech.size - self._window
-            self._emit_window(speech[start:], start, final=True, out=outputs)
+        elif covered < keep:
+            start = keep - self._window
+            self._emit_window(speech[start - self._dropped :], start, final=True, out=outputs)
         end = self._utterance_start + keep
         outputs.append(Event("speech_end", self._seconds(end)))
         self._utterance_index += 1

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-from ser_stream.models.lstm import ModelConfig
-from ser_stream.stages.features import FeatureConfig
 
 from ser_stream.analysis import AnalysisConfig
+from ser_stream.models.lstm import ModelConfig
+from ser_stream.stages.features import FeatureConfig
 from ser_stream.testing import noise, voiced
 
 TINY_ANALYSIS = AnalysisConfig(features=FeatureConfig(window_s=1.0, hop_s=0.5))

@@ -17,7 +17,8 @@ class AugmentConfig:
         copies: augmented copies per training clip (besides the clean one).
         speed_range: playback speed factors (resampling changes tempo and pitch).
         snr_db_range: signal-to-noise ratio of added white/pink noise, in dB.
-        gain_db_range: gain applied before everything else, in dB.
+        gain_db_range: gain applied last, in dB (it moves the level the VAD hears; peak
+            normalization later undoes it, except where it clips).
     """
 
     copies: int = 2

@@ -14,10 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from ser_stream.stages import denoise, features, vad
-from ser_stream.train import augment as augment_module
-from ser_stream.train.augment import AugmentConfig, augment
-from ser_stream.train.datasets import Clip
 
 from ser_stream import analysis as analysis_module
 from ser_stream import audio as audio_module
@@ -25,8 +21,12 @@ from ser_stream.analysis import AnalysisConfig, analyze
 from ser_stream.audio import load_audio
 from ser_stream.errors import InputError
 from ser_stream.logs import get_logger
+from ser_stream.stages import denoise, features, vad
+from ser_stream.train import augment as augment_module
+from ser_stream.train.augment import AugmentConfig, augment
+from ser_stream.train.datasets import Clip
 
-__all__ = ["CACHE_ENV", "WindowSet", "cache_dir", "clip_windows", "config_dict"]
+__all__ = ["CACHE_ENV", "WindowSet", "cache_dir", "clip_windows"]
 
 CACHE_ENV = "SER_STREAM_CACHE"
 """Environment variable naming the feature cache folder (default ``~/.cache/ser-stream``)."""
@@ -62,17 +62,6 @@ def cache_dir(explicit: str | os.PathLike | None = None) -> Path:
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
     return Path.home() / ".cache" / "ser-stream"
-
-
-def config_dict(config: AnalysisConfig) -> dict:
-    """Plain-JSON form of an analysis config, as stored in the model artifact."""
-    from dataclasses import asdict
-
-    return {
-        "features": config.features.to_dict(),
-        "vad": asdict(config.vad),
-        "denoise": asdict(config.denoise),
-    }
 
 
 def clip_windows(
@@ -130,7 +119,8 @@ def _cache_key(
 ) -> str:
     digest = hashlib.sha256()
     spec = {
-        "config": config_dict(config),
+        "config": config.to_dict(),
+        "libraries": _library_versions(),
         "augmentation": augmentation.to_dict() if augmentation else None,
         "seed": seed,
     }
@@ -140,8 +130,20 @@ def _cache_key(
         digest.update(Path(module.__file__).read_bytes())
     for clip in clips:
         stat = clip.path.stat()
-        digest.update(f"{clip.path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{clip.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:20]
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in ("numpy", "librosa", "noisereduce", "soxr", "webrtcvad-wheels", "soundfile"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
 
 
 def _run_jobs(jobs, config, augmentation, seed, workers, progress):
@@ -173,4 +175,6 @@ def _windows_of(arg) -> list[np.ndarray] | None:
         return [f.matrix for f in analyze(samples, config)]
     except InputError as exc:
         log.warning("clip skipped", path=str(path), reason=str(exc))
-        return None
+    except Exception as exc:  # one broken clip must not end a long training run
+        log.error("clip skipped", path=str(path), reason=f"{type(exc).__name__}: {exc}")
+    return None

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ser_stream.labels import LABELS, label_index
+from ser_stream.logs import get_logger
 from ser_stream.models.lstm import ModelConfig
 from ser_stream.train.cache import WindowSet
 from ser_stream.train.datasets import Clip
@@ -20,9 +23,6 @@ from ser_stream.train.training import (
     fit_normalizer,
     train_model,
 )
-
-from ser_stream.labels import LABELS, label_index
-from ser_stream.logs import get_logger
 
 __all__ = [
     "EMOBOX_FOLDS",
@@ -101,9 +101,11 @@ def run_split(
 
     def score(clip_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         chosen = windows.select(np.isin(windows.clip_index, clip_ids) & (windows.variant == 0))
+        if not len(chosen.clip_index):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
         probs = model.predict(normalizer.apply(chosen.features), batch_size=256, verbose=0)
         per_clip, has = clip_probabilities(probs, chosen, len(clips))
-        ids = np.asarray([i for i in clip_ids if has[i]])
+        ids = np.asarray([i for i in clip_ids if has[i]], dtype=np.int64)
         return labels[ids], per_clip[ids].argmax(axis=1)
 
     test_true, test_pred = score(test_clips)
@@ -177,6 +179,9 @@ def speaker_protocol(
         if with_tess:
             train_mask |= is_tess
         train = np.flatnonzero(train_mask)
+        if not len(test):
+            log.warning("fold skipped: none of its actors is in the data", fold=k + 1)
+            continue
         log.info("fold", fold=k + 1, test_actors=test_actors, train_clips=len(train))
         result = run_split(
             clips, windows, train, test, val, model_config, train_config, progress=progress

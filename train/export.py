@@ -8,13 +8,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from ser_stream.train.cache import config_dict
-from ser_stream.train.training import Normalizer
 
 from ser_stream.analysis import AnalysisConfig
 from ser_stream.artifact import ARTIFACT_FORMAT, CONFIG_FILE, KERAS_FILE, ONNX_FILE
 from ser_stream.errors import ModelError
 from ser_stream.labels import LABELS
+from ser_stream.train.training import Normalizer
 
 __all__ = ["export_onnx", "write_artifact"]
 
@@ -87,7 +86,6 @@ def write_artifact(
     normalizer: Normalizer,
     *,
     training: dict,
-    metrics: dict | None = None,
 ) -> Path:
     """Save ``model`` and everything serving needs into ``folder`` (created if missing)."""
     folder = Path(folder)
@@ -98,13 +96,11 @@ def write_artifact(
         "format": ARTIFACT_FORMAT,
         "labels": list(LABELS),
         "sample_rate": analysis.features.sample_rate,
-        "analysis": config_dict(analysis),
+        "analysis": analysis.to_dict(),
         "normalization": {"kind": "global", **normalizer.to_dict()},
         "onnx": {"file": ONNX_FILE, "max_abs_difference_from_keras": difference},
         "keras": {"file": KERAS_FILE},
         "training": training,
     }
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    if metrics is not None:
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return folder

@@ -7,10 +7,10 @@ import sys
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from ser_stream.models.lstm import ModelConfig, build_model
-from ser_stream.train.cache import WindowSet
 
 from ser_stream.labels import LABELS
+from ser_stream.models.lstm import ModelConfig, build_model
+from ser_stream.train.cache import WindowSet
 
 __all__ = ["Normalizer", "TrainConfig", "clip_probabilities", "fit_normalizer", "train_model"]
 
@@ -54,11 +54,6 @@ class Normalizer:
     def to_dict(self) -> dict:
         """Plain-JSON form, as stored in the model artifact."""
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Normalizer:
-        """Inverse of :meth:`to_dict`."""
-        return cls(np.asarray(data["mean"], np.float32), np.asarray(data["std"], np.float32))
 
 
 def fit_normalizer(features: np.ndarray) -> Normalizer:

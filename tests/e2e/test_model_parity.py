@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ser_stream.stages.model import ModelCore
 
 from ser_stream.artifact import default_artifact_dir, load_artifact
+from ser_stream.stages.model import ModelCore
 
 pytest.importorskip("tensorflow")
 
 
 def keras_probabilities(artifact, matrices: np.ndarray) -> np.ndarray:
     import keras
+
     from ser_stream.models.lstm import custom_objects
 
     model = keras.models.load_model(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +14,13 @@ import soundfile
 from ser_stream.labels import LABELS
 from tests.fixtures import speech_like, spoken
 
+# The console script installed beside this interpreter, as a user runs it.
+SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
+
 
 def run_predict(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "ser_stream.cli", "predict", *args],
+        [SER_STREAM, "predict", *args],
         capture_output=True,
         text=True,
         timeout=240,
@@ -86,9 +90,25 @@ class TestPredictJSON:
         files = [
             str(speech_like(tmp_path / f"c{i}.wav", seconds=1.5 + i / 2, seed=i)) for i in range(4)
         ]
-        alone = json.loads(run_predict("--json", "--model", str(tiny_artifact), files[2]).stdout)
-        batch = run_predict("--json", "--workers", "2", "--model", str(tiny_artifact), *files)
-        assert json.loads(batch.stdout.splitlines()[2]) == alone
+        model = ["--json", "--model", str(tiny_artifact)]
+        alone = run_predict(*model, files[2])
+        serial = run_predict(*model, "--workers", "1", *files)
+        parallel = run_predict(*model, "--workers", "2", *files)
+        assert alone.returncode == serial.returncode == parallel.returncode == 0
+        assert json.loads(serial.stdout.splitlines()[2]) == json.loads(alone.stdout)
+        assert parallel.stdout == serial.stdout
+
+    def test_clipped_and_quiet_speech_are_classified(self, tmp_path, tiny_artifact):
+        """Hard-clipped speech and very quiet speech (-60 dBFS) still get a prediction."""
+        audio, rate = soundfile.read(speech_like(tmp_path / "src.wav"), dtype="float32")
+        clipped = tmp_path / "clipped.wav"
+        soundfile.write(clipped, np.clip(audio * 20, -1, 1), rate)
+        quiet = tmp_path / "quiet.wav"
+        soundfile.write(quiet, audio * (0.001 / np.abs(audio).max()), rate, subtype="FLOAT")
+        result = run_predict("--json", "--model", str(tiny_artifact), str(clipped), str(quiet))
+        assert result.returncode == 0, result.stdout + result.stderr
+        for line in result.stdout.splitlines():
+            check_prediction(json.loads(line), 4.0)
 
 
 class TestPredictText:

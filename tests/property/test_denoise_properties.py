@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from ser_stream.stages.denoise import DenoiseCore, normalize_peak
 
 from ser_stream.messages import Noise, Window
+from ser_stream.stages.denoise import DenoiseCore, normalize_peak
 from ser_stream.testing import noise
 
 with warnings.catch_warnings():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from ser_stream.stages.features import FEATURE_KINDS, FeatureConfig, extract_features, fit_length
 
 kinds = st.lists(st.sampled_from(FEATURE_KINDS), min_size=1, max_size=6, unique=True).map(tuple)

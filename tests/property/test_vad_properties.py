@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from ser_stream.stages.vad import VADConfig, VADCore
 
 from ser_stream.errors import InputError
 from ser_stream.messages import Event, Noise, Window
+from ser_stream.stages.vad import VADConfig, VADCore
 from ser_stream.testing import noise, run_core, silence, tone, voiced
 
 RATE = 16_000

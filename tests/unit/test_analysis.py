@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ser_stream.stages.features import FeatureConfig
-from ser_stream.stages.vad import VADConfig, VADCore
 
 from ser_stream.analysis import AnalysisConfig, analyze, speech_windows
 from ser_stream.errors import InputError
 from ser_stream.messages import Window
+from ser_stream.stages.features import FeatureConfig
+from ser_stream.stages.vad import VADConfig, VADCore
 from ser_stream.testing import noise, run_core, silence, tone, voiced
 
 TARGET_PEAK = 10 ** (-0.1 / 20)

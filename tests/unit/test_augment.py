@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ser_stream.train.augment import AugmentConfig, augment
 
 from ser_stream.testing import silence, voiced
+from ser_stream.train.augment import AugmentConfig, augment
 
 RATE = 16_000
 CLIP = voiced(1.0)

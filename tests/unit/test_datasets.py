@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+
+from ser_stream.errors import InputError
 from ser_stream.train.datasets import (
     DATA_ENV,
     Clip,
@@ -15,8 +17,6 @@ from ser_stream.train.datasets import (
     load_ravdess,
     load_tess,
 )
-
-from ser_stream.errors import InputError
 
 RAVDESS_LABELS = {
     "01": "neutral",

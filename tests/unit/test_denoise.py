@@ -6,10 +6,10 @@ import warnings
 
 import numpy as np
 import pytest
-from ser_stream.stages.denoise import DenoiseConfig, DenoiseCore, normalize_peak
 
 from ser_stream.errors import InputError
 from ser_stream.messages import Noise, Window
+from ser_stream.stages.denoise import DenoiseConfig, DenoiseCore, normalize_peak
 from ser_stream.testing import noise, tone
 
 with warnings.catch_warnings():

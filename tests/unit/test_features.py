@@ -6,6 +6,9 @@ import json
 
 import numpy as np
 import pytest
+
+from ser_stream.errors import InputError
+from ser_stream.messages import Features, Window
 from ser_stream.stages.features import (
     FEATURE_KINDS,
     FeatureConfig,
@@ -13,9 +16,6 @@ from ser_stream.stages.features import (
     extract_features,
     fit_length,
 )
-
-from ser_stream.errors import InputError
-from ser_stream.messages import Features, Window
 from ser_stream.testing import tone, voiced
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks that write reports to benchmarks/reports/ (run from the repository root)."""
