@@ -92,7 +92,9 @@ def _predict(args: argparse.Namespace) -> int:
         else:
             top = sorted(result.probabilities.items(), key=lambda kv: -kv[1])[:3]
             shares = "  ".join(f"{label} {p:.0%}" for label, p in top)
-            print(f"{result.file}: {result.label}  ({shares}; {len(result.windows)} windows)")
+            count = len(result.windows)
+            windows = f"{count} window" + ("" if count == 1 else "s")
+            print(f"{result.file}: {result.label}  ({shares}; {windows})")
     return 1 if failed else 0
 
 

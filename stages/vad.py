@@ -127,16 +127,7 @@ class VADCore:
         self._ring: deque[tuple[np.ndarray, bool]] = deque(maxlen=self._trigger_frames)
         self._ring_start = 0
         self._in_speech = False
-        self._utterance: list[np.ndarray] = []
-        self._utterance_len = 0
-        self._utterance_start = 0
-        self._last_voiced_end = 0
-        self._voiced_len = 0
-        self._dropped = 0  # utterance samples already released from the front of the buffer
-        self._unvoiced_run = 0
-        self._next_window = 0
-        self._windows_in_utterance = 0
-        self._announced = False
+        self._new_utterance(0)
         self._utterance_index = 0
         self._window_index = 0
         self._noise: list[np.ndarray] = []
@@ -215,9 +206,17 @@ class VADCore:
     def _start_utterance(self, outputs: list[Output]) -> None:
         self._emit_noise(outputs)
         self._in_speech = True
-        self._utterance = []
+        self._new_utterance(self._ring_start)
+        ring = list(self._ring)
+        self._ring.clear()
+        for frame, voiced in ring:
+            self._append_speech(frame, voiced)
+        self._emit_sliding(outputs)
+
+    def _new_utterance(self, start: int) -> None:
+        self._utterance: list[np.ndarray] = []
         self._utterance_len = 0
-        self._utterance_start = self._ring_start
+        self._utterance_start = start
         self._last_voiced_end = 0
         self._voiced_len = 0
         self._dropped = 0  # utterance samples already released from the front of the buffer
@@ -225,11 +224,6 @@ class VADCore:
         self._next_window = 0
         self._windows_in_utterance = 0
         self._announced = False
-        ring = list(self._ring)
-        self._ring.clear()
-        for frame, voiced in ring:
-            self._append_speech(frame, voiced)
-        self._emit_sliding(outputs)
 
     def _append_speech(self, frame: np.ndarray, voiced: bool) -> None:
         self._utterance.append(frame)

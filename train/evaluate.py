@@ -32,6 +32,7 @@ __all__ = [
     "run_split",
     "seed_protocol",
     "speaker_protocol",
+    "speaker_splits",
 ]
 
 EMOBOX_FOLDS: tuple[tuple[int, ...], ...] = (
@@ -167,22 +168,10 @@ def speaker_protocol(
     TESS speakers are only ever on the training side. Early stopping watches two training
     actors (from the next fold), which are then left out of training.
     """
-    actors = np.array([c.actor or 0 for c in clips])
-    is_tess = np.array([c.corpus == "tess" for c in clips])
     per_fold = []
     all_true, all_pred = [], []
-    for k, test_actors in enumerate(folds):
-        val_actors = folds[(k + 1) % len(folds)][:2]
-        test = np.flatnonzero(np.isin(actors, test_actors))
-        val = np.flatnonzero(np.isin(actors, val_actors))
-        train_mask = ~is_tess & (actors > 0) & ~np.isin(actors, test_actors + val_actors)
-        if with_tess:
-            train_mask |= is_tess
-        train = np.flatnonzero(train_mask)
-        if not len(test):
-            log.warning("fold skipped: none of its actors is in the data", fold=k + 1)
-            continue
-        log.info("fold", fold=k + 1, test_actors=test_actors, train_clips=len(train))
+    for k, test_actors, train, val, test in speaker_splits(clips, folds, with_tess=with_tess):
+        log.info("fold", fold=k, test_actors=test_actors, train_clips=len(train))
         result = run_split(
             clips, windows, train, test, val, model_config, train_config, progress=progress
         )
@@ -190,7 +179,7 @@ def speaker_protocol(
         fold_metrics["test_actors"] = list(test_actors)
         log.info(
             "fold done",
-            fold=k + 1,
+            fold=k,
             accuracy=round(fold_metrics["accuracy"], 4),
             unweighted_accuracy=round(fold_metrics["unweighted_accuracy"], 4),
         )
@@ -209,6 +198,30 @@ def speaker_protocol(
         "pooled": pooled,
         "folds": per_fold,
     }
+
+
+def speaker_splits(
+    clips: list[Clip], folds: tuple[tuple[int, ...], ...] = EMOBOX_FOLDS, *, with_tess: bool = True
+) -> list[tuple[int, tuple[int, ...], np.ndarray, np.ndarray, np.ndarray]]:
+    """Clip indices of every fold: ``(fold, test_actors, train, validation, test)``.
+
+    Folds none of whose actors is in ``clips`` are left out (with a warning).
+    """
+    actors = np.array([c.actor or 0 for c in clips])
+    is_tess = np.array([c.corpus == "tess" for c in clips])
+    splits = []
+    for k, test_actors in enumerate(folds):
+        val_actors = folds[(k + 1) % len(folds)][:2]
+        test = np.flatnonzero(np.isin(actors, test_actors))
+        if not len(test):
+            log.warning("fold skipped: none of its actors is in the data", fold=k + 1)
+            continue
+        val = np.flatnonzero(np.isin(actors, val_actors))
+        train_mask = ~is_tess & (actors > 0) & ~np.isin(actors, test_actors + val_actors)
+        if with_tess:
+            train_mask |= is_tess
+        splits.append((k + 1, test_actors, np.flatnonzero(train_mask), val, test))
+    return splits
 
 
 def plot_confusion(confusion: list[list[int]], path: Path, title: str) -> None:

@@ -339,3 +339,27 @@ class TestVADCoreInput:
         outputs.extend(core.flush())
         for got, want in zip(windows(outputs), windows(expected), strict=True):
             np.testing.assert_array_equal(got.samples, want.samples)
+
+
+class TestVADCoreMemory:
+    def test_endless_speech_keeps_a_bounded_buffer(self):
+        """During long speech the core holds at most a window and a hop of utterance audio."""
+        core = VADCore()
+        speech = voiced(30.0, seed=4)
+        windows_seen = 0
+        for start in range(0, speech.size, 4_800):
+            windows_seen += len(
+                [o for o in core.push(speech[start : start + 4_800]) if isinstance(o, Window)]
+            )
+            held = sum(part.size for part in core._utterance)
+            assert held <= 16_000 * (3.0 + 1.5) + 4_800 + 480
+        assert windows_seen >= 17
+
+    def test_windows_of_long_speech_are_the_audio_at_their_times(self):
+        """Each sliding window's samples are exactly the input between its start and end."""
+        audio = np.concatenate([noise(1.0), voiced(12.0, seed=2), noise(1.0, seed=5)])
+        for window in windows(run_core(VADCore(), [audio])):
+            start = round(window.t_start * 16_000)
+            np.testing.assert_array_equal(
+                window.samples, audio[start : start + window.samples.size]
+            )
