@@ -10,7 +10,32 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Window", "Noise", "Event", "Features", "Prediction"]
+__all__ = [
+    "Audio",
+    "EndOfStream",
+    "ErrorMsg",
+    "Event",
+    "Features",
+    "Heartbeat",
+    "Noise",
+    "Prediction",
+    "Window",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Audio:
+    """A chunk of captured audio (capture emits 30 ms frames of 16 kHz mono int16).
+
+    Attributes:
+        samples: mono PCM, int16 or float32.
+        sample_rate: rate of ``samples``, in Hz.
+        t_start: seconds from the start of the stream to the first sample.
+    """
+
+    samples: np.ndarray
+    sample_rate: int
+    t_start: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +103,30 @@ class Prediction:
     t_start: float
     t_end: float
     index: int
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfStream:
+    """The stream is over; ``reason`` is ``eof``, ``silence``, ``signal`` or ``error``."""
+
+    reason: str = "eof"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorMsg:
+    """Something went wrong with one message or stream; the pipeline goes on.
+
+    Attributes:
+        reason: one line, what happened and what to do.
+        stage: the stage that reports it.
+    """
+
+    reason: str
+    stage: str
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A stage is alive; sent when it has nothing else to say."""
+
+    stage: str
