@@ -13,8 +13,17 @@ import numpy as np
 
 from ser_stream.errors import InputError
 from ser_stream.messages import Noise, Window
+from ser_stream.stage import StageSpec
+from ser_stream.wire import Kind
 
-__all__ = ["DenoiseConfig", "DenoiseCore", "normalize_peak", "reduce_noise"]
+__all__ = [
+    "SPEC",
+    "DenoiseConfig",
+    "DenoiseCore",
+    "DenoiseStream",
+    "normalize_peak",
+    "reduce_noise",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +117,32 @@ class DenoiseCore:
         if self.config.enabled and self._noise.size >= self._min_noise and samples.size:
             samples = reduce_noise(samples, self._noise, self.sample_rate, self.config)
         return replace(window, samples=normalize_peak(samples, self.config.headroom_db))
+
+
+class DenoiseStream:
+    """The denoise core as one stream's processor: noise teaches, windows come out clean."""
+
+    def __init__(self, core: DenoiseCore) -> None:
+        self._core = core
+
+    def push(self, body: Noise | Window) -> list[Window]:
+        """Learn from noise, or clean a window."""
+        if isinstance(body, Noise):
+            self._core.push_noise(body)
+            return []
+        return [self._core.push(body)]
+
+    def flush(self) -> list[Window]:
+        """Nothing is held back."""
+        return []
+
+
+SPEC = StageSpec(
+    name="denoise",
+    accepts=frozenset({Kind.NOISE, Kind.WINDOW}),
+    emits=frozenset({Kind.WINDOW}),
+    build=lambda context: DenoiseStream(
+        DenoiseCore(context.artifact.analysis.denoise, context.artifact.sample_rate)
+    ),
+    description="noise reduction with the stream's noise profile, then peak normalization",
+)

@@ -13,8 +13,18 @@ import numpy as np
 
 from ser_stream.errors import InputError
 from ser_stream.messages import Features, Window
+from ser_stream.stage import StageSpec
+from ser_stream.wire import Kind
 
-__all__ = ["FEATURE_KINDS", "FeatureConfig", "FeaturesCore", "extract_features", "fit_length"]
+__all__ = [
+    "FEATURE_KINDS",
+    "SPEC",
+    "FeatureConfig",
+    "FeaturesCore",
+    "FeaturesStream",
+    "extract_features",
+    "fit_length",
+]
 
 FEATURE_KINDS = ("rms", "zcr", "mfcc", "mfcc_delta", "mfcc_delta2", "logmel")
 """Feature kinds a config may list, in the column order of the matrix."""
@@ -175,3 +185,27 @@ class FeaturesCore:
 
     def reset(self) -> None:
         """Nothing to forget; present for the uniform core interface."""
+
+
+class FeaturesStream:
+    """The features core as one stream's processor (stateless)."""
+
+    def __init__(self, core: FeaturesCore) -> None:
+        self._core = core
+
+    def push(self, body: Window) -> list[Features]:
+        """Compute the features of one window."""
+        return [self._core.push(body)]
+
+    def flush(self) -> list[Features]:
+        """Nothing is held back."""
+        return []
+
+
+SPEC = StageSpec(
+    name="features",
+    accepts=frozenset({Kind.WINDOW}),
+    emits=frozenset({Kind.FEATURES}),
+    build=lambda context: FeaturesStream(FeaturesCore(context.artifact.analysis.features)),
+    description="feature matrices of speech windows, as the model was trained on",
+)

@@ -8,14 +8,19 @@ classified in one batch.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ser_stream.artifact import ModelArtifact
 from ser_stream.errors import InputError, ModelError
 from ser_stream.messages import Features, Prediction
+from ser_stream.stage import StageContext, StageSpec
+from ser_stream.wire import Kind
 
-__all__ = ["ModelCore"]
+if TYPE_CHECKING:  # the artifact module imports the stage cores itself
+    from ser_stream.artifact import ModelArtifact
+
+__all__ = ["SPEC", "ModelCore", "ModelStream"]
 
 
 class ModelCore:
@@ -77,3 +82,33 @@ class ModelCore:
 
     def reset(self) -> None:
         """Nothing to forget; present for the uniform core interface."""
+
+
+class ModelStream:
+    """The model core as one stream's processor; all streams share one ONNX session."""
+
+    def __init__(self, core: ModelCore) -> None:
+        self._core = core
+
+    def push(self, body: Features) -> list[Prediction]:
+        """Classify one window."""
+        return [self._core.push(body)]
+
+    def flush(self) -> list[Prediction]:
+        """Nothing is held back."""
+        return []
+
+
+def _build(context: StageContext) -> ModelStream:
+    if "model_core" not in context.shared:
+        context.shared["model_core"] = ModelCore(context.artifact)
+    return ModelStream(context.shared["model_core"])
+
+
+SPEC = StageSpec(
+    name="model",
+    accepts=frozenset({Kind.FEATURES}),
+    emits=frozenset({Kind.PREDICTION}),
+    build=_build,
+    description="emotion probabilities of feature windows (ONNX export of the Keras LSTM)",
+)

@@ -8,14 +8,17 @@ it emits the tail. Non-speech audio goes downstream as :class:`Noise` for the de
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ser_stream.audio import SAMPLE_RATE
 from ser_stream.errors import InputError
-from ser_stream.messages import Event, Noise, Window
+from ser_stream.messages import Audio, EndOfStream, Event, Noise, Window
+from ser_stream.stage import StageContext, StageSpec
+from ser_stream.wire import Kind
 
-__all__ = ["VADConfig", "VADCore", "Output", "sliding_spans"]
+__all__ = ["SPEC", "VADConfig", "VADCore", "VADStream", "Output", "sliding_spans"]
 
 Output = Window | Noise | Event
 
@@ -339,3 +342,55 @@ class VADCore:
 
     def _seconds(self, samples: int) -> float:
         return samples / self.sample_rate
+
+
+class VADStream:
+    """The VAD core as one stream's processor: 16 kHz audio in; windows, noise, events out.
+
+    With ``stop_on_silence``, the first ``silence`` event after speech ends the stream.
+    """
+
+    def __init__(self, config: VADConfig, *, stop_on_silence: bool) -> None:
+        self._core = VADCore(config, SAMPLE_RATE)
+        self._stop_on_silence = stop_on_silence
+
+    def push(self, body: Audio) -> list[Output | EndOfStream]:
+        """Take one audio chunk."""
+        if body.sample_rate != SAMPLE_RATE:
+            raise InputError(
+                f"audio at {body.sample_rate} Hz reached the VAD; capture must send "
+                f"{SAMPLE_RATE} Hz (it converts any source)"
+            )
+        samples = np.asarray(body.samples)
+        if samples.dtype == np.int16:
+            samples = samples.astype(np.float32) / 32768.0
+        return self._stop_if_silent(self._core.push(samples))
+
+    def flush(self) -> list[Output | EndOfStream]:
+        """End of the stream: close the open utterance."""
+        return self._core.flush()
+
+    def _stop_if_silent(self, outputs: list[Output]) -> list[Output | EndOfStream]:
+        if self._stop_on_silence:
+            for i, item in enumerate(outputs):
+                if isinstance(item, Event) and item.name == "silence":
+                    return [*outputs[: i + 1], EndOfStream("silence")]
+        return outputs
+
+
+def _build(context: StageContext) -> VADStream:
+    options = dict(context.options)
+    stop_after = options.pop("stop_on_silence_s", 2.0)
+    config = replace(context.artifact.analysis.vad_with_windowing(), **options)
+    if stop_after is not None:
+        config = replace(config, silence_event_s=float(stop_after))
+    return VADStream(config, stop_on_silence=stop_after is not None)
+
+
+SPEC = StageSpec(
+    name="vad",
+    accepts=frozenset({Kind.AUDIO}),
+    emits=frozenset({Kind.WINDOW, Kind.NOISE, Kind.EVENT, Kind.END_OF_STREAM}),
+    build=_build,
+    description="voice activity: speech windows, noise and speech events",
+)

@@ -1,0 +1,163 @@
+"""What every stage shares, without sockets: its spec, per-stream cores, and accounting.
+
+A stage module defines a :class:`StageSpec`; :class:`StageLogic` turns incoming envelopes
+into outgoing ones by routing each stream to its own processor (stateful stages keep state
+per stream), passing through what the stage does not handle, flushing at end of stream,
+and counting everything. The process runtime wraps this with sockets and an event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ser_stream.errors import InputError
+from ser_stream.messages import EndOfStream, ErrorMsg, Heartbeat
+from ser_stream.wire import Body, Envelope, Kind
+
+__all__ = ["StageContext", "StageLogic", "StageSpec", "StreamProcessor"]
+
+
+class StreamProcessor(Protocol):
+    """The per-stream face of a core: messages in, messages out."""
+
+    def push(self, body: Body) -> list[Body]:
+        """Process one message of the stream."""
+        ...
+
+    def flush(self) -> list[Body]:
+        """End of stream: return what is still held."""
+        ...
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage's processors are built from.
+
+    Attributes:
+        name: the stage name (as registered).
+        options: stage settings from the config file and command line.
+        artifact: the model artifact, for stages whose parameters come from it.
+        shared: resources the stage's processors share (one ONNX session for all streams).
+    """
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    artifact: Any = None
+    shared: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage as the runtime sees it.
+
+    Attributes:
+        name: stage name = module = CLI name = log key.
+        accepts: kinds handed to the processor; other kinds pass through unchanged.
+        emits: kinds the processor may produce.
+        build: makes the processor of one stream.
+        description: one line for ``--help``.
+    """
+
+    name: str
+    accepts: frozenset[Kind]
+    emits: frozenset[Kind]
+    build: Callable[[StageContext], StreamProcessor]
+    description: str = ""
+
+
+@dataclass
+class StageLogic:
+    """Per-stream routing and accounting for one stage process."""
+
+    spec: StageSpec
+    context: StageContext
+    clock: Callable[[], int] = time.time_ns
+    counters: Counter = field(default_factory=Counter)
+    _processors: dict[str, StreamProcessor] = field(default_factory=dict)
+    _seq: dict[str, int] = field(default_factory=dict)
+    _ended: set[str] = field(default_factory=set)
+
+    @property
+    def open_streams(self) -> list[str]:
+        """Streams seen and not yet ended."""
+        return list(self._processors)
+
+    def handle(self, envelope: Envelope) -> list[Envelope]:
+        """Process one incoming envelope; return what to send downstream, in order."""
+        self.counters[f"in_{envelope.kind.value}"] += 1
+        stream = envelope.stream
+        if stream in self._ended:
+            # The stage ended this stream itself (stop-on-silence): the rest is not wanted.
+            self.counters[f"ignored_after_end_{envelope.kind.value}"] += 1
+            return []
+        if envelope.kind is Kind.END_OF_STREAM:
+            outputs = self._flush(stream, envelope)
+            outputs.append(self._wrap(stream, envelope.body, envelope))
+            self._ended.add(stream)
+            return outputs
+        if envelope.kind not in self.spec.accepts:
+            if envelope.kind is Kind.HEARTBEAT:
+                return []  # heartbeats are per hop, not forwarded
+            return [self._wrap(stream, envelope.body, envelope)]
+        processor = self._processor(stream)
+        try:
+            bodies = processor.push(envelope.body)
+        except InputError as exc:
+            self.counters["dropped_input_error"] += 1
+            return [self._wrap(stream, ErrorMsg(str(exc), self.spec.name), envelope)]
+        outputs = []
+        for body in bodies:
+            outputs.append(self._wrap(stream, body, envelope))
+            if isinstance(body, EndOfStream):
+                self._processors.pop(stream, None)
+                self._ended.add(stream)
+                break
+        return outputs
+
+    def end_all(self, reason: str) -> list[Envelope]:
+        """Flush and end every open stream (shutdown): nothing held is lost silently."""
+        outputs: list[Envelope] = []
+        for stream in list(self._processors):
+            marker = Envelope(stream, 0, EndOfStream(reason))
+            outputs.extend(self.handle(marker))
+        return outputs
+
+    def heartbeat(self) -> Envelope:
+        """A heartbeat of this stage."""
+        return Envelope("-", 0, Heartbeat(self.spec.name), {self.spec.name: self.clock()})
+
+    def _flush(self, stream: str, cause: Envelope) -> list[Envelope]:
+        processor = self._processors.pop(stream, None)
+        if processor is None:
+            return []
+        return [self._wrap(stream, body, cause) for body in processor.flush()]
+
+    def _processor(self, stream: str) -> StreamProcessor:
+        processor = self._processors.get(stream)
+        if processor is None:
+            processor = self.spec.build(self.context)
+            self._processors[stream] = processor
+            self.counters["streams_opened"] += 1
+        return processor
+
+    def _wrap(self, stream: str, body: Body, cause: Envelope) -> Envelope:
+        seq = self._seq.get(stream, 0)
+        self._seq[stream] = seq + 1
+        timestamps = dict(cause.timestamps)
+        timestamps[self.spec.name] = self.clock()
+        out = Envelope(stream, seq, body, timestamps)
+        self.counters[f"out_{out.kind.value}"] += 1
+        return out
+
+
+def run_stage(spec: StageSpec, context: StageContext, inputs: Iterable[Envelope]) -> list[Envelope]:
+    """Run a stage's logic in-process over ``inputs`` (tests, batch use)."""
+    logic = StageLogic(spec, context)
+    outputs: list[Envelope] = []
+    for envelope in inputs:
+        outputs.extend(logic.handle(envelope))
+    return outputs
