@@ -69,7 +69,53 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-augment", action="store_true", help="train on clean audio only")
     evaluate.add_argument("--workers", type=int, default=None, help="feature worker processes")
     evaluate.set_defaults(run=_evaluate)
+    stage = commands.add_parser("stage", help="run one pipeline stage in this process")
+    stage.add_argument("name", help="vad, denoise, features or model")
+    stage.add_argument("--in", dest="input", required=True, help="upstream endpoint to connect")
+    stage.add_argument("--out", dest="output", required=True, help="endpoint to bind")
+    stage.add_argument("--publish", action="store_true", help="PUB output (for subscribers)")
+    stage.add_argument("--model", metavar="DIR", help="model artifact folder (default: shipped)")
+    stage.add_argument(
+        "--set",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="stage setting, VALUE as JSON (e.g. stop_on_silence_s=null)",
+    )
+    stage.add_argument("--hwm", type=int, default=64, help="socket high-water mark (messages)")
+    stage.set_defaults(run=_stage)
     return parser
+
+
+def _stage(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from ser_stream.artifact import load_artifact
+    from ser_stream.errors import InputError
+    from ser_stream.runtime import Endpoints, RuntimeSettings, StageRuntime
+    from ser_stream.stage import StageContext
+    from ser_stream.stages import STAGES
+
+    if args.name not in STAGES:
+        raise InputError(f"no stage {args.name!r}; choose one of {', '.join(STAGES)}")
+    options = {}
+    for item in args.options:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--set {item!r} is not KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    context = StageContext(args.name, options, load_artifact(args.model))
+    runtime = StageRuntime(
+        STAGES[args.name],
+        context,
+        Endpoints(args.input, args.output, publish=args.publish),
+        RuntimeSettings(hwm=args.hwm),
+    )
+    return asyncio.run(runtime.run())
 
 
 def _predict(args: argparse.Namespace) -> int:

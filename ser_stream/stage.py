@@ -108,7 +108,7 @@ class StageLogic:
             bodies = processor.push(envelope.body)
         except InputError as exc:
             self.counters["dropped_input_error"] += 1
-            return [self._wrap(stream, ErrorMsg(str(exc), self.spec.name), envelope)]
+            return [self.error(envelope, str(exc))]
         outputs = []
         for body in bodies:
             outputs.append(self._wrap(stream, body, envelope))
@@ -125,6 +125,10 @@ class StageLogic:
             marker = Envelope(stream, 0, EndOfStream(reason))
             outputs.extend(self.handle(marker))
         return outputs
+
+    def error(self, cause: Envelope, reason: str) -> Envelope:
+        """An error record about ``cause``, for downstream and the sinks."""
+        return self._wrap(cause.stream, ErrorMsg(reason, self.spec.name), cause)
 
     def heartbeat(self) -> Envelope:
         """A heartbeat of this stage."""

@@ -1,0 +1,239 @@
+"""The one stage runtime: ZeroMQ sockets and an asyncio loop around a stage's logic.
+
+Sockets (who binds: the stable upstream side binds, the scaling downstream side connects)::
+
+    upstream PUSH (binds IN) ──▶ PULL (connects IN)   [stage]   PUSH or PUB (binds OUT) ──▶
+    upstream ack PULL (binds ack(IN)) ◀── PUSH (connects ack(IN))   PULL (binds ack(OUT)) ◀──
+
+End of stream is never lost: after forwarding an end-of-stream marker the stage expects an
+acknowledgement on its ack socket from the stage below, and it does not close until every
+marker it sent was acknowledged (or ``ack_timeout_s`` passed, which it logs as a loss).
+Receives never wait forever: every poll has a timeout, and an idle stage sends heartbeats
+downstream. A malformed message is counted, logged with its reason and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import zmq
+import zmq.asyncio
+
+from ser_stream.errors import InputError, WireError
+from ser_stream.logs import get_logger
+from ser_stream.messages import EndOfStream
+from ser_stream.stage import StageContext, StageLogic, StageSpec
+from ser_stream.wire import MAX_PAYLOAD_BYTES, Envelope, Kind, decode, encode
+
+__all__ = ["Endpoints", "RuntimeSettings", "StageRuntime", "ack_endpoint"]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where a stage reads and writes.
+
+    Attributes:
+        input: the upstream's bound endpoint, connected by this stage's PULL.
+        output: the endpoint this stage binds its PUSH (or PUB) on.
+        publish: PUB instead of PUSH: for the last stage, whose subscribers may be slow.
+    """
+
+    input: str
+    output: str
+    publish: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    """Flow control and liveness settings.
+
+    Attributes:
+        hwm: high-water mark of every socket, in messages (a full PUSH makes its sender wait).
+        heartbeat_s: an idle stage sends a heartbeat this often; also the poll timeout.
+        ack_timeout_s: how long closing waits for end-of-stream acknowledgements.
+        linger_ms: bounded LINGER when closing sockets.
+        max_payload: largest array accepted, in bytes.
+    """
+
+    hwm: int = 64
+    heartbeat_s: float = 1.0
+    ack_timeout_s: float = 10.0
+    linger_ms: int = 1000
+    max_payload: int = MAX_PAYLOAD_BYTES
+
+
+def ack_endpoint(endpoint: str) -> str:
+    """The endpoint of the acknowledgement channel that goes with a data endpoint.
+
+    ``ipc://PATH`` -> ``ipc://PATH.ack``; ``tcp://HOST:PORT`` -> ``tcp://HOST:PORT+1``.
+
+    Raises:
+        InputError: another transport, or a TCP endpoint without a numeric port.
+    """
+    parts = urlsplit(endpoint)
+    if parts.scheme == "ipc":
+        return f"{endpoint}.ack"
+    if parts.scheme == "tcp" and parts.port:
+        host = endpoint.rsplit(":", 1)[0]
+        return f"{host}:{parts.port + 1}"
+    raise InputError(f"endpoint {endpoint!r} is not ipc://PATH or tcp://HOST:PORT")
+
+
+class StageRuntime:
+    """Runs one stage in this process until SIGTERM/SIGINT or :meth:`stop`."""
+
+    def __init__(
+        self,
+        spec: StageSpec,
+        context: StageContext,
+        endpoints: Endpoints,
+        settings: RuntimeSettings | None = None,
+    ) -> None:
+        self.spec = spec
+        self.endpoints = endpoints
+        self.settings = settings or RuntimeSettings()
+        self.logic = StageLogic(spec, context)
+        self.log = get_logger(stage=spec.name)
+        self._unacked: set[str] = set()
+        self._stopping: asyncio.Event | None = None
+
+    @property
+    def counters(self):
+        """Counts of everything received, sent, dropped and skipped."""
+        return self.logic.counters
+
+    def stop(self) -> None:
+        """Ask the runtime to drain and exit (safe from signal handlers)."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def run(self) -> int:
+        """Serve until stopped; return the process exit status."""
+        loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+            except (NotImplementedError, RuntimeError):  # not the main thread
+                pass
+        context = zmq.asyncio.Context()
+        sockets = self._open(context)
+        self.log.info("ready", input=self.endpoints.input, output=self.endpoints.output)
+        try:
+            acks = asyncio.create_task(self._receive_acks(sockets["ack_in"]))
+            await self._serve(sockets)
+            await self._drain_input(sockets)
+            await self._send_all(sockets["out"], self.logic.end_all("signal"))
+            await self._await_acks()
+            acks.cancel()
+        finally:
+            for sock in sockets.values():
+                sock.close(linger=self.settings.linger_ms)
+            context.term()
+            self.log.info("stopped", **dict(self.counters))
+        return 0
+
+    def _open(self, context: zmq.asyncio.Context) -> dict[str, zmq.asyncio.Socket]:
+        hwm = self.settings.hwm
+        sockets = {
+            "in": context.socket(zmq.PULL),
+            "out": context.socket(zmq.PUB if self.endpoints.publish else zmq.PUSH),
+            "ack_out": context.socket(zmq.PUSH),
+            "ack_in": context.socket(zmq.PULL),
+        }
+        for sock in sockets.values():
+            sock.set_hwm(hwm)
+            sock.setsockopt(zmq.LINGER, self.settings.linger_ms)
+        sockets["in"].connect(self.endpoints.input)
+        sockets["ack_out"].connect(ack_endpoint(self.endpoints.input))
+        sockets["out"].bind(self.endpoints.output)
+        if not self.endpoints.publish:
+            sockets["ack_in"].bind(ack_endpoint(self.endpoints.output))
+        return sockets
+
+    async def _serve(self, sockets: dict[str, zmq.asyncio.Socket]) -> None:
+        assert self._stopping is not None
+        timeout_ms = int(self.settings.heartbeat_s * 1000)
+        last_sent = time.monotonic()
+        while not self._stopping.is_set():
+            if not await sockets["in"].poll(timeout_ms, zmq.POLLIN):
+                if time.monotonic() - last_sent >= self.settings.heartbeat_s:
+                    await self._send(sockets["out"], self.logic.heartbeat())
+                    last_sent = time.monotonic()
+                continue
+            # The asyncio integration is edge-triggered: drain everything that is ready.
+            while True:
+                try:
+                    frames = await sockets["in"].recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                await self._process(frames, sockets)
+                last_sent = time.monotonic()
+
+    async def _drain_input(self, sockets: dict[str, zmq.asyncio.Socket]) -> None:
+        """On shutdown, finish what already arrived (bounded by the ack timeout)."""
+        deadline = time.monotonic() + self.settings.ack_timeout_s
+        while time.monotonic() < deadline:
+            try:
+                frames = await sockets["in"].recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            await self._process(frames, sockets)
+
+    async def _process(self, frames: list[bytes], sockets: dict[str, zmq.asyncio.Socket]) -> None:
+        try:
+            envelope = decode(frames, max_payload=self.settings.max_payload)
+        except WireError as exc:
+            self.counters["malformed_skipped"] += 1
+            self.log.warning("malformed message skipped", reason=str(exc))
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            # Cores do blocking numeric work: never on the loop.
+            outputs = await loop.run_in_executor(None, self.logic.handle, envelope)
+        except Exception as exc:  # a failing message must not take the stage down
+            self.counters[f"failed_{envelope.kind.value}"] += 1
+            self.log.error(
+                "message failed", kind=envelope.kind.value, stream=envelope.stream, reason=repr(exc)
+            )
+            outputs = [self.logic.error(envelope, f"{type(exc).__name__}: {exc}")]
+        await self._send_all(sockets["out"], outputs)
+        if envelope.kind is Kind.END_OF_STREAM:
+            ack = Envelope(envelope.stream, envelope.seq, EndOfStream("ack"))
+            await sockets["ack_out"].send_multipart(encode(ack))
+
+    async def _send_all(self, sock: zmq.asyncio.Socket, outputs: list[Envelope]) -> None:
+        for out in outputs:
+            await self._send(sock, out)
+
+    async def _send(self, sock: zmq.asyncio.Socket, envelope: Envelope) -> None:
+        if envelope.kind is Kind.END_OF_STREAM and not self.endpoints.publish:
+            self._unacked.add(envelope.stream)
+        await sock.send_multipart(encode(envelope))
+
+    async def _receive_acks(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            if not await sock.poll(int(self.settings.heartbeat_s * 1000), zmq.POLLIN):
+                continue
+            try:
+                ack = decode(await sock.recv_multipart())
+            except WireError as exc:
+                self.log.warning("malformed acknowledgement skipped", reason=str(exc))
+                continue
+            self._unacked.discard(ack.stream)
+
+    async def _await_acks(self) -> None:
+        deadline = time.monotonic() + self.settings.ack_timeout_s
+        while self._unacked and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self._unacked:
+            self.counters["end_of_stream_unacknowledged"] += len(self._unacked)
+            self.log.error(
+                "end of stream not acknowledged downstream",
+                streams=sorted(self._unacked),
+                reason="the next stage is gone or stuck; its tail may be lost",
+            )
