@@ -114,7 +114,13 @@ def write_model_card(folder: Path) -> Path:
         "",
         "- Acted emotion from 22 North-American English speakers; expect lower accuracy on "
         "spontaneous speech, other languages, children, and far-field or noisy microphones.",
-        "- `calm` exists only in RAVDESS (160 clips) and is the weakest class.",
+        "- `calm` exists only in RAVDESS (160 clips); TESS has none.",
+    ]
+    if "speaker" in metrics:
+        recalls = _recalls(metrics["speaker"]["pooled"])
+        ranked = ", ".join(f"{label} {share:.0%}" for label, share in recalls)
+        lines.append(f"- Recall per label on unseen speakers (pooled folds): {ranked}.")
+    lines += [
         "",
         "## Data licenses",
         "",
@@ -124,6 +130,12 @@ def write_model_card(folder: Path) -> Path:
     path = folder / "MODEL_CARD.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _recalls(metrics: dict) -> list[tuple[str, float]]:
+    rows = zip(metrics["labels"], metrics["confusion"], strict=True)
+    shares = [(label, row[i] / sum(row)) for i, (label, row) in enumerate(rows) if sum(row)]
+    return sorted(shares, key=lambda item: item[1])
 
 
 def _row(name: str, m: dict) -> str:
