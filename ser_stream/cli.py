@@ -70,8 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--workers", type=int, default=None, help="feature worker processes")
     evaluate.set_defaults(run=_evaluate)
     stage = commands.add_parser("stage", help="run one pipeline stage in this process")
-    stage.add_argument("name", help="vad, denoise, features or model")
-    stage.add_argument("--in", dest="input", required=True, help="upstream endpoint to connect")
+    stage.add_argument("name", help="capture, vad, denoise, features or model")
+    stage.add_argument("--in", dest="input", help="upstream endpoint to connect")
+    stage.add_argument("--source", help="capture: file:PATH or stdin")
+    stage.add_argument("--rate", type=int, default=16_000, help="capture: stdin PCM rate (Hz)")
+    stage.add_argument("--fast", action="store_true", help="capture: do not pace at real time")
+    stage.add_argument("--stream", default="stream-1", help="capture: the stream id")
     stage.add_argument("--out", dest="output", required=True, help="endpoint to bind")
     stage.add_argument("--publish", action="store_true", help="PUB output (for subscribers)")
     stage.add_argument("--model", metavar="DIR", help="model artifact folder (default: shipped)")
@@ -97,8 +101,13 @@ def _stage(args: argparse.Namespace) -> int:
     from ser_stream.stage import StageContext
     from ser_stream.stages import STAGES
 
+    if args.name == "capture":
+        return _capture(args)
     if args.name not in STAGES:
-        raise InputError(f"no stage {args.name!r}; choose one of {', '.join(STAGES)}")
+        names = ", ".join(["capture", *STAGES])
+        raise InputError(f"no stage {args.name!r}; choose one of {names}")
+    if not args.input:
+        raise InputError(f"stage {args.name} needs --in ENDPOINT (its upstream)")
     options = {}
     for item in args.options:
         key, sep, value = item.partition("=")
@@ -114,6 +123,32 @@ def _stage(args: argparse.Namespace) -> int:
         context,
         Endpoints(args.input, args.output, publish=args.publish),
         RuntimeSettings(hwm=args.hwm),
+    )
+    return asyncio.run(runtime.run())
+
+
+def _capture(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from ser_stream.errors import InputError
+    from ser_stream.runtime import RuntimeSettings, SourceRuntime
+    from ser_stream.stages.capture import file_frames, parse_source, pcm_frames
+
+    if not args.source:
+        raise InputError("capture needs --source file:PATH or --source stdin")
+    source = parse_source(args.source, rate=args.rate, realtime=not args.fast)
+    if source.kind == "file":
+        frames = file_frames(source.target)
+    elif source.kind == "stdin":
+        frames = pcm_frames(rate=source.rate)
+    else:
+        raise InputError("zmq: sources are not served by capture yet; use file:PATH or stdin")
+    runtime = SourceRuntime(
+        args.stream,
+        frames,
+        args.output,
+        realtime=source.realtime,
+        settings=RuntimeSettings(hwm=args.hwm),
     )
     return asyncio.run(runtime.run())
 

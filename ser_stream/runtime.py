@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -25,11 +27,11 @@ import zmq.asyncio
 
 from ser_stream.errors import InputError, WireError
 from ser_stream.logs import get_logger
-from ser_stream.messages import EndOfStream
+from ser_stream.messages import Audio, EndOfStream
 from ser_stream.stage import StageContext, StageLogic, StageSpec
 from ser_stream.wire import MAX_PAYLOAD_BYTES, Envelope, Kind, decode, encode
 
-__all__ = ["Endpoints", "RuntimeSettings", "StageRuntime", "ack_endpoint"]
+__all__ = ["Endpoints", "RuntimeSettings", "SourceRuntime", "StageRuntime", "ack_endpoint"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,7 @@ class StageRuntime:
         self.log = get_logger(stage=spec.name)
         self._unacked: set[str] = set()
         self._stopping: asyncio.Event | None = None
+        self._give_up_at = float("inf")
 
     @property
     def counters(self):
@@ -108,8 +111,10 @@ class StageRuntime:
 
     def stop(self) -> None:
         """Ask the runtime to drain and exit (safe from signal handlers)."""
-        if self._stopping is not None:
+        if self._stopping is not None and not self._stopping.is_set():
             self._stopping.set()
+            # Draining may wait for a slow receiver, but not forever for a gone one.
+            self._give_up_at = time.monotonic() + self.settings.ack_timeout_s
 
     async def run(self) -> int:
         """Serve until stopped; return the process exit status."""
@@ -162,7 +167,10 @@ class StageRuntime:
         while not self._stopping.is_set():
             if not await sockets["in"].poll(timeout_ms, zmq.POLLIN):
                 if time.monotonic() - last_sent >= self.settings.heartbeat_s:
-                    await self._send(sockets["out"], self.logic.heartbeat())
+                    try:  # never wait for a heartbeat: no receiver or a full queue skips it
+                        sockets["out"].send_multipart(encode(self.logic.heartbeat()), zmq.NOBLOCK)
+                    except zmq.Again:
+                        self.counters["heartbeats_skipped"] += 1
                     last_sent = time.monotonic()
                 continue
             # The asyncio integration is edge-triggered: drain everything that is ready.
@@ -211,9 +219,24 @@ class StageRuntime:
             await self._send(sock, out)
 
     async def _send(self, sock: zmq.asyncio.Socket, envelope: Envelope) -> None:
+        """Send, waiting as long as the receiver needs (backpressure), except when draining."""
         if envelope.kind is Kind.END_OF_STREAM and not self.endpoints.publish:
             self._unacked.add(envelope.stream)
-        await sock.send_multipart(encode(envelope))
+        sending = asyncio.ensure_future(sock.send_multipart(encode(envelope)))
+        while True:
+            done, _ = await asyncio.wait({sending}, timeout=self.settings.heartbeat_s)
+            if done:
+                sending.result()
+                return
+            if time.monotonic() > self._give_up_at:
+                sending.cancel()
+                self.counters[f"lost_on_shutdown_{envelope.kind.value}"] += 1
+                self.log.error(
+                    "message lost on shutdown",
+                    kind=envelope.kind.value,
+                    reason="the next stage stopped taking messages",
+                )
+                return
 
     async def _receive_acks(self, sock: zmq.asyncio.Socket) -> None:
         while True:
@@ -237,3 +260,84 @@ class StageRuntime:
                 streams=sorted(self._unacked),
                 reason="the next stage is gone or stuck; its tail may be lost",
             )
+
+
+class SourceRuntime:
+    """Runs a source (capture): frames out with backpressure, then the end of stream.
+
+    A file or stdin source never drops: when the next stage is behind, sending waits. The
+    process ends after the end-of-stream marker is acknowledged downstream.
+    """
+
+    def __init__(
+        self,
+        stream: str,
+        frames: Iterator[Audio],
+        output: str,
+        *,
+        realtime: bool,
+        settings: RuntimeSettings | None = None,
+    ) -> None:
+        self.stream = stream
+        self.frames = frames
+        self.output = output
+        self.realtime = realtime
+        self.settings = settings or RuntimeSettings()
+        self.counters: Counter = Counter()
+        self.log = get_logger(stage="capture", stream=stream)
+        self._stopping: asyncio.Event | None = None
+
+    def stop(self) -> None:
+        """Stop reading; the stream ends with reason ``signal``."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def run(self) -> int:
+        """Send every frame, then the end of stream; return the exit status."""
+        loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+            except (NotImplementedError, RuntimeError):
+                pass
+        context = zmq.asyncio.Context()
+        out = context.socket(zmq.PUSH)
+        acks = context.socket(zmq.PULL)
+        for sock in (out, acks):
+            sock.set_hwm(self.settings.hwm)
+            sock.setsockopt(zmq.LINGER, self.settings.linger_ms)
+        out.bind(self.output)
+        acks.bind(ack_endpoint(self.output))
+        self.log.info("ready", output=self.output, realtime=self.realtime)
+        seq = 0
+        reason = "eof"
+        started = time.monotonic()
+        try:
+            while True:
+                if self._stopping.is_set():
+                    reason = "signal"
+                    break
+                frame = await loop.run_in_executor(None, next, self.frames, None)
+                if frame is None:
+                    break
+                if self.realtime:
+                    # A frame is "captured" when its last sample would have been heard.
+                    due = started + frame.t_start + frame.samples.size / frame.sample_rate
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+                envelope = Envelope(self.stream, seq, frame, {"capture": time.time_ns()})
+                await out.send_multipart(encode(envelope))
+                self.counters["out_audio"] += 1
+                seq += 1
+            end = Envelope(self.stream, seq, EndOfStream(reason), {"capture": time.time_ns()})
+            await out.send_multipart(encode(end))
+            acknowledged = await acks.poll(int(self.settings.ack_timeout_s * 1000), zmq.POLLIN)
+            if not acknowledged:
+                self.counters["end_of_stream_unacknowledged"] += 1
+                self.log.error("end of stream not acknowledged downstream")
+        finally:
+            out.close(linger=self.settings.linger_ms)
+            acks.close(linger=0)
+            context.term()
+            self.log.info("stopped", reason=reason, **dict(self.counters))
+        return 0

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile
+
+from ser_stream.errors import InputError
+from ser_stream.stages.capture import (
+    CaptureConfig,
+    file_frames,
+    frames_of,
+    parse_source,
+    pcm_frames,
+)
+from ser_stream.testing import voiced
+
+
+class TestParseSource:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("file:/tmp/a.wav", CaptureConfig("file", "/tmp/a.wav")),
+            ("stdin", CaptureConfig("stdin")),
+            ("zmq:tcp://127.0.0.1:5555", CaptureConfig("zmq", "tcp://127.0.0.1:5555")),
+        ],
+    )
+    def test_accepted_forms(self, text, expected):
+        """The three documented source forms parse."""
+        assert parse_source(text) == expected
+
+    @pytest.mark.parametrize("text", ["", "file:", "mic:0x", "stdin:x", "http://x"])
+    def test_other_forms_are_a_clear_error(self, text):
+        """Anything else names the accepted forms."""
+        with pytest.raises(InputError, match="file:PATH, stdin or zmq:ENDPOINT"):
+            parse_source(text)
+
+
+class TestFrames:
+    def test_frames_are_30_ms_int16_with_times(self):
+        """Audio becomes 480-sample int16 frames, timed from the stream start."""
+        frames = list(frames_of(voiced(1.0)))
+        assert [f.samples.size for f in frames] == [480] * 33 + [160]
+        assert all(f.samples.dtype == np.int16 and f.sample_rate == 16_000 for f in frames)
+        assert [f.t_start for f in frames[:3]] == [0.0, 0.03, 0.06]
+
+    def test_file_of_any_rate_and_channels_becomes_16k_mono(self, tmp_path):
+        """A 44.1 kHz stereo file gives the duration's worth of 16 kHz frames."""
+        path = tmp_path / "stereo.flac"
+        soundfile.write(path, np.zeros((44_100, 2), dtype=np.float32) + 0.1, 44_100)
+        total = sum(f.samples.size for f in file_frames(str(path)))
+        assert abs(total - 16_000) <= 1
+
+    def test_unreadable_file_fails_before_any_frame(self, tmp_path):
+        """A broken file is an InputError that names it."""
+        path = tmp_path / "broken.wav"
+        path.write_bytes(b"nope")
+        with pytest.raises(InputError, match="broken.wav"):
+            file_frames(str(path))
+
+
+class TestPCM:
+    def test_raw_pcm_at_16k_passes_through_sample_exact(self):
+        """16 kHz PCM in gives exactly the same samples out, in 30 ms frames."""
+        pcm = (np.arange(16_000) % 2000 - 1000).astype("<i2")
+        frames = list(pcm_frames(io.BytesIO(pcm.tobytes())))
+        assert np.array_equal(np.concatenate([f.samples for f in frames]), pcm)
+        assert frames[1].t_start == 0.03
+
+    def test_raw_pcm_at_another_rate_is_resampled(self):
+        """8 kHz PCM of 1 s gives about 1 s at 16 kHz; an odd byte is dropped."""
+        pcm = (np.sin(np.arange(8_000) / 5) * 10_000).astype("<i2").tobytes() + b"\x01"
+        total = sum(f.samples.size for f in pcm_frames(io.BytesIO(pcm), rate=8_000))
+        assert abs(total - 16_000) <= 40
+
+    def test_empty_input_gives_no_frame(self):
+        """Nothing in, nothing out."""
+        assert list(pcm_frames(io.BytesIO(b""))) == []
