@@ -85,6 +85,16 @@ def ack_endpoint(endpoint: str) -> str:
     raise InputError(f"endpoint {endpoint!r} is not ipc://PATH or tcp://HOST:PORT")
 
 
+def _on_signals(stop) -> None:
+    """Call ``stop`` on SIGTERM and SIGINT (Ctrl-C), from the running loop."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+
+
 class StageRuntime:
     """Runs one stage in this process until SIGTERM/SIGINT or :meth:`stop`."""
 
@@ -118,13 +128,8 @@ class StageRuntime:
 
     async def run(self) -> int:
         """Serve until stopped; return the process exit status."""
-        loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self.stop)
-            except (NotImplementedError, RuntimeError):  # not the main thread
-                pass
+        _on_signals(self.stop)
         context = zmq.asyncio.Context()
         sockets = self._open(context)
         self.log.info("ready", input=self.endpoints.input, output=self.endpoints.output)
@@ -296,11 +301,7 @@ class SourceRuntime:
         """Send every frame, then the end of stream; return the exit status."""
         loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self.stop)
-            except (NotImplementedError, RuntimeError):
-                pass
+        _on_signals(self.stop)
         context = zmq.asyncio.Context()
         out = context.socket(zmq.PUSH)
         acks = context.socket(zmq.PULL)
