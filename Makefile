@@ -1,5 +1,5 @@
 # Two commands on a fresh machine:
-#   make demo   - set up everything and run the pipeline's main job on the bundled sample
+#   make demo   - set up everything and run the pipeline (ser-stream up) on the bundled sample
 #   make test   - set up everything (training extras included) and run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,7 +9,7 @@ SAMPLE := ser_stream/samples/sample_speech.flac
 .PHONY: demo test setup setup-dev system-packages lint clean
 
 demo: setup
-	$(BIN)/ser-stream predict $(SAMPLE)
+	$(BIN)/ser-stream up --source file:$(SAMPLE)
 
 test: setup-dev
 	$(BIN)/python -m pytest -q

@@ -69,6 +69,16 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-augment", action="store_true", help="train on clean audio only")
     evaluate.add_argument("--workers", type=int, default=None, help="feature worker processes")
     evaluate.set_defaults(run=_evaluate)
+    up = commands.add_parser("up", help="run the whole pipeline, one process per stage")
+    up.add_argument("--source", default=None, help="file:PATH or stdin (default: bundled sample)")
+    up.add_argument("--fast", action="store_true", help="do not pace a file at real time")
+    up.add_argument("--sink", action="append", default=[], help="console (default), jsonl:PATH")
+    up.add_argument("--stop-on-silence", type=float, default=2.0, metavar="SECONDS")
+    up.add_argument("--no-stop-on-silence", action="store_true", help="predict to the end")
+    up.add_argument("--model", metavar="DIR", help="model artifact folder (default: shipped)")
+    up.add_argument("--publish", metavar="ENDPOINT", help="PUB endpoint for your subscribers")
+    up.set_defaults(run=_up)
+
     stage = commands.add_parser("stage", help="run one pipeline stage in this process")
     stage.add_argument("name", help="capture, vad, denoise, features or model")
     stage.add_argument("--in", dest="input", help="upstream endpoint to connect")
@@ -125,6 +135,25 @@ def _stage(args: argparse.Namespace) -> int:
         RuntimeSettings(hwm=args.hwm),
     )
     return asyncio.run(runtime.run())
+
+
+def _up(args: argparse.Namespace) -> int:
+    from ser_stream.artifact import load_artifact
+    from ser_stream.audio import bundled_sample
+    from ser_stream.sinks import parse_sink
+    from ser_stream.supervisor import PipelineConfig, run_pipeline
+
+    artifact = load_artifact(args.model)
+    sinks = [parse_sink(text) for text in (args.sink or ["console"])]
+    config = PipelineConfig(
+        source=args.source or f"file:{bundled_sample()}",
+        fast=args.fast,
+        stop_on_silence_s=None if args.no_stop_on_silence else args.stop_on_silence,
+        model=args.model,
+        publish=args.publish,
+    )
+    run_pipeline(config, sinks, artifact.labels)
+    return 0
 
 
 def _capture(args: argparse.Namespace) -> int:

@@ -123,6 +123,16 @@ class VADCore:
         )
         self.reset()
 
+    @property
+    def windows_emitted(self) -> int:
+        """Windows handed out since the start of the stream."""
+        return self._window_index
+
+    @property
+    def seconds(self) -> float:
+        """Audio consumed so far, in seconds."""
+        return (self._position + self._pending.size) / self.sample_rate
+
     def reset(self) -> None:
         """Forget the stream: the next sample pushed is time 0."""
         self._pending = np.zeros(0, dtype=np.float32)
@@ -367,14 +377,18 @@ class VADStream:
         return self._stop_if_silent(self._core.push(samples))
 
     def flush(self) -> list[Output | EndOfStream]:
-        """End of the stream: close the open utterance."""
-        return self._core.flush()
+        """End of the stream: close the open utterance, then count the windows."""
+        return [*self._core.flush(), self._count()]
+
+    def _count(self) -> Event:
+        # Downstream accounting: every window the VAD emitted must end up predicted or dropped.
+        return Event("windows", self._core.seconds, {"count": self._core.windows_emitted})
 
     def _stop_if_silent(self, outputs: list[Output]) -> list[Output | EndOfStream]:
         if self._stop_on_silence:
             for i, item in enumerate(outputs):
                 if isinstance(item, Event) and item.name == "silence":
-                    return [*outputs[: i + 1], EndOfStream("silence")]
+                    return [*outputs[: i + 1], self._count(), EndOfStream("silence")]
         return outputs
 
 

@@ -1,0 +1,241 @@
+"""``ser-stream up``: start every stage as its own process, watch them, and account for it all.
+
+The supervisor wires ipc:// endpoints in a private folder, starts vad, denoise, features and
+model (which publishes on a PUB socket), waits until the model publishes, then starts the
+capture. It subscribes to the published stream itself to feed the sinks and the session
+summary, restarts a stage that dies (with back-off), and shuts everything down at the end of
+input, at stop-on-silence, or on Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from ser_stream.errors import InputError, WireError
+from ser_stream.logs import get_logger
+from ser_stream.messages import EndOfStream, ErrorMsg, Event, Heartbeat, Prediction
+from ser_stream.sinks import Sink
+from ser_stream.wire import decode
+
+__all__ = ["PipelineConfig", "Session", "run_pipeline"]
+
+CHAIN = ("vad", "denoise", "features", "model")
+STREAM = "stream-1"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """What ``up`` runs.
+
+    Attributes:
+        source: ``file:PATH`` or ``stdin``.
+        fast: do not pace the source at real time.
+        stop_on_silence_s: end the session after this much silence following speech (None: never).
+        model: model artifact folder (None: the shipped one).
+        publish: endpoint for anyone's subscribers (None: a private ipc endpoint).
+        max_restarts: restarts allowed per stage before the session gives up.
+        start_timeout_s: how long the stages may take to come up.
+    """
+
+    source: str
+    fast: bool = False
+    stop_on_silence_s: float | None = 2.0
+    model: str | None = None
+    publish: str | None = None
+    max_restarts: int = 5
+    start_timeout_s: float = 120.0
+
+
+@dataclass
+class Session:
+    """What happened in one run: the facts behind the summary."""
+
+    reason: str = "signal"
+    windows: int | None = None
+    predictions: list[Prediction] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    restarts: Counter = field(default_factory=Counter)
+    duration_s: float = 0.0
+
+    def summary(self, labels: tuple[str, ...]) -> dict:
+        """The ``session_end`` summary: windows, dropped (and why), mean distribution."""
+        predicted = len(self.predictions)
+        emitted = self.windows if self.windows is not None else predicted
+        mean = (
+            np.mean([p.probabilities for p in self.predictions], axis=0)
+            if self.predictions
+            else np.zeros(len(labels))
+        )
+        dropped = max(0, emitted - predicted)
+        reasons = {}
+        if dropped:
+            reasons["lost_in_stage_failure" if self.restarts else "lost"] = dropped
+        return {
+            "windows": emitted,
+            "predicted": predicted,
+            "dropped": dropped,
+            "dropped_reasons": reasons,
+            "errors": len(self.errors),
+            "restarts": dict(self.restarts),
+            "mean_probabilities": {
+                k: round(float(v), 6) for k, v in zip(labels, mean, strict=True)
+            },
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+class _Stages:
+    """The child processes and their restarts."""
+
+    def __init__(self, config: PipelineConfig, folder: Path) -> None:
+        self.config = config
+        self.endpoint = {name: f"ipc://{folder}/{name}" for name in ("capture", *CHAIN)}
+        if config.publish:
+            self.endpoint["model"] = config.publish
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.restarts: Counter = Counter()
+        self.log = get_logger(component="supervisor")
+
+    def command(self, name: str) -> list[str]:
+        base = [sys.executable, "-m", "ser_stream", "--log-level", "warning", "stage", name]
+        model = ["--model", self.config.model] if self.config.model else []
+        if name == "capture":
+            fast = ["--fast"] if self.config.fast else []
+            return [*base, "--source", self.config.source, "--stream", STREAM, *fast,
+                    "--out", self.endpoint["capture"]]  # fmt: skip
+        upstream = "capture" if name == "vad" else CHAIN[CHAIN.index(name) - 1]
+        extra = ["--publish"] if name == "model" else []
+        if name == "vad":
+            value = (
+                "null" if self.config.stop_on_silence_s is None else self.config.stop_on_silence_s
+            )
+            extra += ["--set", f"stop_on_silence_s={value}"]
+        return [
+            *base,
+            "--in",
+            self.endpoint[upstream],
+            "--out",
+            self.endpoint[name],
+            *model,
+            *extra,
+        ]
+
+    def start(self, name: str) -> None:
+        self.processes[name] = subprocess.Popen(self.command(name), stdin=subprocess.DEVNULL)
+
+    def check(self) -> None:
+        """Restart any stage that died (not the capture, whose exit is the end of input)."""
+        for name in CHAIN:
+            process = self.processes.get(name)
+            if process is None or process.poll() is None:
+                continue
+            self.restarts[name] += 1
+            if self.restarts[name] > self.config.max_restarts:
+                raise InputError(
+                    f"stage {name} keeps dying (exit {process.returncode}); see its log"
+                )
+            backoff = min(5.0, 0.25 * 2 ** (self.restarts[name] - 1))
+            self.log.error("stage died, restarting", stage=name, exit=process.returncode,
+                           restart=self.restarts[name], backoff_s=backoff)  # fmt: skip
+            time.sleep(backoff)
+            self.start(name)
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def run_pipeline(config: PipelineConfig, sinks: list[Sink], labels: tuple[str, ...]) -> Session:
+    """Run one session to its end; every sink sees every record; return the session."""
+    session = Session()
+    stop = {"signal": False}
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.update(signal=True))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    started = time.monotonic()
+    context = zmq.Context()
+    with tempfile.TemporaryDirectory(prefix="ser-stream-") as folder:
+        stages = _Stages(config, Path(folder))
+        session.restarts = stages.restarts
+        sub = context.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.setsockopt(zmq.LINGER, 0)
+        try:
+            for name in CHAIN:
+                stages.start(name)
+            sub.connect(stages.endpoint["model"])
+            _wait_ready(sub, stages, config.start_timeout_s, stop)
+            stages.start("capture")
+            for sink in sinks:
+                sink.open(labels)
+            while not stop["signal"]:
+                stages.check()
+                if not sub.poll(200):
+                    continue
+                try:
+                    envelope = decode(sub.recv_multipart())
+                except WireError as exc:
+                    session.errors.append(str(exc))
+                    continue
+                body = envelope.body
+                if isinstance(body, Prediction):
+                    session.predictions.append(body)
+                    for sink in sinks:
+                        sink.prediction(envelope, labels)
+                elif isinstance(body, Event):
+                    if body.name == "windows":
+                        session.windows = int(body.data.get("count", 0))
+                    for sink in sinks:
+                        sink.event(envelope)
+                elif isinstance(body, ErrorMsg):
+                    session.errors.append(body.reason)
+                    for sink in sinks:
+                        sink.error(envelope)
+                elif isinstance(body, EndOfStream):
+                    session.reason = body.reason
+                    break
+                elif not isinstance(body, Heartbeat):
+                    continue
+        finally:
+            session.duration_s = time.monotonic() - started
+            stages.stop_all()
+            context.destroy(linger=0)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    summary = session.summary(labels)
+    for sink in sinks:
+        sink.close(session.reason, summary)
+    return session
+
+
+def _wait_ready(sub: zmq.Socket, stages: _Stages, timeout_s: float, stop: dict) -> None:
+    """The model publishes heartbeats once its chain is up."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not stop["signal"]:
+        stages.check()
+        if sub.poll(250):
+            try:
+                if isinstance(decode(sub.recv_multipart()).body, Heartbeat):
+                    return
+            except WireError:
+                continue
+    raise InputError(f"the stages did not come up within {timeout_s:.0f} s; see their logs")

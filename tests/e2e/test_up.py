@@ -1,0 +1,97 @@
+"""`ser-stream up` end to end: every stage its own process, sinks reading the published records."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from ser_stream.artifact import load_artifact
+from ser_stream.labels import LABELS
+from ser_stream.predict import Predictor
+from ser_stream.testing import noise, voiced
+
+SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
+
+
+def up(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([SER_STREAM, "up", *args], capture_output=True, text=True, timeout=300)
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def write(path: Path, audio: np.ndarray) -> Path:
+    soundfile.write(path, audio, 16_000, subtype="PCM_16")
+    return path
+
+
+def test_up_on_a_file_gives_the_in_process_predictions_window_for_window(tmp_path):
+    """--fast on a multi-utterance file: same labels and probabilities (1e-5) as the cores."""
+    audio = np.concatenate(
+        [
+            noise(0.5),
+            voiced(2.2, seed=1),
+            noise(0.8, seed=2),
+            voiced(4.8, f0=200, seed=3),
+            noise(0.6, seed=4),
+        ]
+    )
+    source = write(tmp_path / "talk.wav", audio)
+    out = tmp_path / "session.jsonl"
+    result = up(
+        "--source", f"file:{source}", "--fast", "--no-stop-on-silence", "--sink", f"jsonl:{out}"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = records(out)
+    predictions = [r for r in lines if r["kind"] == "prediction"]
+    pcm, _ = soundfile.read(source, dtype="int16")
+    expected = Predictor(load_artifact()).predict_samples(pcm.astype(np.float32) / 32768).windows
+    assert len(predictions) == len(expected) >= 3
+    for got, want in zip(predictions, expected, strict=True):
+        assert got["label"] == want["label"]
+        assert (got["t_start"], got["t_end"]) == (want["t_start"], want["t_end"])
+        assert list(got["probabilities"]) == list(LABELS)
+        assert np.allclose(
+            list(got["probabilities"].values()), list(want["probabilities"].values()), atol=1e-5
+        )
+        assert got["latency_ms"] >= 0
+    events = [r["event"] for r in lines if r["kind"] == "event"]
+    assert events.count("speech_start") == events.count("speech_end") == 2
+    end = lines[-1]
+    assert end["kind"] == "session_end" and end["reason"] == "eof"
+    assert end["summary"]["windows"] == end["summary"]["predicted"] == len(predictions)
+    assert end["summary"]["dropped"] == 0
+    mean = np.mean([list(p["probabilities"].values()) for p in predictions], axis=0)
+    assert np.allclose(list(end["summary"]["mean_probabilities"].values()), mean, atol=1e-5)
+
+
+@pytest.mark.parametrize("stop", [True, False], ids=["stop-on-silence", "no-stop-on-silence"])
+def test_silence_after_speech_ends_the_session(tmp_path, stop):
+    """Speech, 2.5 s of silence, speech: the session ends in the silence unless told not to."""
+    audio = np.concatenate(
+        [noise(0.5), voiced(2.0, seed=1), noise(2.5, seed=2), voiced(2.0, seed=3), noise(0.5)]
+    )
+    source = write(tmp_path / "pause.wav", audio)
+    out = tmp_path / "session.jsonl"
+    flag = [] if stop else ["--no-stop-on-silence"]
+    result = up(
+        "--source", f"file:{source}", "--fast", *flag, "--sink", f"jsonl:{out}", "--sink", "console"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = records(out)
+    predictions = [r for r in lines if r["kind"] == "prediction"]
+    assert lines[-1]["kind"] == "session_end"
+    assert "session ended" in result.stdout
+    if stop:
+        assert lines[-1]["reason"] == "silence"
+        assert predictions and all(p["t_end"] <= 3.0 for p in predictions)
+    else:
+        assert lines[-1]["reason"] == "eof"
+        assert any(p["t_start"] > 4.5 for p in predictions)
