@@ -15,18 +15,20 @@ test: setup-dev
 	$(BIN)/python -m pytest -q
 
 lint: setup-dev
-	$(BIN)/ruff check ser_stream stages models train tests benchmarks
-	$(BIN)/ruff format --check ser_stream stages models train tests benchmarks
+	$(BIN)/ruff check ser_stream stages models train tests benchmarks examples
+	$(BIN)/ruff format --check ser_stream stages models train tests benchmarks examples
 
-# System packages: venv support, PortAudio for microphone capture (sounddevice) and
-# espeak-ng for tests that speak real sentences. Skipped when already present.
+# System packages: venv support, PortAudio for microphone capture (sounddevice),
+# espeak-ng for tests that speak real sentences, libzmq headers and a C compiler for the
+# C sink example. Skipped when already present.
 system-packages:
 	@if ! /sbin/ldconfig -p | grep -q libportaudio.so.2 || ! command -v espeak-ng >/dev/null \
+		|| ! [ -f /usr/include/zmq.h ] || ! command -v cc >/dev/null \
 		|| ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
-			libportaudio2 espeak-ng python3-venv; \
+			libportaudio2 espeak-ng python3-venv libzmq3-dev gcc make; \
 	fi
 
 $(BIN)/python:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ser_stream.errors import SerStreamError
+from ser_stream.labels import LABELS
 
 __all__ = ["main"]
 
@@ -70,19 +71,27 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--workers", type=int, default=None, help="feature worker processes")
     evaluate.set_defaults(run=_evaluate)
     up = commands.add_parser("up", help="run the whole pipeline, one process per stage")
-    up.add_argument("--source", default=None, help="file:PATH or stdin (default: bundled sample)")
+    up.add_argument(
+        "--source", default=None, help="file:PATH, stdin or zmq:ENDPOINT (default: bundled sample)"
+    )
     up.add_argument("--fast", action="store_true", help="do not pace a file at real time")
     up.add_argument("--sink", action="append", default=[], help="console (default), jsonl:PATH")
     up.add_argument("--stop-on-silence", type=float, default=2.0, metavar="SECONDS")
     up.add_argument("--no-stop-on-silence", action="store_true", help="predict to the end")
     up.add_argument("--model", metavar="DIR", help="model artifact folder (default: shipped)")
-    up.add_argument("--publish", metavar="ENDPOINT", help="PUB endpoint for your subscribers")
+    up.add_argument("--publish", metavar="ENDPOINT", help="PUB endpoint for subscribers (tap)")
+    up.add_argument("--tcp", action="store_true", help="tcp:// on loopback between stages")
     up.set_defaults(run=_up)
+
+    tap = commands.add_parser("tap", help="print what a running pipeline publishes")
+    tap.add_argument("endpoint", nargs="?", help="PUB endpoint (default: where up publishes)")
+    tap.add_argument("--once", action="store_true", help="exit after the first end of stream")
+    tap.set_defaults(run=_tap)
 
     stage = commands.add_parser("stage", help="run one pipeline stage in this process")
     stage.add_argument("name", help="capture, vad, denoise, features or model")
     stage.add_argument("--in", dest="input", help="upstream endpoint to connect")
-    stage.add_argument("--source", help="capture: file:PATH or stdin")
+    stage.add_argument("--source", help="capture: file:PATH, stdin or zmq:ENDPOINT")
     stage.add_argument("--rate", type=int, default=16_000, help="capture: stdin PCM rate (Hz)")
     stage.add_argument("--fast", action="store_true", help="capture: do not pace at real time")
     stage.add_argument("--stream", default="stream-1", help="capture: the stream id")
@@ -141,7 +150,7 @@ def _up(args: argparse.Namespace) -> int:
     from ser_stream.artifact import load_artifact
     from ser_stream.audio import bundled_sample
     from ser_stream.sinks import parse_sink
-    from ser_stream.supervisor import PipelineConfig, run_pipeline
+    from ser_stream.supervisor import PipelineConfig, default_publish_endpoint, run_pipeline
 
     artifact = load_artifact(args.model)
     sinks = [parse_sink(text) for text in (args.sink or ["console"])]
@@ -150,10 +159,53 @@ def _up(args: argparse.Namespace) -> int:
         fast=args.fast,
         stop_on_silence_s=None if args.no_stop_on_silence else args.stop_on_silence,
         model=args.model,
-        publish=args.publish,
+        publish=args.publish or default_publish_endpoint(),
+        tcp=args.tcp,
     )
+    print(f"ser-stream: publishing on {config.publish}", file=sys.stderr, flush=True)
     run_pipeline(config, sinks, artifact.labels)
     return 0
+
+
+def _tap(args: argparse.Namespace) -> int:
+    import zmq
+
+    from ser_stream.errors import WireError
+    from ser_stream.sinks import error_record, event_record, prediction_record
+    from ser_stream.supervisor import default_publish_endpoint
+    from ser_stream.wire import Kind, decode
+
+    endpoint = args.endpoint or default_publish_endpoint()
+    labels = LABELS
+    context = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.connect(endpoint)
+    print(f"ser-stream: listening on {endpoint}", file=sys.stderr, flush=True)
+    render = {
+        Kind.PREDICTION: lambda e: prediction_record(e, labels),
+        Kind.EVENT: event_record,
+        Kind.ERROR: error_record,
+    }
+    try:
+        while True:
+            if not sub.poll(1000):
+                continue
+            try:
+                envelope = decode(sub.recv_multipart())
+            except WireError as exc:
+                print(f"ser-stream: skipped a malformed message ({exc})", file=sys.stderr)
+                continue
+            if envelope.kind in render:
+                print(json.dumps(render[envelope.kind](envelope)), flush=True)
+            elif envelope.kind is Kind.END_OF_STREAM:
+                print(json.dumps({"kind": "end_of_stream", "stream": envelope.stream,
+                                  "reason": envelope.body.reason}), flush=True)  # fmt: skip
+                if args.once:
+                    return 0
+    finally:
+        context.destroy(linger=0)
 
 
 def _capture(args: argparse.Namespace) -> int:
@@ -161,7 +213,7 @@ def _capture(args: argparse.Namespace) -> int:
 
     from ser_stream.errors import InputError
     from ser_stream.runtime import RuntimeSettings, SourceRuntime
-    from ser_stream.stages.capture import file_frames, parse_source, pcm_frames
+    from ser_stream.stages.capture import file_frames, parse_source, pcm_frames, zmq_frames
 
     if not args.source:
         raise InputError("capture needs --source file:PATH or --source stdin")
@@ -171,12 +223,12 @@ def _capture(args: argparse.Namespace) -> int:
     elif source.kind == "stdin":
         frames = pcm_frames(rate=source.rate)
     else:
-        raise InputError("zmq: sources are not served by capture yet; use file:PATH or stdin")
+        frames = zmq_frames(source.target)
     runtime = SourceRuntime(
         args.stream,
         frames,
         args.output,
-        realtime=source.realtime,
+        realtime=source.realtime and source.kind != "zmq",  # a producer paces itself
         settings=RuntimeSettings(hwm=args.hwm),
     )
     return asyncio.run(runtime.run())

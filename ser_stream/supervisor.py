@@ -9,6 +9,7 @@ input, at stop-on-silence, or on Ctrl-C / SIGTERM.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -27,10 +28,15 @@ from ser_stream.messages import EndOfStream, ErrorMsg, Event, Heartbeat, Predict
 from ser_stream.sinks import Sink
 from ser_stream.wire import decode
 
-__all__ = ["PipelineConfig", "Session", "run_pipeline"]
+__all__ = ["PipelineConfig", "Session", "default_publish_endpoint", "run_pipeline"]
 
 CHAIN = ("vad", "denoise", "features", "model")
 STREAM = "stream-1"
+
+
+def default_publish_endpoint() -> str:
+    """Where ``up`` publishes and ``tap`` listens unless told otherwise (one per user)."""
+    return f"ipc://{tempfile.gettempdir()}/ser-stream-{os.getuid()}.pub"
 
 
 @dataclass(frozen=True)
@@ -38,11 +44,12 @@ class PipelineConfig:
     """What ``up`` runs.
 
     Attributes:
-        source: ``file:PATH`` or ``stdin``.
+        source: ``file:PATH``, ``stdin`` or ``zmq:ENDPOINT``.
         fast: do not pace the source at real time.
         stop_on_silence_s: end the session after this much silence following speech (None: never).
         model: model artifact folder (None: the shipped one).
-        publish: endpoint for anyone's subscribers (None: a private ipc endpoint).
+        publish: endpoint for anyone's subscribers (``ser-stream tap``, your programs).
+        tcp: connect the stages over tcp:// on loopback instead of ipc://.
         max_restarts: restarts allowed per stage before the session gives up.
         start_timeout_s: how long the stages may take to come up.
     """
@@ -51,7 +58,8 @@ class PipelineConfig:
     fast: bool = False
     stop_on_silence_s: float | None = 2.0
     model: str | None = None
-    publish: str | None = None
+    publish: str = ""
+    tcp: bool = False
     max_restarts: int = 5
     start_timeout_s: float = 120.0
 
@@ -99,7 +107,11 @@ class _Stages:
 
     def __init__(self, config: PipelineConfig, folder: Path) -> None:
         self.config = config
-        self.endpoint = {name: f"ipc://{folder}/{name}" for name in ("capture", *CHAIN)}
+        names = ("capture", *CHAIN)
+        if config.tcp:
+            self.endpoint = {name: f"tcp://127.0.0.1:{_free_port_pair()}" for name in names}
+        else:
+            self.endpoint = {name: f"ipc://{folder}/{name}" for name in names}
         if config.publish:
             self.endpoint["model"] = config.publish
         self.processes: dict[str, subprocess.Popen] = {}
@@ -131,7 +143,9 @@ class _Stages:
         ]
 
     def start(self, name: str) -> None:
-        self.processes[name] = subprocess.Popen(self.command(name), stdin=subprocess.DEVNULL)
+        reads_stdin = name == "capture" and self.config.source == "stdin"
+        stdin = None if reads_stdin else subprocess.DEVNULL
+        self.processes[name] = subprocess.Popen(self.command(name), stdin=stdin)
 
     def check(self) -> None:
         """Restart any stage that died (not the capture, whose exit is the end of input)."""
@@ -225,6 +239,23 @@ def run_pipeline(config: PipelineConfig, sinks: list[Sink], labels: tuple[str, .
     for sink in sinks:
         sink.close(session.reason, summary)
     return session
+
+
+def _free_port_pair() -> int:
+    """A loopback port that is free, with the next one (its ack channel) free too."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            try:
+                with socket.socket() as second:
+                    second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise InputError("no free pair of loopback ports; free some or use ipc://")
 
 
 def _wait_ready(sub: zmq.Socket, stages: _Stages, timeout_s: float, stop: dict) -> None:

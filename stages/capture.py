@@ -9,6 +9,7 @@ frames at real time unless asked to go as fast as backpressure allows.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -19,7 +20,15 @@ from ser_stream.audio import SAMPLE_RATE, load_audio
 from ser_stream.errors import InputError
 from ser_stream.messages import Audio
 
-__all__ = ["FRAME_MS", "CaptureConfig", "file_frames", "frames_of", "parse_source", "pcm_frames"]
+__all__ = [
+    "FRAME_MS",
+    "CaptureConfig",
+    "file_frames",
+    "frames_of",
+    "parse_source",
+    "pcm_frames",
+    "zmq_frames",
+]
 
 FRAME_MS = 30
 """Length of one captured frame."""
@@ -108,3 +117,61 @@ def pcm_frames(
             position += frame.size
         if last:
             return
+
+
+def zmq_frames(endpoint: str, *, idle_timeout_s: float | None = None) -> Iterator[Audio]:
+    """Frames from an external producer that PUSHes ``audio`` messages to ``endpoint``.
+
+    The capture binds a PULL socket there. Audio of any rate is resampled to 16 kHz as it
+    flows; the producer's ``end_of_stream`` ends the stream. Malformed messages are logged
+    with their reason and skipped.
+    """
+    import soxr
+    import zmq
+
+    from ser_stream.errors import WireError
+    from ser_stream.logs import get_logger
+    from ser_stream.messages import EndOfStream
+    from ser_stream.wire import decode
+
+    log = get_logger(stage="capture", source=endpoint)
+    context = zmq.Context()
+    sock = context.socket(zmq.PULL)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(endpoint)
+    resamplers: dict[int, soxr.ResampleStream] = {}
+    position = 0
+    idle_since = time.monotonic()
+    try:
+        while True:
+            if not sock.poll(500):
+                if idle_timeout_s is not None and time.monotonic() - idle_since > idle_timeout_s:
+                    return
+                continue
+            idle_since = time.monotonic()
+            try:
+                envelope = decode(sock.recv_multipart())
+            except WireError as exc:
+                log.warning("malformed message skipped", reason=str(exc))
+                continue
+            body = envelope.body
+            if isinstance(body, EndOfStream):
+                return
+            if not isinstance(body, Audio):
+                log.warning("message skipped", reason=f"{envelope.kind.value} is not audio")
+                continue
+            samples = np.asarray(body.samples)
+            if samples.dtype != np.int16:
+                samples = np.round(np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
+            if body.sample_rate != SAMPLE_RATE:
+                if body.sample_rate not in resamplers:
+                    resamplers[body.sample_rate] = soxr.ResampleStream(
+                        body.sample_rate, SAMPLE_RATE, 1, "int16"
+                    )
+                samples = resamplers[body.sample_rate].resample_chunk(samples)
+            if samples.size:
+                yield Audio(samples, SAMPLE_RATE, position / SAMPLE_RATE)
+                position += samples.size
+    finally:
+        sock.close(linger=0)
+        context.term()
