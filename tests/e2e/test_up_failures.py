@@ -1,0 +1,131 @@
+"""`ser-stream up` under failure: a killed stage, a stalled model, a subscriber that never reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import zmq
+
+from ser_stream.testing import noise, voiced
+
+SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
+
+
+def talk(path: Path, utterances: int) -> Path:
+    parts = [noise(0.5)]
+    for i in range(utterances):
+        parts += [voiced(2.5, f0=120 + 20 * i, seed=i), noise(0.6, seed=100 + i)]
+    soundfile.write(path, np.concatenate(parts), 16_000, subtype="PCM_16")
+    return path
+
+
+def stage_pid(parent: int, name: str, timeout_s: float = 60.0) -> int:
+    """The pid of the child of ``parent`` that runs stage ``name``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == parent and b"stage" in cmdline and name.encode() in cmdline:
+                return int(entry.name)
+        time.sleep(0.1)
+    raise TimeoutError(f"no {name} stage under {parent}")
+
+
+def start_up(source: Path, jsonl: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [SER_STREAM, "up", "--source", f"file:{source}", "--no-stop-on-silence",
+         "--sink", f"jsonl:{jsonl}", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def session(jsonl: Path) -> tuple[list[dict], dict]:
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert records[-1]["kind"] == "session_end"
+    return [r for r in records if r["kind"] == "prediction"], records[-1]
+
+
+def wait_for_predictions(jsonl: Path, count: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if jsonl.exists() and jsonl.read_text().count('"prediction"') >= count:
+            return
+        time.sleep(0.1)
+    raise TimeoutError("predictions did not come")
+
+
+def test_a_killed_stage_is_restarted_and_the_loss_is_accounted(tmp_path):
+    """SIGKILL the features stage mid-stream: it is restarted, the session ends, losses count."""
+    source, jsonl = talk(tmp_path / "long.wav", 6), tmp_path / "s.jsonl"
+    up = start_up(source, jsonl)
+    try:
+        wait_for_predictions(jsonl, 1)
+        os.kill(stage_pid(up.pid, "features"), signal.SIGKILL)
+        _, stderr = up.communicate(timeout=120)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 0, stderr
+    assert "stage died, restarting" in stderr
+    predictions, end = session(jsonl)
+    summary = end["summary"]
+    assert end["reason"] == "eof" and summary["restarts"] == {"features": 1}
+    assert summary["windows"] == summary["predicted"] + summary["dropped"] == 6
+    assert summary["predicted"] == len(predictions)
+    assert any(p["t_start"] > 10.0 for p in predictions), "predictions continue after the restart"
+    if summary["dropped"]:
+        assert summary["dropped_reasons"] == {"lost_in_stage_failure": summary["dropped"]}
+
+
+def test_a_stalled_model_stage_loses_nothing_from_a_file(tmp_path):
+    """The model stops for 3 s: the file source waits, every window is still predicted."""
+    source, jsonl = talk(tmp_path / "talk.wav", 5), tmp_path / "s.jsonl"
+    up = start_up(source, jsonl, "--fast")
+    try:
+        model = stage_pid(up.pid, "model")
+        wait_for_predictions(jsonl, 1)
+        os.kill(model, signal.SIGSTOP)
+        time.sleep(3)
+        os.kill(model, signal.SIGCONT)
+        _, stderr = up.communicate(timeout=120)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 0, stderr
+    predictions, end = session(jsonl)
+    assert end["summary"]["windows"] == len(predictions) == 5
+    assert end["summary"]["dropped"] == 0 and end["summary"]["restarts"] == {}
+
+
+def test_a_subscriber_that_never_reads_does_not_stall_the_pipeline(tmp_path):
+    """A SUB with a tiny queue that never reads: the session still completes in full."""
+    source, jsonl = talk(tmp_path / "talk.wav", 4), tmp_path / "s.jsonl"
+    published = f"ipc://{tmp_path}/pub"
+    context = zmq.Context()
+    lazy = context.socket(zmq.SUB)
+    lazy.setsockopt(zmq.RCVHWM, 1)
+    lazy.setsockopt(zmq.SUBSCRIBE, b"")
+    lazy.connect(published)
+    try:
+        up = start_up(source, jsonl, "--fast", "--publish", published)
+        _, stderr = up.communicate(timeout=120)
+    finally:
+        context.destroy(linger=0)
+    assert up.returncode == 0, stderr
+    predictions, end = session(jsonl)
+    assert end["summary"]["windows"] == len(predictions) == 4
