@@ -74,9 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--source", default=None, help="file:PATH, stdin or zmq:ENDPOINT (default: bundled sample)"
     )
-    up.add_argument("--fast", action="store_true", help="do not pace a file at real time")
+    up.add_argument("--config", metavar="FILE.toml", help="settings file (flags override it)")
+    up.add_argument("--fast", action="store_true", default=None, help="do not pace a file")
     up.add_argument("--sink", action="append", default=[], help="console (default), jsonl:PATH")
-    up.add_argument("--stop-on-silence", type=float, default=2.0, metavar="SECONDS")
+    up.add_argument("--stop-on-silence", type=float, default=None, metavar="SECONDS")
     up.add_argument("--no-stop-on-silence", action="store_true", help="predict to the end")
     up.add_argument("--model", metavar="DIR", help="model artifact folder (default: shipped)")
     up.add_argument("--publish", metavar="ENDPOINT", help="PUB endpoint for subscribers (tap)")
@@ -150,18 +151,31 @@ def _up(args: argparse.Namespace) -> int:
     from ser_stream.artifact import load_artifact
     from ser_stream.audio import bundled_sample
     from ser_stream.sinks import parse_sink
-    from ser_stream.supervisor import PipelineConfig, default_publish_endpoint, run_pipeline
-
-    artifact = load_artifact(args.model)
-    sinks = [parse_sink(text) for text in (args.sink or ["console"])]
-    config = PipelineConfig(
-        source=args.source or f"file:{bundled_sample()}",
-        fast=args.fast,
-        stop_on_silence_s=None if args.no_stop_on_silence else args.stop_on_silence,
-        model=args.model,
-        publish=args.publish or default_publish_endpoint(),
-        tcp=args.tcp,
+    from ser_stream.supervisor import (
+        PipelineConfig,
+        default_publish_endpoint,
+        load_toml,
+        run_pipeline,
     )
+
+    settings = load_toml(args.config) if args.config else {}
+    flags = {
+        "source": args.source,
+        "fast": args.fast,
+        "sinks": args.sink or None,
+        "stop_on_silence_s": args.stop_on_silence,
+        "model": args.model,
+        "publish": args.publish,
+        "tcp": args.tcp or None,
+    }
+    settings.update({key: value for key, value in flags.items() if value is not None})
+    if args.no_stop_on_silence:
+        settings["stop_on_silence_s"] = None
+    artifact = load_artifact(settings.get("model"))
+    sinks = [parse_sink(text) for text in settings.pop("sinks", None) or ["console"]]
+    settings.setdefault("source", f"file:{bundled_sample()}")
+    settings["publish"] = settings.get("publish") or default_publish_endpoint()
+    config = PipelineConfig(**settings)
     print(f"ser-stream: publishing on {config.publish}", file=sys.stderr, flush=True)
     run_pipeline(config, sinks, artifact.labels)
     return 0

@@ -59,6 +59,7 @@ class RuntimeSettings:
         ack_timeout_s: how long closing waits for end-of-stream acknowledgements.
         linger_ms: bounded LINGER when closing sockets.
         max_payload: largest array accepted, in bytes.
+        max_batch: most queued messages handled in one go (the model batches them).
     """
 
     hwm: int = 64
@@ -66,6 +67,7 @@ class RuntimeSettings:
     ack_timeout_s: float = 10.0
     linger_ms: int = 1000
     max_payload: int = MAX_PAYLOAD_BYTES
+    max_batch: int = 32
 
 
 def ack_endpoint(endpoint: str) -> str:
@@ -178,13 +180,18 @@ class StageRuntime:
                         self.counters["heartbeats_skipped"] += 1
                     last_sent = time.monotonic()
                 continue
-            # The asyncio integration is edge-triggered: drain everything that is ready.
+            # The asyncio integration is edge-triggered: drain everything that is ready, in
+            # batches (the model stage classifies a batch of queued windows in one call).
             while True:
-                try:
-                    frames = await sockets["in"].recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
+                batch = []
+                while len(batch) < self.settings.max_batch:
+                    try:
+                        batch.append(await sockets["in"].recv_multipart(zmq.NOBLOCK))
+                    except zmq.Again:
+                        break
+                if not batch:
                     break
-                await self._process(frames, sockets)
+                await self._process(batch, sockets)
                 last_sent = time.monotonic()
 
     async def _drain_input(self, sockets: dict[str, zmq.asyncio.Socket]) -> None:
@@ -195,29 +202,43 @@ class StageRuntime:
                 frames = await sockets["in"].recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            await self._process(frames, sockets)
+            await self._process([frames], sockets)
 
-    async def _process(self, frames: list[bytes], sockets: dict[str, zmq.asyncio.Socket]) -> None:
-        try:
-            envelope = decode(frames, max_payload=self.settings.max_payload)
-        except WireError as exc:
-            self.counters["malformed_skipped"] += 1
-            self.log.warning("malformed message skipped", reason=str(exc))
+    async def _process(
+        self, batch: list[list[bytes]], sockets: dict[str, zmq.asyncio.Socket]
+    ) -> None:
+        envelopes = []
+        for frames in batch:
+            try:
+                envelopes.append(decode(frames, max_payload=self.settings.max_payload))
+            except WireError as exc:
+                self.counters["malformed_skipped"] += 1
+                self.log.warning("malformed message skipped", reason=str(exc))
+        if not envelopes:
             return
         loop = asyncio.get_running_loop()
         try:
             # Cores do blocking numeric work: never on the loop.
-            outputs = await loop.run_in_executor(None, self.logic.handle, envelope)
+            outputs = await loop.run_in_executor(None, self.logic.handle_many, envelopes)
+        except Exception:  # find the failing message; the others still go through
+            outputs = []
+            for envelope in envelopes:
+                outputs.extend(await loop.run_in_executor(None, self._handle_safely, envelope))
+        await self._send_all(sockets["out"], outputs)
+        for envelope in envelopes:
+            if envelope.kind is Kind.END_OF_STREAM:
+                ack = Envelope(envelope.stream, envelope.seq, EndOfStream("ack"))
+                await sockets["ack_out"].send_multipart(encode(ack))
+
+    def _handle_safely(self, envelope: Envelope) -> list[Envelope]:
+        try:
+            return self.logic.handle(envelope)
         except Exception as exc:  # a failing message must not take the stage down
             self.counters[f"failed_{envelope.kind.value}"] += 1
             self.log.error(
                 "message failed", kind=envelope.kind.value, stream=envelope.stream, reason=repr(exc)
             )
-            outputs = [self.logic.error(envelope, f"{type(exc).__name__}: {exc}")]
-        await self._send_all(sockets["out"], outputs)
-        if envelope.kind is Kind.END_OF_STREAM:
-            ack = Envelope(envelope.stream, envelope.seq, EndOfStream("ack"))
-            await sockets["ack_out"].send_multipart(encode(ack))
+            return [self.logic.error(envelope, f"{type(exc).__name__}: {exc}")]
 
     async def _send_all(self, sock: zmq.asyncio.Socket, outputs: list[Envelope]) -> None:
         for out in outputs:

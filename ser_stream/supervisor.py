@@ -9,6 +9,7 @@ input, at stop-on-silence, or on Ctrl-C / SIGTERM.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -28,10 +29,41 @@ from ser_stream.messages import EndOfStream, ErrorMsg, Event, Heartbeat, Predict
 from ser_stream.sinks import Sink
 from ser_stream.wire import decode
 
-__all__ = ["PipelineConfig", "Session", "default_publish_endpoint", "run_pipeline"]
+__all__ = ["PipelineConfig", "Session", "default_publish_endpoint", "load_toml", "run_pipeline"]
 
 CHAIN = ("vad", "denoise", "features", "model")
 STREAM = "stream-1"
+
+
+_TOML_KEYS = {
+    "source", "fast", "sinks", "stop_on_silence_s", "model", "publish", "tcp", "stages",
+    "max_restarts", "start_timeout_s",
+}  # fmt: skip
+
+
+def load_toml(path: str) -> dict:
+    """Read an ``up`` settings file; ``stop_on_silence_s = false`` turns stopping off.
+
+    Raises:
+        InputError: unreadable file, invalid TOML or unknown keys.
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror}); check the path") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: invalid TOML ({exc}); fix the file") from exc
+    unknown = set(data) - _TOML_KEYS
+    if unknown:
+        raise InputError(f"{path}: unknown settings {sorted(unknown)}; known: {sorted(_TOML_KEYS)}")
+    if data.get("stop_on_silence_s") is False:
+        data["stop_on_silence_s"] = None
+    return data
 
 
 def default_publish_endpoint() -> str:
@@ -50,6 +82,7 @@ class PipelineConfig:
         model: model artifact folder (None: the shipped one).
         publish: endpoint for anyone's subscribers (``ser-stream tap``, your programs).
         tcp: connect the stages over tcp:// on loopback instead of ipc://.
+        stages: settings per stage name (e.g. ``{"vad": {"aggressiveness": 3}}``).
         max_restarts: restarts allowed per stage before the session gives up.
         start_timeout_s: how long the stages may take to come up.
     """
@@ -60,6 +93,7 @@ class PipelineConfig:
     model: str | None = None
     publish: str = ""
     tcp: bool = False
+    stages: dict[str, dict] = field(default_factory=dict)
     max_restarts: int = 5
     start_timeout_s: float = 120.0
 
@@ -127,6 +161,8 @@ class _Stages:
                     "--out", self.endpoint["capture"]]  # fmt: skip
         upstream = "capture" if name == "vad" else CHAIN[CHAIN.index(name) - 1]
         extra = ["--publish"] if name == "model" else []
+        for key, value in self.config.stages.get(name, {}).items():
+            extra += ["--set", f"{key}={json.dumps(value)}"]
         if name == "vad":
             value = (
                 "null" if self.config.stop_on_silence_s is None else self.config.stop_on_silence_s

@@ -94,6 +94,10 @@ class ModelStream:
         """Classify one window."""
         return [self._core.push(body)]
 
+    def push_batch(self, bodies: list[Features]) -> list[list[Prediction]]:
+        """Classify windows that queued up in one call (one list of outputs per input)."""
+        return [[prediction] for prediction in self._core.push_batch(bodies)]
+
     def flush(self) -> list[Prediction]:
         """Nothing is held back."""
         return []

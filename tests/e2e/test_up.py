@@ -95,3 +95,29 @@ def test_silence_after_speech_ends_the_session(tmp_path, stop):
     else:
         assert lines[-1]["reason"] == "eof"
         assert any(p["t_start"] > 4.5 for p in predictions)
+
+
+def test_settings_file_with_flags_overriding_it(tmp_path):
+    """--config FILE.toml sets source, sinks and stage settings; a flag overrides the file."""
+    audio = np.concatenate(
+        [noise(0.5), voiced(2.0, seed=1), noise(2.5, seed=2), voiced(2.0, seed=3), noise(0.5)]
+    )
+    source = write(tmp_path / "pause.wav", audio)
+    out = tmp_path / "from-config.jsonl"
+    config = tmp_path / "up.toml"
+    config.write_text(
+        f'source = "file:{source}"\nfast = true\nsinks = ["jsonl:{out}"]\nstop_on_silence_s = 2.0\n'
+        "[stages.vad]\naggressiveness = 3\n"
+    )
+    result = up("--config", str(config), "--no-stop-on-silence")
+    assert result.returncode == 0, result.stderr
+    assert records(out)[-1]["reason"] == "eof"
+
+
+def test_unknown_settings_are_a_one_line_error(tmp_path):
+    """A typo in the settings file names the key and the known ones."""
+    config = tmp_path / "up.toml"
+    config.write_text('sorce = "file:x.wav"\n')
+    result = up("--config", str(config))
+    assert result.returncode == 2
+    assert "sorce" in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -157,3 +157,32 @@ class TestStageLogic:
         assert logic.handle(Envelope("s", 2, Audio(pcm, 16_000, 1.0))) == []
         assert logic.counters["ignored_after_end_audio"] == 1
         assert logic.open_streams == []
+
+
+class TestBatching:
+    def test_a_batch_of_windows_gives_what_one_by_one_gives(self, artifact):
+        """handle_many on queued features equals handle on each, with the same accounting."""
+        audio = utterances()
+        features = run_chain_until(artifact, audio_envelopes("a", audio), "features")
+        one = StageLogic(STAGES["model"], StageContext("model", {}, artifact), clock=lambda: 1)
+        many = StageLogic(STAGES["model"], StageContext("model", {}, artifact), clock=lambda: 1)
+        single = [out for e in features for out in one.handle(e)]
+        batched = many.handle_many(features)
+        assert [e.seq for e in batched] == [e.seq for e in single]
+        for a, b in zip(batched, single, strict=True):
+            assert type(a.body) is type(b.body)
+            if isinstance(a.body, Prediction):
+                assert np.allclose(a.body.probabilities, b.body.probabilities, atol=1e-6)
+        assert one.counters == many.counters
+
+
+def run_chain_until(artifact, envelopes, last: str) -> list[Envelope]:
+    for name in ("vad", "denoise", "features"):
+        envelopes = run_stage(
+            STAGES[name],
+            StageContext(name, {"stop_on_silence_s": None} if name == "vad" else {}, artifact),
+            envelopes,
+        )
+        if name == last:
+            break
+    return envelopes
