@@ -49,7 +49,7 @@ def main() -> None:
         if not args.fast:
             time.sleep(samples.size / rate)
     push.send_multipart(message("end_of_stream", seq, {"reason": "eof"}))
-    push.close(linger=5000)  # let the last messages leave before exiting
+    push.close(linger=30_000)  # let the last messages leave, even if the pipeline is slow to start
     context.term()
 
 

@@ -176,8 +176,11 @@ def _up(args: argparse.Namespace) -> int:
     settings.setdefault("source", f"file:{bundled_sample()}")
     settings["publish"] = settings.get("publish") or default_publish_endpoint()
     config = PipelineConfig(**settings)
-    print(f"ser-stream: publishing on {config.publish}", file=sys.stderr, flush=True)
-    run_pipeline(config, sinks, artifact.labels)
+
+    def ready() -> None:
+        print(f"ser-stream: ready; publishing on {config.publish}", file=sys.stderr, flush=True)
+
+    run_pipeline(config, sinks, artifact.labels, on_ready=ready)
     return 0
 
 

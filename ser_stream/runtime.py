@@ -27,7 +27,7 @@ import zmq.asyncio
 
 from ser_stream.errors import InputError, WireError
 from ser_stream.logs import get_logger
-from ser_stream.messages import Audio, EndOfStream
+from ser_stream.messages import Audio, EndOfStream, ErrorMsg
 from ser_stream.stage import StageContext, StageLogic, StageSpec
 from ser_stream.wire import MAX_PAYLOAD_BYTES, Envelope, Kind, decode, encode
 
@@ -214,6 +214,9 @@ class StageRuntime:
             except WireError as exc:
                 self.counters["malformed_skipped"] += 1
                 self.log.warning("malformed message skipped", reason=str(exc))
+                report = ErrorMsg(f"malformed message skipped: {exc}", self.spec.name)
+                cause = Envelope("-", 0, report)
+                await self._send(sockets["out"], self.logic.error(cause, report.reason))
         if not envelopes:
             return
         loop = asyncio.get_running_loop()
@@ -298,7 +301,7 @@ class SourceRuntime:
     def __init__(
         self,
         stream: str,
-        frames: Iterator[Audio],
+        frames: Iterator[Audio | ErrorMsg],
         output: str,
         *,
         realtime: bool,
@@ -343,6 +346,11 @@ class SourceRuntime:
                 frame = await loop.run_in_executor(None, next, self.frames, None)
                 if frame is None:
                     break
+                if isinstance(frame, ErrorMsg):  # the source skipped something: say so
+                    self.counters["source_errors"] += 1
+                    await out.send_multipart(encode(Envelope(self.stream, seq, frame)))
+                    seq += 1
+                    continue
                 if self.realtime:
                     # A frame is "captured" when its last sample would have been heard.
                     due = started + frame.t_start + frame.samples.size / frame.sample_rate

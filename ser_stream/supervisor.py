@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,8 +214,17 @@ class _Stages:
                 process.wait()
 
 
-def run_pipeline(config: PipelineConfig, sinks: list[Sink], labels: tuple[str, ...]) -> Session:
-    """Run one session to its end; every sink sees every record; return the session."""
+def run_pipeline(
+    config: PipelineConfig,
+    sinks: list[Sink],
+    labels: tuple[str, ...],
+    *,
+    on_ready: Callable[[], None] | None = None,
+) -> Session:
+    """Run one session to its end; every sink sees every record; return the session.
+
+    ``on_ready`` is called once every stage is up and the capture has started.
+    """
     session = Session()
     stop = {"signal": False}
     previous = {
@@ -237,6 +247,8 @@ def run_pipeline(config: PipelineConfig, sinks: list[Sink], labels: tuple[str, .
             stages.start("capture")
             for sink in sinks:
                 sink.open(labels)
+            if on_ready is not None:
+                on_ready()
             while not stop["signal"]:
                 stages.check()
                 if not sub.poll(200):

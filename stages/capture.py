@@ -18,7 +18,7 @@ import numpy as np
 
 from ser_stream.audio import SAMPLE_RATE, load_audio
 from ser_stream.errors import InputError
-from ser_stream.messages import Audio
+from ser_stream.messages import Audio, ErrorMsg
 
 __all__ = [
     "FRAME_MS",
@@ -119,12 +119,12 @@ def pcm_frames(
             return
 
 
-def zmq_frames(endpoint: str, *, idle_timeout_s: float | None = None) -> Iterator[Audio]:
+def zmq_frames(endpoint: str, *, idle_timeout_s: float | None = None) -> Iterator[Audio | ErrorMsg]:
     """Frames from an external producer that PUSHes ``audio`` messages to ``endpoint``.
 
     The capture binds a PULL socket there. Audio of any rate is resampled to 16 kHz as it
-    flows; the producer's ``end_of_stream`` ends the stream. Malformed messages are logged
-    with their reason and skipped.
+    flows; the producer's ``end_of_stream`` ends the stream. A malformed message is logged
+    and skipped, and an :class:`ErrorMsg` saying why goes downstream for the accounting.
     """
     import soxr
     import zmq
@@ -153,12 +153,15 @@ def zmq_frames(endpoint: str, *, idle_timeout_s: float | None = None) -> Iterato
                 envelope = decode(sock.recv_multipart())
             except WireError as exc:
                 log.warning("malformed message skipped", reason=str(exc))
+                yield ErrorMsg(f"producer message skipped: {exc}; follow docs/wire.md", "capture")
                 continue
             body = envelope.body
             if isinstance(body, EndOfStream):
                 return
             if not isinstance(body, Audio):
-                log.warning("message skipped", reason=f"{envelope.kind.value} is not audio")
+                reason = f"producer sent {envelope.kind.value}, not audio; send audio messages"
+                log.warning("message skipped", reason=reason)
+                yield ErrorMsg(reason, "capture")
                 continue
             samples = np.asarray(body.samples)
             if samples.dtype != np.int16:

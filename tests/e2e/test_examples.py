@@ -20,6 +20,14 @@ EXAMPLES = ROOT / "examples"
 SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
 
 
+def wait_until_ready(pipeline: subprocess.Popen) -> None:
+    """Read up's stderr until it says every stage is up."""
+    for line in pipeline.stderr:
+        if "ready" in line:
+            return
+    raise AssertionError("ser-stream up ended before it was ready")
+
+
 @pytest.fixture(scope="module")
 def c_sink() -> Path:
     if shutil.which("cc") is None or not Path("/usr/include/zmq.h").exists():
@@ -57,7 +65,8 @@ def test_producer_feeds_up_and_both_sinks_print_every_prediction(tmp_path, c_sin
         sinks.append(
             subprocess.Popen([str(c_sink), published, "2"], stdout=subprocess.PIPE, text=True)
         )
-        time.sleep(8)  # the pipeline's processes start and the sinks subscribe
+        wait_until_ready(pipeline)
+        time.sleep(1)  # the sinks subscribe
         subprocess.run(
             [sys.executable, str(EXAMPLES / "python_producer.py"), audio_in, str(recording),
              "--fast"],
@@ -79,3 +88,39 @@ def test_producer_feeds_up_and_both_sinks_print_every_prediction(tmp_path, c_sin
         assert len(lines) == 2, output
         for line, record in zip(lines, predictions[:2], strict=True):
             assert record["label"] in line and f"{record['t_start']:.2f}" in line
+
+
+def test_a_malformed_producer_message_is_skipped_reported_and_counted(tmp_path):
+    """Garbage from someone's producer: one error record, the session goes on and counts it."""
+    import zmq
+
+    audio_in = f"ipc://{tmp_path}/audio-in"
+    jsonl = tmp_path / "session.jsonl"
+    pipeline = subprocess.Popen(
+        [SER_STREAM, "up", "--source", f"zmq:{audio_in}", "--publish", f"ipc://{tmp_path}/pub",
+         "--no-stop-on-silence", "--sink", f"jsonl:{jsonl}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    context = zmq.Context()
+    try:
+        wait_until_ready(pipeline)
+        push = context.socket(zmq.PUSH)
+        push.connect(audio_in)
+        push.send_multipart([b'{"v": 1, "kind": "audio", "stream": "p"}', b"\x00\x01"])
+        pcm = np.round(np.concatenate([noise(0.5), voiced(2.0), noise(0.5)]) * 32767).astype("<i2")
+        header = {"v": 1, "kind": "audio", "stream": "p", "seq": 0, "ts": {}, "sample_rate": 16_000,
+                  "t_start": 0.0, "dtype": "int16", "shape": [pcm.size]}  # fmt: skip
+        push.send_multipart([json.dumps(header).encode(), pcm.tobytes()])
+        end = {"v": 1, "kind": "end_of_stream", "stream": "p", "seq": 1, "ts": {}, "reason": "eof"}
+        push.send_multipart([json.dumps(end).encode()])
+        _, stderr = pipeline.communicate(timeout=180)
+    finally:
+        context.destroy(linger=2000)
+        if pipeline.poll() is None:
+            pipeline.kill()
+    assert pipeline.returncode == 0, stderr
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    errors = [r for r in records if r["kind"] == "error"]
+    assert len(errors) == 1 and errors[0]["stage"] == "capture" and "seq" in errors[0]["reason"]
+    assert records[-1]["summary"]["errors"] == 1
+    assert records[-1]["summary"]["predicted"] == 1

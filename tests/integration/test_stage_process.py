@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from ser_stream.artifact import load_artifact
-from ser_stream.messages import EndOfStream, Features, Heartbeat, Window
+from ser_stream.messages import EndOfStream, ErrorMsg, Features, Heartbeat, Window
 from ser_stream.runtime import ack_endpoint
 from ser_stream.testing import voiced
 from ser_stream.wire import Envelope, decode, encode
@@ -92,6 +92,9 @@ def test_features_stage_process_serves_skips_malformed_input_and_drains(endpoint
             envelope = receive(downstream)
             if not isinstance(envelope.body, Heartbeat):
                 received.append(envelope)
+        reports, received = received[:2], received[2:]
+        assert all(isinstance(e.body, ErrorMsg) and e.body.stage == "features" for e in reports)
+        assert "version" in reports[0].body.reason and "JSON" in reports[1].body.reason
         bodies = [e.body for e in received]
         assert [type(b) for b in bodies] == [Features, Features, Features, EndOfStream]
         assert all(b.matrix.shape == (features.n_frames, features.n_features) for b in bodies[:3])
