@@ -108,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         help="stage setting, VALUE as JSON (e.g. stop_on_silence_s=null)",
     )
     stage.add_argument("--hwm", type=int, default=64, help="socket high-water mark (messages)")
+    stage.add_argument("--control", metavar="ENDPOINT", help="supervisor endpoint for liveness")
     stage.set_defaults(run=_stage)
     return parser
 
@@ -141,7 +142,7 @@ def _stage(args: argparse.Namespace) -> int:
     runtime = StageRuntime(
         STAGES[args.name],
         context,
-        Endpoints(args.input, args.output, publish=args.publish),
+        Endpoints(args.input, args.output, publish=args.publish, control=args.control),
         RuntimeSettings(hwm=args.hwm),
     )
     return asyncio.run(runtime.run())
@@ -153,7 +154,7 @@ def _up(args: argparse.Namespace) -> int:
     from ser_stream.sinks import parse_sink
     from ser_stream.supervisor import (
         PipelineConfig,
-        default_publish_endpoint,
+        claim_publish_endpoint,
         load_toml,
         run_pipeline,
     )
@@ -174,7 +175,7 @@ def _up(args: argparse.Namespace) -> int:
     artifact = load_artifact(settings.get("model"))
     sinks = [parse_sink(text) for text in settings.pop("sinks", None) or ["console"]]
     settings.setdefault("source", f"file:{bundled_sample()}")
-    settings["publish"] = settings.get("publish") or default_publish_endpoint()
+    settings["publish"] = settings.get("publish") or claim_publish_endpoint()
     config = PipelineConfig(**settings)
 
     def ready() -> None:

@@ -42,11 +42,13 @@ class Endpoints:
         input: the upstream's bound endpoint, connected by this stage's PULL.
         output: the endpoint this stage binds its PUSH (or PUB) on.
         publish: PUB instead of PUSH: for the last stage, whose subscribers may be slow.
+        control: a supervisor's endpoint: the stage says it is ready and alive there.
     """
 
     input: str
     output: str
     publish: bool = False
+    control: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,7 @@ class StageRuntime:
         context = zmq.asyncio.Context()
         sockets = self._open(context)
         self.log.info("ready", input=self.endpoints.input, output=self.endpoints.output)
+        self._report_alive(sockets)
         try:
             acks = asyncio.create_task(self._receive_acks(sockets["ack_in"]))
             await self._serve(sockets)
@@ -165,7 +168,19 @@ class StageRuntime:
         sockets["out"].bind(self.endpoints.output)
         if not self.endpoints.publish:
             sockets["ack_in"].bind(ack_endpoint(self.endpoints.output))
+        if self.endpoints.control:
+            sockets["control"] = context.socket(zmq.PUSH)
+            sockets["control"].setsockopt(zmq.LINGER, 0)
+            sockets["control"].connect(self.endpoints.control)
         return sockets
+
+    def _report_alive(self, sockets: dict[str, zmq.asyncio.Socket]) -> None:
+        """Tell the supervisor this stage is up (never waits)."""
+        if "control" in sockets:
+            try:
+                sockets["control"].send_multipart(encode(self.logic.heartbeat()), zmq.NOBLOCK)
+            except zmq.Again:
+                pass
 
     async def _serve(self, sockets: dict[str, zmq.asyncio.Socket]) -> None:
         assert self._stopping is not None
@@ -173,6 +188,7 @@ class StageRuntime:
         last_sent = time.monotonic()
         while not self._stopping.is_set():
             if not await sockets["in"].poll(timeout_ms, zmq.POLLIN):
+                self._report_alive(sockets)
                 if time.monotonic() - last_sent >= self.settings.heartbeat_s:
                     try:  # never wait for a heartbeat: no receiver or a full queue skips it
                         sockets["out"].send_multipart(encode(self.logic.heartbeat()), zmq.NOBLOCK)

@@ -30,7 +30,14 @@ from ser_stream.messages import EndOfStream, ErrorMsg, Event, Heartbeat, Predict
 from ser_stream.sinks import Sink
 from ser_stream.wire import decode
 
-__all__ = ["PipelineConfig", "Session", "default_publish_endpoint", "load_toml", "run_pipeline"]
+__all__ = [
+    "PipelineConfig",
+    "Session",
+    "claim_publish_endpoint",
+    "default_publish_endpoint",
+    "load_toml",
+    "run_pipeline",
+]
 
 CHAIN = ("vad", "denoise", "features", "model")
 STREAM = "stream-1"
@@ -70,6 +77,26 @@ def load_toml(path: str) -> dict:
 def default_publish_endpoint() -> str:
     """Where ``up`` publishes and ``tap`` listens unless told otherwise (one per user)."""
     return f"ipc://{tempfile.gettempdir()}/ser-stream-{os.getuid()}.pub"
+
+
+_CLAIM: list = []  # the open lock file of this process's claim on the default endpoint
+
+
+def claim_publish_endpoint() -> str:
+    """The default endpoint if no other ``up`` of this user holds it, else a private one.
+
+    Two pipelines binding one ipc:// path would steal each other's subscribers.
+    """
+    import fcntl
+
+    lock = open(f"{tempfile.gettempdir()}/ser-stream-{os.getuid()}.pub.lock", "w")  # noqa: SIM115
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        return f"ipc://{tempfile.gettempdir()}/ser-stream-{os.getuid()}-{os.getpid()}.pub"
+    _CLAIM.append(lock)  # held until the process exits
+    return default_publish_endpoint()
 
 
 @dataclass(frozen=True)
@@ -142,7 +169,7 @@ class _Stages:
 
     def __init__(self, config: PipelineConfig, folder: Path) -> None:
         self.config = config
-        names = ("capture", *CHAIN)
+        names = ("capture", *CHAIN, "control")
         if config.tcp:
             self.endpoint = {name: f"tcp://127.0.0.1:{_free_port_pair()}" for name in names}
         else:
@@ -169,15 +196,8 @@ class _Stages:
                 "null" if self.config.stop_on_silence_s is None else self.config.stop_on_silence_s
             )
             extra += ["--set", f"stop_on_silence_s={value}"]
-        return [
-            *base,
-            "--in",
-            self.endpoint[upstream],
-            "--out",
-            self.endpoint[name],
-            *model,
-            *extra,
-        ]
+        return [*base, "--in", self.endpoint[upstream], "--out", self.endpoint[name],
+                "--control", self.endpoint["control"], *model, *extra]  # fmt: skip
 
     def start(self, name: str) -> None:
         reads_stdin = name == "capture" and self.config.source == "stdin"
@@ -239,11 +259,14 @@ def run_pipeline(
         sub = context.socket(zmq.SUB)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.setsockopt(zmq.LINGER, 0)
+        control = context.socket(zmq.PULL)
+        control.setsockopt(zmq.LINGER, 0)
         try:
+            control.bind(stages.endpoint["control"])
             for name in CHAIN:
                 stages.start(name)
             sub.connect(stages.endpoint["model"])
-            _wait_ready(sub, stages, config.start_timeout_s, stop)
+            _wait_ready(control, sub, stages, config.start_timeout_s, stop)
             stages.start("capture")
             for sink in sinks:
                 sink.open(labels)
@@ -306,15 +329,29 @@ def _free_port_pair() -> int:
     raise InputError("no free pair of loopback ports; free some or use ipc://")
 
 
-def _wait_ready(sub: zmq.Socket, stages: _Stages, timeout_s: float, stop: dict) -> None:
-    """The model publishes heartbeats once its chain is up."""
+def _wait_ready(
+    control: zmq.Socket, sub: zmq.Socket, stages: _Stages, timeout_s: float, stop: dict
+) -> None:
+    """Every stage reports on the control socket; then the model's PUB must reach us."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not stop["signal"]:
+    waiting = set(CHAIN)
+    while waiting and time.monotonic() < deadline and not stop["signal"]:
         stages.check()
-        if sub.poll(250):
+        if control.poll(250):
             try:
-                if isinstance(decode(sub.recv_multipart()).body, Heartbeat):
-                    return
+                body = decode(control.recv_multipart()).body
             except WireError:
                 continue
-    raise InputError(f"the stages did not come up within {timeout_s:.0f} s; see their logs")
+            if isinstance(body, Heartbeat):
+                waiting.discard(body.stage)
+    subscribed = False
+    while not waiting and not subscribed and time.monotonic() < deadline and not stop["signal"]:
+        stages.check()  # the model publishes heartbeats while idle: then records reach us
+        if sub.poll(250):
+            try:
+                subscribed = isinstance(decode(sub.recv_multipart()).body, Heartbeat)
+            except WireError:
+                continue
+    if waiting or not subscribed:
+        names = ", ".join(sorted(waiting)) or "model (publishing)"
+        raise InputError(f"stages {names} did not come up within {timeout_s:.0f} s; see their logs")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,11 @@ SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
 
 
 def up(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([SER_STREAM, "up", *args], capture_output=True, text=True, timeout=300)
+    # A private publish endpoint: a user's own `ser-stream up` may be running beside the tests.
+    publish = ["--publish", f"ipc://{tempfile.mkdtemp()}/pub"]
+    return subprocess.run(
+        [SER_STREAM, "up", *publish, *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def records(path: Path) -> list[dict]:

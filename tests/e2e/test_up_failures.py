@@ -47,6 +47,8 @@ def stage_pid(parent: int, name: str, timeout_s: float = 60.0) -> int:
 
 
 def start_up(source: Path, jsonl: Path, *extra: str) -> subprocess.Popen:
+    if "--publish" not in extra:  # private: a user's own `ser-stream up` may be running
+        extra = (*extra, "--publish", f"ipc://{jsonl.parent}/pub")
     return subprocess.Popen(
         [SER_STREAM, "up", "--source", f"file:{source}", "--no-stop-on-silence",
          "--sink", f"jsonl:{jsonl}", *extra],
