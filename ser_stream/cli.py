@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--config", metavar="FILE.toml", help="settings file (flags override it)")
     up.add_argument("--fast", action="store_true", default=None, help="do not pace a file")
+    up.add_argument("--rate", type=int, default=None, help="sample rate of stdin PCM (Hz)")
     up.add_argument("--sink", action="append", default=[], help="console (default), jsonl:PATH")
     up.add_argument("--stop-on-silence", type=float, default=None, metavar="SECONDS")
     up.add_argument("--no-stop-on-silence", action="store_true", help="predict to the end")
@@ -168,6 +169,7 @@ def _up(args: argparse.Namespace) -> int:
         "model": args.model,
         "publish": args.publish,
         "tcp": args.tcp or None,
+        "rate": args.rate,
     }
     settings.update({key: value for key, value in flags.items() if value is not None})
     if args.no_stop_on_silence:

@@ -44,7 +44,7 @@ STREAM = "stream-1"
 
 
 _TOML_KEYS = {
-    "source", "fast", "sinks", "stop_on_silence_s", "model", "publish", "tcp", "stages",
+    "source", "fast", "sinks", "stop_on_silence_s", "model", "publish", "tcp", "stages", "rate",
     "max_restarts", "start_timeout_s",
 }  # fmt: skip
 
@@ -110,6 +110,7 @@ class PipelineConfig:
         model: model artifact folder (None: the shipped one).
         publish: endpoint for anyone's subscribers (``ser-stream tap``, your programs).
         tcp: connect the stages over tcp:// on loopback instead of ipc://.
+        rate: sample rate of raw PCM on stdin, in Hz.
         stages: settings per stage name (e.g. ``{"vad": {"aggressiveness": 3}}``).
         max_restarts: restarts allowed per stage before the session gives up.
         start_timeout_s: how long the stages may take to come up.
@@ -121,6 +122,7 @@ class PipelineConfig:
     model: str | None = None
     publish: str = ""
     tcp: bool = False
+    rate: int = 16_000
     stages: dict[str, dict] = field(default_factory=dict)
     max_restarts: int = 5
     start_timeout_s: float = 120.0
@@ -185,6 +187,7 @@ class _Stages:
         model = ["--model", self.config.model] if self.config.model else []
         if name == "capture":
             fast = ["--fast"] if self.config.fast else []
+            fast += ["--rate", str(self.config.rate)]
             return [*base, "--source", self.config.source, "--stream", STREAM, *fast,
                     "--out", self.endpoint["capture"]]  # fmt: skip
         upstream = "capture" if name == "vad" else CHAIN[CHAIN.index(name) - 1]

@@ -126,3 +126,23 @@ def test_unknown_settings_are_a_one_line_error(tmp_path):
     result = up("--config", str(config))
     assert result.returncode == 2
     assert "sorce" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_raw_pcm_on_stdin_at_another_rate(tmp_path):
+    """--source stdin --rate 8000: raw 16-bit PCM is resampled and predicted."""
+    import soxr
+
+    audio = np.concatenate([noise(0.5), voiced(2.5, seed=5), noise(0.7, seed=6)])
+    pcm = np.round(soxr.resample(audio, 16_000, 8_000) * 32767).astype("<i2").tobytes()
+    out = tmp_path / "stdin.jsonl"
+    publish = ["--publish", f"ipc://{tmp_path}/pub"]
+    result = subprocess.run(
+        [SER_STREAM, "up", *publish, "--source", "stdin", "--rate", "8000", "--fast",
+         "--sink", f"jsonl:{out}"],
+        input=pcm, capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = records(out)
+    assert lines[-1]["reason"] == "eof" and lines[-1]["summary"]["predicted"] == 1
+    prediction = next(r for r in lines if r["kind"] == "prediction")
+    assert 0.3 <= prediction["t_start"] and prediction["t_end"] <= 3.3
