@@ -124,3 +124,32 @@ def test_a_malformed_producer_message_is_skipped_reported_and_counted(tmp_path):
     assert len(errors) == 1 and errors[0]["stage"] == "capture" and "seq" in errors[0]["reason"]
     assert records[-1]["summary"]["errors"] == 1
     assert records[-1]["summary"]["predicted"] == 1
+
+
+def test_tap_prints_what_a_running_pipeline_publishes(tmp_path):
+    """`ser-stream tap ENDPOINT --once` prints the records as JSON lines until the end of stream."""
+    audio = np.concatenate([noise(0.5), voiced(2.0, seed=1), noise(0.6, seed=2)])
+    source = tmp_path / "talk.wav"
+    soundfile.write(source, audio, 16_000, subtype="PCM_16")
+    published = f"ipc://{tmp_path}/pub"
+    pipeline = subprocess.Popen(
+        [SER_STREAM, "up", "--source", f"file:{source}", "--publish", published,
+         "--sink", "console"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    tap = subprocess.Popen(
+        [SER_STREAM, "tap", published, "--once"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        out, _ = tap.communicate(timeout=180)
+        pipeline.communicate(timeout=60)
+    finally:
+        for process in (pipeline, tap):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert tap.returncode == 0
+    assert [r["kind"] for r in lines if r["kind"] == "prediction"] == ["prediction"]
+    assert lines[-1] == {"kind": "end_of_stream", "stream": "stream-1", "reason": "eof"}
+    assert {"speech_start", "speech_end"} <= {r["event"] for r in lines if r["kind"] == "event"}
