@@ -136,6 +136,10 @@ class StageRuntime:
         _on_signals(self.stop)
         context = zmq.asyncio.Context()
         sockets = self._open(context)
+        if self.spec.warm_up is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.spec.warm_up, self.logic.context
+            )
         self.log.info("ready", input=self.endpoints.input, output=self.endpoints.output)
         self._report_alive(sockets)
         try:

@@ -60,6 +60,8 @@ class StageSpec:
         emits: kinds the processor may produce.
         build: makes the processor of one stream.
         description: one line for ``--help``.
+        warm_up: run once before the stage reports ready, so the first window does not pay
+            for lazy imports and compiled kernels.
     """
 
     name: str
@@ -67,6 +69,7 @@ class StageSpec:
     emits: frozenset[Kind]
     build: Callable[[StageContext], StreamProcessor]
     description: str = ""
+    warm_up: Callable[[StageContext], None] | None = None
 
 
 @dataclass

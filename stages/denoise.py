@@ -137,8 +137,16 @@ class DenoiseStream:
         return []
 
 
+def _warm_up(context) -> None:
+    core = DenoiseCore(context.artifact.analysis.denoise, context.artifact.sample_rate)
+    rng = np.random.default_rng(0)
+    core.push_noise(Noise(rng.standard_normal(8_000).astype(np.float32) * 0.01, 0.0, 0.5))
+    core.push(Window(rng.standard_normal(16_000).astype(np.float32) * 0.1, 0.0, 1.0, 0, 0))
+
+
 SPEC = StageSpec(
     name="denoise",
+    warm_up=_warm_up,
     accepts=frozenset({Kind.NOISE, Kind.WINDOW}),
     emits=frozenset({Kind.WINDOW}),
     build=lambda context: DenoiseStream(

@@ -202,8 +202,14 @@ class FeaturesStream:
         return []
 
 
+def _warm_up(context) -> None:
+    config = context.artifact.analysis.features
+    extract_features(np.sin(np.arange(config.window_samples) / 7.0).astype(np.float32), config)
+
+
 SPEC = StageSpec(
     name="features",
+    warm_up=_warm_up,
     accepts=frozenset({Kind.WINDOW}),
     emits=frozenset({Kind.FEATURES}),
     build=lambda context: FeaturesStream(FeaturesCore(context.artifact.analysis.features)),

@@ -109,8 +109,15 @@ def _build(context: StageContext) -> ModelStream:
     return ModelStream(context.shared["model_core"])
 
 
+def _warm_up(context: StageContext) -> None:
+    core = _build(context)._core
+    features = context.artifact.analysis.features
+    core.probabilities(np.zeros((1, features.n_frames, features.n_features), dtype=np.float32))
+
+
 SPEC = StageSpec(
     name="model",
+    warm_up=_warm_up,
     accepts=frozenset({Kind.FEATURES}),
     emits=frozenset({Kind.PREDICTION}),
     build=_build,
