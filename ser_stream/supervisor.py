@@ -205,7 +205,9 @@ class _Stages:
     def start(self, name: str) -> None:
         reads_stdin = name == "capture" and self.config.source == "stdin"
         stdin = None if reads_stdin else subprocess.DEVNULL
-        self.processes[name] = subprocess.Popen(self.command(name), stdin=stdin)
+        self.processes[name] = subprocess.Popen(
+            self.command(name), stdin=stdin, preexec_fn=_end_with_parent
+        )
 
     def check(self) -> None:
         """Restart any stage that died (not the capture, whose exit is the end of input)."""
@@ -313,6 +315,14 @@ def run_pipeline(
     for sink in sinks:
         sink.close(session.reason, summary)
     return session
+
+
+def _end_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the supervisor dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _free_port_pair() -> int:

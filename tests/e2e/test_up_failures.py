@@ -131,3 +131,18 @@ def test_a_subscriber_that_never_reads_does_not_stall_the_pipeline(tmp_path):
     assert up.returncode == 0, stderr
     predictions, end = session(jsonl)
     assert end["summary"]["windows"] == len(predictions) == 4
+
+
+def test_stages_end_when_the_supervisor_is_killed(tmp_path):
+    """SIGKILL of `up` itself leaves no stage process behind."""
+    source, jsonl = talk(tmp_path / "talk.wav", 4), tmp_path / "s.jsonl"
+    up = start_up(source, jsonl)
+    children = [stage_pid(up.pid, name) for name in ("vad", "denoise", "features", "model")]
+    up.kill()
+    up.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
+        time.sleep(0.2)
+    alive = [pid for pid in children if Path(f"/proc/{pid}/stat").exists()
+             and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]  # fmt: skip
+    assert alive == []
