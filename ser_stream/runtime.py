@@ -27,7 +27,7 @@ import zmq.asyncio
 
 from ser_stream.errors import InputError, WireError
 from ser_stream.logs import get_logger
-from ser_stream.messages import Audio, EndOfStream, ErrorMsg
+from ser_stream.messages import Audio, EndOfStream, ErrorMsg, Heartbeat
 from ser_stream.stage import StageContext, StageLogic, StageSpec
 from ser_stream.wire import MAX_PAYLOAD_BYTES, Envelope, Kind, decode, encode
 
@@ -321,7 +321,7 @@ class SourceRuntime:
     def __init__(
         self,
         stream: str,
-        frames: Iterator[Audio | ErrorMsg],
+        frames: Iterator[Audio | ErrorMsg | Heartbeat],
         output: str,
         *,
         realtime: bool,
@@ -335,11 +335,26 @@ class SourceRuntime:
         self.counters: Counter = Counter()
         self.log = get_logger(stage="capture", stream=stream)
         self._stopping: asyncio.Event | None = None
+        self._give_up_at = float("inf")
 
     def stop(self) -> None:
         """Stop reading; the stream ends with reason ``signal``."""
-        if self._stopping is not None:
+        if self._stopping is not None and not self._stopping.is_set():
             self._stopping.set()
+            self._give_up_at = time.monotonic() + self.settings.ack_timeout_s
+
+    async def _send(self, sock: zmq.asyncio.Socket, envelope: Envelope) -> None:
+        """Wait for the next stage as long as it needs, unless stopping and it is gone."""
+        sending = asyncio.ensure_future(sock.send_multipart(encode(envelope)))
+        while True:
+            done, _ = await asyncio.wait({sending}, timeout=self.settings.heartbeat_s)
+            if done:
+                sending.result()
+                return
+            if time.monotonic() > self._give_up_at:
+                sending.cancel()
+                self.counters[f"lost_on_shutdown_{envelope.kind.value}"] += 1
+                return
 
     async def run(self) -> int:
         """Send every frame, then the end of stream; return the exit status."""
@@ -366,9 +381,11 @@ class SourceRuntime:
                 frame = await loop.run_in_executor(None, next, self.frames, None)
                 if frame is None:
                     break
+                if isinstance(frame, Heartbeat):  # an idle source: look at the stop flag again
+                    continue
                 if isinstance(frame, ErrorMsg):  # the source skipped something: say so
                     self.counters["source_errors"] += 1
-                    await out.send_multipart(encode(Envelope(self.stream, seq, frame)))
+                    await self._send(out, Envelope(self.stream, seq, frame))
                     seq += 1
                     continue
                 if self.realtime:
@@ -376,12 +393,13 @@ class SourceRuntime:
                     due = started + frame.t_start + frame.samples.size / frame.sample_rate
                     await asyncio.sleep(max(0.0, due - time.monotonic()))
                 envelope = Envelope(self.stream, seq, frame, {"capture": time.time_ns()})
-                await out.send_multipart(encode(envelope))
+                await self._send(out, envelope)
                 self.counters["out_audio"] += 1
                 seq += 1
             end = Envelope(self.stream, seq, EndOfStream(reason), {"capture": time.time_ns()})
-            await out.send_multipart(encode(end))
-            acknowledged = await acks.poll(int(self.settings.ack_timeout_s * 1000), zmq.POLLIN)
+            await self._send(out, end)
+            wait_s = min(self.settings.ack_timeout_s, max(0.0, self._give_up_at - time.monotonic()))
+            acknowledged = await acks.poll(int(wait_s * 1000), zmq.POLLIN)
             if not acknowledged:
                 self.counters["end_of_stream_unacknowledged"] += 1
                 self.log.error("end of stream not acknowledged downstream")

@@ -18,7 +18,7 @@ import numpy as np
 
 from ser_stream.audio import SAMPLE_RATE, load_audio
 from ser_stream.errors import InputError
-from ser_stream.messages import Audio, ErrorMsg
+from ser_stream.messages import Audio, ErrorMsg, Heartbeat
 
 __all__ = [
     "FRAME_MS",
@@ -119,12 +119,16 @@ def pcm_frames(
             return
 
 
-def zmq_frames(endpoint: str, *, idle_timeout_s: float | None = None) -> Iterator[Audio | ErrorMsg]:
+def zmq_frames(
+    endpoint: str, *, idle_timeout_s: float | None = None
+) -> Iterator[Audio | ErrorMsg | Heartbeat]:
     """Frames from an external producer that PUSHes ``audio`` messages to ``endpoint``.
 
     The capture binds a PULL socket there. Audio of any rate is resampled to 16 kHz as it
     flows; the producer's ``end_of_stream`` ends the stream. A malformed message is logged
     and skipped, and an :class:`ErrorMsg` saying why goes downstream for the accounting.
+    While no producer sends, a :class:`Heartbeat` comes every half second, so the caller can
+    notice a stop request.
     """
     import soxr
     import zmq
@@ -147,6 +151,7 @@ def zmq_frames(endpoint: str, *, idle_timeout_s: float | None = None) -> Iterato
             if not sock.poll(500):
                 if idle_timeout_s is not None and time.monotonic() - idle_since > idle_timeout_s:
                     return
+                yield Heartbeat("capture")
                 continue
             idle_since = time.monotonic()
             try:

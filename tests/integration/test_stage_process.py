@@ -191,3 +191,23 @@ def test_sigterm_loses_nothing_behind_a_slow_receiver(endpoints, zctx):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_an_idle_zmq_capture_stops_on_sigterm(tmp_path):
+    """Waiting for a producer that never comes, with nobody downstream, SIGTERM still ends it."""
+    process = subprocess.Popen(
+        [SER_STREAM, "--log-level", "info", "stage", "capture", "--source", f"zmq:ipc://{tmp_path}/in",
+         "--out", f"ipc://{tmp_path}/out"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert "ready" in process.stderr.readline()
+        time.sleep(1.0)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+        assert process.returncode == 0
+        assert time.monotonic() - started < 15
+    finally:
+        if process.poll() is None:
+            process.kill()
