@@ -18,7 +18,7 @@ import asyncio
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -97,6 +97,27 @@ def _on_signals(stop) -> None:
             loop.add_signal_handler(sig, stop)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
+
+
+async def _send_or_give_up(
+    sock: zmq.asyncio.Socket,
+    envelope: Envelope,
+    settings: RuntimeSettings,
+    give_up_at: Callable[[], float],
+) -> bool:
+    """Send, waiting as long as the receiver needs (backpressure) until ``give_up_at()``.
+
+    ``give_up_at`` is infinite until shutdown starts; returns False when the send was abandoned.
+    """
+    sending = asyncio.ensure_future(sock.send_multipart(encode(envelope)))
+    while True:
+        done, _ = await asyncio.wait({sending}, timeout=settings.heartbeat_s)
+        if done:
+            sending.result()
+            return True
+        if time.monotonic() > give_up_at():
+            sending.cancel()
+            return False
 
 
 class StageRuntime:
@@ -271,21 +292,13 @@ class StageRuntime:
         """Send, waiting as long as the receiver needs (backpressure), except when draining."""
         if envelope.kind is Kind.END_OF_STREAM and not self.endpoints.publish:
             self._unacked.add(envelope.stream)
-        sending = asyncio.ensure_future(sock.send_multipart(encode(envelope)))
-        while True:
-            done, _ = await asyncio.wait({sending}, timeout=self.settings.heartbeat_s)
-            if done:
-                sending.result()
-                return
-            if time.monotonic() > self._give_up_at:
-                sending.cancel()
-                self.counters[f"lost_on_shutdown_{envelope.kind.value}"] += 1
-                self.log.error(
-                    "message lost on shutdown",
-                    kind=envelope.kind.value,
-                    reason="the next stage stopped taking messages",
-                )
-                return
+        if not await _send_or_give_up(sock, envelope, self.settings, lambda: self._give_up_at):
+            self.counters[f"lost_on_shutdown_{envelope.kind.value}"] += 1
+            self.log.error(
+                "message lost on shutdown",
+                kind=envelope.kind.value,
+                reason="the next stage stopped taking messages",
+            )
 
     async def _receive_acks(self, sock: zmq.asyncio.Socket) -> None:
         while True:
@@ -345,16 +358,8 @@ class SourceRuntime:
 
     async def _send(self, sock: zmq.asyncio.Socket, envelope: Envelope) -> None:
         """Wait for the next stage as long as it needs, unless stopping and it is gone."""
-        sending = asyncio.ensure_future(sock.send_multipart(encode(envelope)))
-        while True:
-            done, _ = await asyncio.wait({sending}, timeout=self.settings.heartbeat_s)
-            if done:
-                sending.result()
-                return
-            if time.monotonic() > self._give_up_at:
-                sending.cancel()
-                self.counters[f"lost_on_shutdown_{envelope.kind.value}"] += 1
-                return
+        if not await _send_or_give_up(sock, envelope, self.settings, lambda: self._give_up_at):
+            self.counters[f"lost_on_shutdown_{envelope.kind.value}"] += 1
 
     async def run(self) -> int:
         """Send every frame, then the end of stream; return the exit status."""
