@@ -165,9 +165,12 @@ def extract_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
             columns.append(mel_db)
     matrix = np.concatenate(columns, axis=0).T.astype(np.float32)
     if config.instance_norm:
-        std = matrix.std(axis=0)
-        centered = matrix - matrix.mean(axis=0)
-        # Constant columns become exact zeros, not rounding error divided by epsilon.
+        # float64: a float32 std of a constant column of magnitude ~600 is SIMD-dependent
+        # rounding error (up to ~5e-4), which would be blown up into noise. Constant columns
+        # become exact zeros.
+        wide = matrix.astype(np.float64)
+        std = wide.std(axis=0)
+        centered = wide - wide.mean(axis=0)
         matrix = np.where(std > 1e-4, centered / np.maximum(std, 1e-4), 0.0)
     return np.ascontiguousarray(matrix, dtype=np.float32)
 
