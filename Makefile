@@ -31,17 +31,21 @@ system-packages:
 			libportaudio2 espeak-ng python3-venv libzmq3-dev gcc make; \
 	fi
 
+# Every install is pinned by constraints.txt, so a fresh clone gets the versions the tests
+# last passed with.
+PIP_INSTALL := $(BIN)/python -m pip install -q -c constraints.txt
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q pip==26.3
 
-$(VENV)/.runtime: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
+$(VENV)/.runtime: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP_INSTALL) -e .
 	$(BIN)/python -m ser_stream.warmup
 	touch $@
 
-$(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[train,test]'
+$(VENV)/.dev: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP_INSTALL) -e '.[train,test]'
 	$(BIN)/python -m ser_stream.warmup
 	touch $@ $(VENV)/.runtime
 
