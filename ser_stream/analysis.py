@@ -17,6 +17,7 @@ from ser_stream.errors import InputError
 from ser_stream.messages import Features, Noise, Window
 from ser_stream.stages.denoise import DenoiseConfig, DenoiseCore
 from ser_stream.stages.features import FeatureConfig, FeaturesCore
+from ser_stream.stages.normalize import NormalizeConfig
 from ser_stream.stages.vad import VADConfig, VADCore, sliding_spans
 
 __all__ = ["AnalysisConfig", "speech_windows", "analyze"]
@@ -27,11 +28,12 @@ SILENCE_DBFS = -80.0
 
 @dataclass(frozen=True, slots=True)
 class AnalysisConfig:
-    """Settings of the three cores, as stored together in a model artifact."""
+    """Settings of the cores, as stored together in a model artifact."""
 
     features: FeatureConfig = field(default_factory=FeatureConfig)
     vad: VADConfig = field(default_factory=VADConfig)
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
 
     def vad_with_windowing(self) -> VADConfig:
         """The VAD settings with the window length and hop the features were trained on."""
@@ -44,15 +46,25 @@ class AnalysisConfig:
         there).
         """
         vad = {k: v for k, v in asdict(self.vad).items() if k not in _WINDOWING}
-        return {"features": self.features.to_dict(), "vad": vad, "denoise": asdict(self.denoise)}
+        return {
+            "features": self.features.to_dict(),
+            "vad": vad,
+            "denoise": asdict(self.denoise),
+            "normalize": self.normalize.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> AnalysisConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an :class:`InputError`."""
+        """Inverse of :meth:`to_dict`; unknown keys are an :class:`InputError`.
+
+        Artifacts written before stream normalization existed have no ``normalize`` entry:
+        their features pass unnormalized, as they were trained.
+        """
         return cls(
             features=FeatureConfig.from_dict(data["features"]),
             vad=_strict(VADConfig, data["vad"], allowed_extra=_WINDOWING),
             denoise=_strict(DenoiseConfig, data["denoise"]),
+            normalize=NormalizeConfig.from_dict(data.get("normalize", {})),
         )
 
 
@@ -99,8 +111,12 @@ def speech_windows(samples: np.ndarray, config: AnalysisConfig) -> list[Window]:
 
 
 def analyze(samples: np.ndarray, config: AnalysisConfig) -> list[Features]:
-    """Return the feature matrix of every speech window of a recording."""
-    features = FeaturesCore(config.features)
+    """Return the feature matrix of every speech window of a recording.
+
+    The recording is one stream: its windows are normalized in order by its own running
+    statistics, exactly as the features stage does for a live stream.
+    """
+    features = FeaturesCore(config.features, config.normalize)
     return [features.push(window) for window in speech_windows(samples, config)]
 
 

@@ -42,6 +42,8 @@ class ModelArtifact:
         mean: per-feature mean used to standardize the model input.
         std: per-feature standard deviation used to standardize the model input.
         config: the whole parsed ``config.json``.
+        temperature: divides the model's logits so its probabilities are calibrated (fitted
+            on held-out speakers; 1.0 when the artifact has no calibration).
     """
 
     path: Path
@@ -50,6 +52,7 @@ class ModelArtifact:
     mean: np.ndarray
     std: np.ndarray
     config: dict
+    temperature: float = 1.0
 
     @property
     def onnx_path(self) -> Path:
@@ -93,6 +96,7 @@ def load_artifact(path: str | Path | None = None) -> ModelArtifact:
         mean = np.asarray(config["normalization"]["mean"], dtype=np.float32)
         std = np.asarray(config["normalization"]["std"], dtype=np.float32)
         labels = tuple(config["labels"])
+        temperature = float(config.get("calibration", {}).get("temperature", 1.0))
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{config_path}: invalid model config ({exc}); re-export it") from exc
     if labels != LABELS:
@@ -101,4 +105,6 @@ def load_artifact(path: str | Path | None = None) -> ModelArtifact:
         raise ModelError(f"{config_path}: normalization does not match the feature count")
     if not (folder / ONNX_FILE).is_file():
         raise ModelError(f"{folder}: no {ONNX_FILE}; export the model with `ser-stream train`")
-    return ModelArtifact(folder, labels, parsed, mean, std, config)
+    if not np.isfinite(temperature) or temperature <= 0:
+        raise ModelError(f"{config_path}: calibration temperature {temperature} is not positive")
+    return ModelArtifact(folder, labels, parsed, mean, std, config, temperature)

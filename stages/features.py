@@ -14,6 +14,7 @@ import numpy as np
 from ser_stream.errors import InputError
 from ser_stream.messages import Features, Window
 from ser_stream.stage import StageSpec
+from ser_stream.stages.normalize import NormalizeConfig, StreamNormalizer
 from ser_stream.wire import Kind
 
 __all__ = [
@@ -26,8 +27,26 @@ __all__ = [
     "fit_length",
 ]
 
-FEATURE_KINDS = ("rms", "zcr", "mfcc", "mfcc_delta", "mfcc_delta2", "logmel")
-"""Feature kinds a config may list, in the column order of the matrix."""
+FEATURE_KINDS = (
+    "rms",
+    "zcr",
+    "mfcc",
+    "mfcc_delta",
+    "mfcc_delta2",
+    "logmel",
+    "pitch",
+    "voicing",
+    "tilt",
+)
+"""Feature kinds a config may list, in the column order of the matrix.
+
+``pitch`` is the fundamental frequency in semitones above 100 Hz (probabilistic YIN;
+unvoiced stretches bridged by interpolation), ``voicing`` the probability that a frame is
+voiced, ``tilt`` the slope of the log-mel spectrum in dB per band (vocal effort).
+"""
+
+PITCH_RANGE_HZ = (65.0, 600.0)
+"""Fundamental frequencies ``pitch`` searches, in Hz."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +111,9 @@ class FeatureConfig:
             "mfcc_delta": self.n_mfcc,
             "mfcc_delta2": self.n_mfcc,
             "logmel": self.n_mels,
+            "pitch": 1,
+            "voicing": 1,
+            "tilt": 1,
         }
         return sum(widths[kind] for kind in self.kinds)
 
@@ -131,8 +153,11 @@ def extract_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     columns: list[np.ndarray] = []
     mel_db = mfcc = None
     needs_mel = any(
-        kind in ("mfcc", "mfcc_delta", "mfcc_delta2", "logmel") for kind in config.kinds
+        kind in ("mfcc", "mfcc_delta", "mfcc_delta2", "logmel", "tilt") for kind in config.kinds
     )
+    pitch = voicing = None
+    if "pitch" in config.kinds or "voicing" in config.kinds:
+        pitch, voicing = _pitch_and_voicing(y, config)
     if needs_mel:
         mel = librosa.feature.melspectrogram(
             y=y,
@@ -163,6 +188,12 @@ def extract_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
             columns.append(librosa.feature.delta(mfcc, order=2))
         elif kind == "logmel":
             columns.append(mel_db)
+        elif kind == "pitch":
+            columns.append(pitch[None, :])
+        elif kind == "voicing":
+            columns.append(voicing[None, :])
+        elif kind == "tilt":
+            columns.append(_spectral_tilt(mel_db)[None, :])
     matrix = np.concatenate(columns, axis=0).T.astype(np.float32)
     if config.instance_norm:
         # float64: a float32 std of a constant column of magnitude ~600 is SIMD-dependent
@@ -175,23 +206,80 @@ def extract_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return np.ascontiguousarray(matrix, dtype=np.float32)
 
 
-class FeaturesCore:
-    """Stateless: one window in, one feature matrix out."""
+def _pitch_and_voicing(y: np.ndarray, config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame pitch (semitones above 100 Hz) and voicing (periodicity, 0 to 1).
 
-    def __init__(self, config: FeatureConfig | None = None) -> None:
+    YIN estimates the period of every frame (librosa's pYIN gives a voicing probability
+    too, but costs ~170 ms per 3 s window); voicing is the normalized autocorrelation of
+    the frame at that period, high only where the frame really repeats. Pitch is bridged
+    across unvoiced frames by interpolation between voiced ones.
+    """
+    import librosa
+
+    f0 = librosa.yin(
+        y,
+        fmin=PITCH_RANGE_HZ[0],
+        fmax=PITCH_RANGE_HZ[1],
+        sr=config.sample_rate,
+        frame_length=config.n_fft,
+        hop_length=config.hop_length,
+    )
+    padded = np.pad(y.astype(np.float64), config.n_fft // 2)
+    frames = librosa.util.frame(padded, frame_length=config.n_fft, hop_length=config.hop_length)
+    frames = frames[:, : f0.size]
+    lags = np.clip(np.round(config.sample_rate / f0).astype(int), 1, config.n_fft - 1)
+    voicing = np.zeros(f0.size)
+    for i, lag in enumerate(lags):
+        head, tail = frames[:-lag, i], frames[lag:, i]
+        energy = np.sqrt(float(head @ head) * float(tail @ tail))
+        voicing[i] = max(0.0, float(head @ tail) / energy) if energy > 1e-12 else 0.0
+    semitones = 12.0 * np.log2(f0 / 100.0)
+    voiced = voicing >= _VOICED
+    if voiced.any():
+        index = np.arange(semitones.size)
+        semitones = np.interp(index, index[voiced], semitones[voiced])
+    else:
+        semitones = np.zeros_like(semitones)
+    return semitones.astype(np.float32), voicing.astype(np.float32)
+
+
+_VOICED = 0.5
+"""Periodicity above which a frame's pitch is trusted."""
+
+
+def _spectral_tilt(mel_db: np.ndarray) -> np.ndarray:
+    """Least-squares slope of each frame's log-mel spectrum across bands, in dB per band."""
+    bands = np.arange(mel_db.shape[0], dtype=np.float64)
+    centered = bands - bands.mean()
+    return (centered @ (mel_db - mel_db.mean(axis=0))) / float(centered @ centered)
+
+
+class FeaturesCore:
+    """One stream's features: each window's matrix, normalized by the stream's statistics.
+
+    Stateful only through stream normalization (a no-op unless the model was trained with
+    it); one core per stream, or per file in ``predict``.
+    """
+
+    def __init__(
+        self, config: FeatureConfig | None = None, normalize: NormalizeConfig | None = None
+    ) -> None:
         self.config = config or FeatureConfig()
+        self.normalizer = StreamNormalizer(normalize or NormalizeConfig(), self.config.n_features)
 
     def push(self, window: Window) -> Features:
-        """Compute the features of ``window``."""
+        """Compute the (normalized) features of ``window``."""
         matrix = extract_features(window.samples, self.config)
+        matrix = self.normalizer.push(matrix, window.t_start, window.t_end)
         return Features(matrix, window.t_start, window.t_end, window.index)
 
     def reset(self) -> None:
-        """Nothing to forget; present for the uniform core interface."""
+        """Forget the stream's statistics."""
+        self.normalizer.reset()
 
 
 class FeaturesStream:
-    """The features core as one stream's processor (stateless)."""
+    """The features core as one stream's processor."""
 
     def __init__(self, core: FeaturesCore) -> None:
         self._core = core
@@ -215,6 +303,8 @@ SPEC = StageSpec(
     warm_up=_warm_up,
     accepts=frozenset({Kind.WINDOW}),
     emits=frozenset({Kind.FEATURES}),
-    build=lambda context: FeaturesStream(FeaturesCore(context.artifact.analysis.features)),
+    build=lambda context: FeaturesStream(
+        FeaturesCore(context.artifact.analysis.features, context.artifact.analysis.normalize)
+    ),
     description="feature matrices of speech windows, as the model was trained on",
 )

@@ -20,7 +20,21 @@ from ser_stream.wire import Kind
 if TYPE_CHECKING:  # the artifact module imports the stage cores itself
     from ser_stream.artifact import ModelArtifact
 
-__all__ = ["SPEC", "ModelCore", "ModelStream"]
+__all__ = ["SPEC", "ModelCore", "ModelStream", "apply_temperature"]
+
+
+def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Rescale ``(..., labels)`` probabilities as if their logits were divided by a temperature.
+
+    Above 1 softens, below 1 sharpens, 1 changes nothing.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if temperature == 1.0:
+        return probabilities
+    logits = np.log(np.clip(probabilities, 1e-12, 1.0)) / temperature
+    logits -= logits.max(axis=-1, keepdims=True)
+    scaled = np.exp(logits)
+    return scaled / scaled.sum(axis=-1, keepdims=True)
 
 
 class ModelCore:
@@ -54,7 +68,10 @@ class ModelCore:
             )
 
     def probabilities(self, matrices: np.ndarray) -> np.ndarray:
-        """Classify raw ``(batch, frames, features)`` matrices; return ``(batch, labels)``."""
+        """Classify ``(batch, frames, features)`` matrices; return ``(batch, labels)``.
+
+        The probabilities are calibrated with the artifact's temperature.
+        """
         batch = np.asarray(matrices, dtype=np.float32)
         if batch.ndim != 3 or batch.shape[1:] != self._shape:
             raise InputError(
@@ -64,7 +81,8 @@ class ModelCore:
         if batch.shape[0] == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         normalized = (batch - self.artifact.mean) / self.artifact.std
-        return self._session.run(None, {self._input: normalized.astype(np.float32)})[0]
+        raw = self._session.run(None, {self._input: normalized.astype(np.float32)})[0]
+        return apply_temperature(raw, self.artifact.temperature).astype(np.float32)
 
     def push(self, features: Features) -> Prediction:
         """Classify one window."""

@@ -86,8 +86,13 @@ def write_artifact(
     normalizer: Normalizer,
     *,
     training: dict,
+    calibration: dict | None = None,
 ) -> Path:
-    """Save ``model`` and everything serving needs into ``folder`` (created if missing)."""
+    """Save ``model`` and everything serving needs into ``folder`` (created if missing).
+
+    ``analysis`` carries the stream normalization with its training prior; ``calibration``
+    holds the temperature serving applies to the model's probabilities.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / KERAS_FILE)
@@ -100,6 +105,7 @@ def write_artifact(
         "normalization": {"kind": "global", **normalizer.to_dict()},
         "onnx": {"file": ONNX_FILE, "max_abs_difference_from_keras": difference},
         "keras": {"file": KERAS_FILE},
+        "calibration": calibration or {"temperature": 1.0},
         "training": training,
     }
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")

@@ -16,7 +16,7 @@ from ser_stream.stages.features import (
     extract_features,
     fit_length,
 )
-from ser_stream.testing import tone, voiced
+from ser_stream.testing import noise, tone, voiced
 
 
 class TestFeatureConfig:
@@ -36,7 +36,8 @@ class TestFeatureConfig:
             (("logmel",), 40),
             (("rms", "zcr", "mfcc"), 15),
             (("mfcc", "mfcc_delta", "mfcc_delta2"), 39),
-            (FEATURE_KINDS, 1 + 1 + 13 * 3 + 40),
+            (("pitch", "voicing", "tilt"), 3),
+            (FEATURE_KINDS, 1 + 1 + 13 * 3 + 40 + 3),
         ],
     )
     def test_n_features_sums_kind_widths(self, kinds, expected):
@@ -64,8 +65,8 @@ class TestFeatureConfig:
 
     @pytest.mark.parametrize(
         "kinds",
-        [("pitch",), ("rms", "chroma"), (), ("MFCC",)],
-        ids=["pitch", "chroma", "none", "case"],
+        [("jitter",), ("rms", "chroma"), (), ("MFCC",)],
+        ids=["jitter", "chroma", "none", "case"],
     )
     def test_unknown_or_no_kinds_raise_input_error(self, kinds):
         """Kinds must be a non-empty subset of FEATURE_KINDS."""
@@ -235,3 +236,46 @@ class TestFeaturesCore:
     def test_default_config(self):
         """A core without config uses FeatureConfig()."""
         assert FeaturesCore().config == FeatureConfig()
+
+
+class TestProsody:
+    CONFIG = FeatureConfig(kinds=("pitch", "voicing", "tilt"))
+
+    def harmonic(self, f0: float, seconds: float = 3.0) -> np.ndarray:
+        t = np.arange(round(seconds * 16_000)) / 16_000
+        wave = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 10))
+        return (0.3 * wave / np.max(np.abs(wave))).astype(np.float32)
+
+    @pytest.mark.parametrize("f0", [110.0, 220.0, 330.0])
+    def test_pitch_is_semitones_above_100_hz(self, f0):
+        """A steady harmonic tone gives pitch 12*log2(f0/100) in its voiced frames."""
+        matrix = extract_features(self.harmonic(f0), self.CONFIG)
+        inner = matrix[3:-3]
+        assert np.median(inner[:, 0]) == pytest.approx(12 * np.log2(f0 / 100), abs=0.3)
+
+    def test_voicing_separates_a_tone_from_noise(self):
+        """Periodic sound is voiced (near 1), white noise is not (near 0)."""
+        tone = extract_features(self.harmonic(150.0), self.CONFIG)[3:-3, 1]
+        hiss = extract_features(noise(3.0, level=0.1), self.CONFIG)[3:-3, 1]
+        assert np.median(tone) > 0.9 and np.median(hiss) < 0.3
+
+    def test_pitch_is_bridged_across_unvoiced_frames(self):
+        """Between two voiced stretches, unvoiced frames carry an interpolated pitch."""
+        gap = noise(1.0, level=0.05, seed=3)
+        audio = np.concatenate([self.harmonic(120.0, 1.0), gap, self.harmonic(240.0, 1.0)])
+        pitch = extract_features(audio, self.CONFIG)[:, 0]
+        low, high = 12 * np.log2(1.2), 12 * np.log2(2.4)
+        assert np.all(np.isfinite(pitch))
+        assert np.all((pitch[36:58] > low - 0.5) & (pitch[36:58] < high + 0.5))
+
+    def test_no_voiced_frame_gives_zero_pitch(self):
+        """Noise alone has no pitch to interpolate: the column is 0."""
+        pitch = extract_features(noise(3.0, level=0.1, seed=5), self.CONFIG)[:, 0]
+        assert np.all(pitch == 0.0)
+
+    def test_tilt_is_steeper_for_darker_sound(self):
+        """Low-passed (dark) sound has a more negative spectral tilt than bright sound."""
+        bright = noise(3.0, level=0.1, seed=6)
+        dark = np.convolve(bright, np.ones(16) / 16, mode="same").astype(np.float32)
+        tilt = lambda audio: np.median(extract_features(audio, self.CONFIG)[:, 2])  # noqa: E731
+        assert tilt(dark) < tilt(bright) - 0.3
