@@ -48,12 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     predict.set_defaults(run=_predict)
 
     data_help = "folder with ravdess/ and tess/ (default: $SER_STREAM_DATA or ../shared/data)"
+    recipe_help = "training recipe by name (default: the shipped model's)"
     train = commands.add_parser("train", help="train the model on RAVDESS and TESS")
     train.add_argument("--data", metavar="DIR", help=data_help)
     train.add_argument("--out", metavar="DIR", default="model", help="artifact folder to write")
     train.add_argument(
         "--cache", metavar="DIR", help="feature cache (default: ~/.cache/ser-stream)"
     )
+    train.add_argument("--recipe", metavar="NAME", help=recipe_help)
     train.add_argument("--epochs", type=int, help="training epochs")
     train.add_argument("--no-augment", action="store_true", help="train on clean audio only")
     train.add_argument("--workers", type=int, default=None, help="feature worker processes")
@@ -62,7 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="run the evaluation protocols")
     evaluate.add_argument("--data", metavar="DIR", help=data_help)
     evaluate.add_argument(
-        "--protocol", choices=["seed", "speaker", "all"], default="all", help="which protocol"
+        "--protocol",
+        choices=["seed", "speaker", "cross", "channel", "all"],
+        action="append",
+        help="which protocol (repeatable; default all: seed, speaker, cross, channel)",
+    )
+    evaluate.add_argument("--recipe", metavar="NAME", help=recipe_help)
+    evaluate.add_argument(
+        "--folds", metavar="K,K", help="speaker/channel: only these EmoBox folds (1-6)"
     )
     evaluate.add_argument("--out", metavar="DIR", default="model", help="folder for the results")
     evaluate.add_argument("--cache", metavar="DIR", help="feature cache")
@@ -280,47 +289,81 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _recipe(args: argparse.Namespace):
+    from ser_stream.train.recipe import get_recipe
+
+    recipe = get_recipe(args.recipe).with_epochs(args.epochs)
+    return recipe.without_augmentation() if args.no_augment else recipe
+
+
 def _train(args: argparse.Namespace) -> int:
     from ser_stream.train.pipeline import train_default
 
     out = train_default(
-        data=args.data,
-        out=Path(args.out),
-        cache=args.cache,
-        epochs=args.epochs,
-        augment=not args.no_augment,
-        workers=args.workers,
+        _recipe(args), data=args.data, out=Path(args.out), cache=args.cache, workers=args.workers
     )
     print(f"model written to {out}")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ser_stream.train.pipeline import evaluate_protocols
+    from ser_stream.errors import InputError
+    from ser_stream.train.pipeline import PROTOCOLS, evaluate_protocols
 
-    protocols = ["seed", "speaker"] if args.protocol == "all" else [args.protocol]
+    named = args.protocol or ["all"]
+    protocols = list(PROTOCOLS) if "all" in named else [p for p in PROTOCOLS if p in named]
+    try:
+        folds = [int(k) for k in args.folds.split(",")] if args.folds else None
+    except ValueError as exc:
+        raise InputError(f"--folds {args.folds!r} is not a comma-separated list of 1-6") from exc
+    if folds and not set(folds) <= set(range(1, 7)):
+        raise InputError(f"--folds {args.folds!r}: EmoBox folds are numbered 1-6")
+    recipe = _recipe(args)
+    flags = (" --no-augment" if args.no_augment else "") + (
+        f" --epochs {args.epochs}" if args.epochs else ""
+    )
+    command = f"ser-stream evaluate --recipe {recipe.name}{flags}"
     results = evaluate_protocols(
         protocols,
+        recipe,
         data=args.data,
         out=Path(args.out),
         cache=args.cache,
-        epochs=args.epochs,
-        augment=not args.no_augment,
         workers=args.workers,
+        folds=folds,
+        command=command,
     )
     for name, result in results.items():
-        print(f"{name}: {_summary(result)}")
+        for line in _summary(name, result):
+            print(line)
     return 0
 
 
-def _summary(result: dict) -> str:
-    if "mean_unweighted_accuracy" in result:
-        return (
-            f"mean accuracy {result['mean_accuracy']:.2%}, mean unweighted accuracy "
-            f"{result['mean_unweighted_accuracy']:.2%}, mean macro-F1 {result['mean_macro_f1']:.2%}"
-        )
-    test = result["test"]
-    return (
-        f"test accuracy {test['accuracy']:.2%} (unweighted {test['unweighted_accuracy']:.2%}), "
-        f"validation accuracy {result['validation']['accuracy']:.2%}"
-    )
+def _summary(name: str, result: dict) -> list[str]:
+    if name == "seed":
+        test = result["test"]
+        return [
+            f"seed: test accuracy {test['accuracy']:.2%} (unweighted "
+            f"{test['unweighted_accuracy']:.2%}), validation accuracy "
+            f"{result['validation']['accuracy']:.2%}"
+        ]
+    if name == "speaker":
+        calibration = result["calibration"]
+        return [
+            f"speaker: mean accuracy {result['mean_accuracy']:.2%}, mean unweighted accuracy "
+            f"{result['mean_unweighted_accuracy']:.2%}, mean macro-F1 "
+            f"{result['mean_macro_f1']:.2%}; clip ECE {calibration['clip_ece_before']:.3f} -> "
+            f"{calibration['clip_ece_after']:.3f} calibrated"
+        ]
+    if name == "cross":
+        return [
+            f"cross {direction}: strict UA {result[direction]['strict']['unweighted_accuracy']:.2%}"
+            f", calm as neutral UA "
+            f"{result[direction]['calm_as_neutral']['unweighted_accuracy']:.2%}"
+            for direction in ("ravdess_to_tess", "tess_to_ravdess")
+        ]
+    return [
+        f"channel {condition}: mean UA {entry['mean_unweighted_accuracy']:.2%} "
+        f"({-entry['loss_vs_clean']:+.2%} vs clean)"
+        for condition, entry in result["conditions"].items()
+    ]

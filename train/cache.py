@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +24,12 @@ from ser_stream.audio import load_audio
 from ser_stream.errors import InputError
 from ser_stream.logs import get_logger
 from ser_stream.stages import denoise, features, vad
+from ser_stream.stages.normalize import NormalizeConfig
+from ser_stream.train import acoustics
 from ser_stream.train import augment as augment_module
+from ser_stream.train import channels as channels_module
 from ser_stream.train.augment import AugmentConfig, augment
+from ser_stream.train.channels import apply_condition
 from ser_stream.train.datasets import Clip
 
 __all__ = ["CACHE_ENV", "WindowSet", "cache_dir", "clip_windows"]
@@ -33,26 +39,51 @@ CACHE_ENV = "SER_STREAM_CACHE"
 
 log = get_logger(component="cache")
 
-_FEATURE_CODE = (analysis_module, audio_module, augment_module, denoise, features, vad)
+_FEATURE_CODE = (
+    acoustics,
+    analysis_module,
+    audio_module,
+    augment_module,
+    channels_module,
+    denoise,
+    features,
+    vad,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class WindowSet:
-    """Feature windows of a list of clips.
+    """Feature windows of a list of clips, before stream normalization.
+
+    The windows of one clip and variant are stored in stream order.
 
     Attributes:
         features: ``(windows, frames, features)`` float32.
         clip_index: for each window, the index of its clip in the clip list.
         variant: for each window, 0 for clean audio, k for the k-th augmented copy.
+        t_start: for each window, its start in the clip, in seconds.
+        t_end: for each window, its end in the clip, in seconds.
     """
 
     features: np.ndarray
     clip_index: np.ndarray
     variant: np.ndarray
+    t_start: np.ndarray
+    t_end: np.ndarray
 
     def select(self, mask: np.ndarray) -> WindowSet:
         """The windows where ``mask`` is true."""
-        return WindowSet(self.features[mask], self.clip_index[mask], self.variant[mask])
+        return WindowSet(
+            self.features[mask],
+            self.clip_index[mask],
+            self.variant[mask],
+            self.t_start[mask],
+            self.t_end[mask],
+        )
+
+    def with_features(self, matrices: np.ndarray) -> WindowSet:
+        """The same windows carrying other matrices (normalized ones, say)."""
+        return replace(self, features=matrices)
 
 
 def cache_dir(explicit: str | os.PathLike | None = None) -> Path:
@@ -69,6 +100,8 @@ def clip_windows(
     config: AnalysisConfig,
     *,
     augmentation: AugmentConfig | None = None,
+    condition: str | None = None,
+    babble: Sequence[Sequence[Path]] | None = None,
     seed: int = 0,
     workers: int | None = None,
     cache: Path | None = None,
@@ -76,26 +109,55 @@ def clip_windows(
 ) -> WindowSet:
     """Compute (or load from ``cache``) the feature windows of every clip and variant.
 
+    Features are stored before stream normalization, which training applies per stream.
     Clips that cannot be analysed are skipped with a warning and contribute no window.
+
+    Args:
+        clips: the clips, in the order ``clip_index`` refers to.
+        config: analysis settings (their ``normalize`` part is not applied here).
+        augmentation: adds that many augmented copies of each clip (variants 1..copies).
+        condition: a channel condition (:data:`~ser_stream.train.channels.CONDITIONS`)
+            applied to the clean clip instead; variant 0 only.
+        babble: per clip, the recordings its babble noise is made of (augmentation: the
+            same speaker's other clips; the ``noise`` condition: other test speakers).
+        seed: seed of the augmentation draws.
+        workers: feature worker processes.
+        cache: folder of the cache; ``None`` computes without caching.
+        progress: show a progress bar.
     """
-    copies = augmentation.copies if augmentation else 0
-    key = _cache_key(clips, config, augmentation, seed)
+    config = replace(config, normalize=NormalizeConfig())
+    copies = augmentation.copies if augmentation and condition is None else 0
+    babble = babble or [()] * len(clips)
+    key = _cache_key(clips, config, augmentation if copies else None, seed, condition, babble)
     path = cache / f"windows-{key}.npz" if cache else None
     if path and path.is_file():
         with np.load(path) as data:
             log.info("feature cache hit", path=str(path), windows=len(data["clip_index"]))
-            return WindowSet(data["features"], data["clip_index"], data["variant"])
-    jobs = [(i, clip.path, v) for i, clip in enumerate(clips) for v in range(copies + 1)]
-    results = _run_jobs(jobs, config, augmentation, seed, workers, progress)
-    feats, index, variant = [], [], []
+            return WindowSet(
+                data["features"],
+                data["clip_index"],
+                data["variant"],
+                data["t_start"],
+                data["t_end"],
+            )
+    jobs = [
+        (i, clip.path, v, tuple(babble[i]))
+        for i, clip in enumerate(clips)
+        for v in range(copies + 1)
+    ]
+    results = _run_jobs(jobs, config, augmentation, condition, seed, workers, progress)
+    feats, index, variant, starts, ends = [], [], [], [], []
     skipped = 0
-    for (i, _, v), matrices in zip(jobs, results, strict=True):
-        if matrices is None:
+    for (i, _, v, _), windows in zip(jobs, results, strict=True):
+        if windows is None:
             skipped += 1
             continue
-        feats.extend(matrices)
-        index.extend([i] * len(matrices))
-        variant.extend([v] * len(matrices))
+        for matrix, t_start, t_end in windows:
+            feats.append(matrix)
+            index.append(i)
+            variant.append(v)
+            starts.append(t_start)
+            ends.append(t_end)
     if skipped:
         log.warning("clips skipped", count=skipped)
     shape = (0, config.features.n_frames, config.features.n_features)
@@ -103,34 +165,48 @@ def clip_windows(
         np.stack(feats) if feats else np.zeros(shape, np.float32),
         np.asarray(index, dtype=np.int64),
         np.asarray(variant, dtype=np.int64),
+        np.asarray(starts, dtype=np.float64),
+        np.asarray(ends, dtype=np.float64),
     )
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
         np.savez(
-            tmp, features=result.features, clip_index=result.clip_index, variant=result.variant
+            tmp,
+            features=result.features,
+            clip_index=result.clip_index,
+            variant=result.variant,
+            t_start=result.t_start,
+            t_end=result.t_end,
         )
         tmp.replace(path)
     return result
 
 
 def _cache_key(
-    clips: list[Clip], config: AnalysisConfig, augmentation: AugmentConfig | None, seed: int
+    clips: list[Clip],
+    config: AnalysisConfig,
+    augmentation: AugmentConfig | None,
+    seed: int,
+    condition: str | None,
+    babble: Sequence[Sequence[Path]],
 ) -> str:
     digest = hashlib.sha256()
     spec = {
         "config": config.to_dict(),
         "libraries": _library_versions(),
         "augmentation": augmentation.to_dict() if augmentation else None,
+        "condition": condition,
         "seed": seed,
     }
     digest.update(json.dumps(spec, sort_keys=True).encode())
     # Any change to the code that turns audio into features invalidates the cache.
     for module in _FEATURE_CODE:
         digest.update(Path(module.__file__).read_bytes())
-    for clip in clips:
+    for clip, sources in zip(clips, babble, strict=True):
         stat = clip.path.stat()
         digest.update(f"{clip.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        digest.update("|".join(str(p) for p in sources).encode())
     return digest.hexdigest()[:20]
 
 
@@ -146,10 +222,13 @@ def _library_versions() -> dict[str, str]:
     return versions
 
 
-def _run_jobs(jobs, config, augmentation, seed, workers, progress):
+def _run_jobs(jobs, config, augmentation, condition, seed, workers, progress):
     from tqdm import tqdm
 
-    args = [(path, v, config, augmentation, seed * 1_000_003 + i * 101 + v) for i, path, v in jobs]
+    args = [
+        (path, v, config, augmentation, condition, sources, seed * 1_000_003 + i * 101 + v)
+        for i, path, v, sources in jobs
+    ]
     workers = workers or min(4, os.cpu_count() or 1)
     bar = tqdm(total=len(args), desc="features", unit="clip", disable=not progress)
     results = []
@@ -166,13 +245,22 @@ def _run_jobs(jobs, config, augmentation, seed, workers, progress):
     return results
 
 
-def _windows_of(arg) -> list[np.ndarray] | None:
-    path, variant, config, augmentation, seed = arg
+@lru_cache(maxsize=64)
+def _source_audio(path: Path, rate: int) -> np.ndarray:
+    return load_audio(path, target_rate=rate)
+
+
+def _windows_of(arg) -> list[tuple[np.ndarray, float, float]] | None:
+    path, variant, config, augmentation, condition, sources, seed = arg
+    rate = config.features.sample_rate
     try:
-        samples = load_audio(path, target_rate=config.features.sample_rate)
-        if variant:
-            samples = augment(samples, config.features.sample_rate, augmentation, seed)
-        return [f.matrix for f in analyze(samples, config)]
+        samples = load_audio(path, target_rate=rate)
+        babble = [_source_audio(p, rate) for p in sources]
+        if condition:
+            samples = apply_condition(condition, samples, rate, seed, babble_sources=babble)
+        elif variant:
+            samples = augment(samples, rate, augmentation, seed, babble_sources=babble)
+        return [(f.matrix, f.t_start, f.t_end) for f in analyze(samples, config)]
     except InputError as exc:
         log.warning("clip skipped", path=str(path), reason=str(exc))
     except Exception as exc:  # one broken clip must not end a long training run

@@ -6,40 +6,34 @@ import json
 import os
 import platform
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from ser_stream.analysis import AnalysisConfig
-from ser_stream.labels import label_index
 from ser_stream.logs import get_logger
-from ser_stream.models.lstm import ModelConfig
-from ser_stream.stages.features import FeatureConfig
-from ser_stream.train.augment import AugmentConfig
 from ser_stream.train.cache import WindowSet, cache_dir, clip_windows
+from ser_stream.train.channels import CONDITIONS
 from ser_stream.train.datasets import Clip, data_root, load_corpora
-from ser_stream.train.evaluate import plot_confusion, seed_protocol, speaker_protocol
+from ser_stream.train.evaluate import (
+    CROSS_VAL_ACTORS,
+    EMOBOX_FOLDS,
+    cross_corpus_protocol,
+    plot_confusion,
+    seed_protocol,
+    speaker_protocol,
+    train_split,
+)
 from ser_stream.train.export import write_artifact
 from ser_stream.train.model_card import write_model_card
-from ser_stream.train.training import TrainConfig, fit_normalizer, train_model
+from ser_stream.train.recipe import Recipe
+from ser_stream.train.streams import fold_babble, same_speaker_babble
 
-__all__ = [
-    "DEFAULT_ANALYSIS",
-    "DEFAULT_AUGMENT",
-    "DEFAULT_MODEL",
-    "DEFAULT_TRAIN",
-    "evaluate_protocols",
-    "train_default",
-]
+__all__ = ["PROTOCOLS", "evaluate_protocols", "train_default"]
 
-# Richer than the seed's RMS + ZCR + MFCC: deltas and log-mel lifted the seed protocol's
-# test accuracy from 92.0% to 92.5% in a side-by-side run.
-DEFAULT_ANALYSIS = AnalysisConfig(
-    features=FeatureConfig(kinds=("rms", "zcr", "mfcc", "mfcc_delta", "logmel"))
-)
-DEFAULT_MODEL = ModelConfig()
-DEFAULT_TRAIN = TrainConfig(epochs=30, patience=6)
-DEFAULT_AUGMENT = AugmentConfig()
+PROTOCOLS = ("seed", "speaker", "cross", "channel")
+"""Evaluation protocols, in report order (``all`` runs every one)."""
 
 MAX_ACTOR = 20
 """RAVDESS actors above this one are never used for training or evaluation folds."""
@@ -47,100 +41,169 @@ MAX_ACTOR = 20
 log = get_logger(component="train")
 
 
-def _windows(
-    data: str | None, cache: str | None, augment: bool, workers: int | None
-) -> tuple[list[Clip], WindowSet]:
+def _clips(data: str | None) -> list[Clip]:
     clips = load_corpora(data_root(data))
     # Actors 21-24 are the corpus' unseen-speaker hold-out: never trained or tuned on.
     held_out = [c for c in clips if (c.actor or 0) > MAX_ACTOR]
     clips = [c for c in clips if (c.actor or 0) <= MAX_ACTOR]
     log.info("clips", count=len(clips), held_out_actors_21_24=len(held_out))
-    windows = clip_windows(
+    return clips
+
+
+def _windows(
+    clips: list[Clip], recipe: Recipe, cache: str | None, workers: int | None
+) -> WindowSet:
+    augmentation = recipe.augment
+    uses_babble = augmentation is not None and "babble" in augmentation.noise_kinds
+    return clip_windows(
         clips,
-        DEFAULT_ANALYSIS,
-        augmentation=DEFAULT_AUGMENT if augment else None,
-        seed=DEFAULT_TRAIN.seed,
+        recipe.analysis,
+        augmentation=augmentation,
+        babble=same_speaker_babble(clips, seed=recipe.train.seed) if uses_babble else None,
+        seed=recipe.train.seed,
         workers=workers or min(2, os.cpu_count() or 1),
         cache=cache_dir(cache),
     )
-    return clips, windows
 
 
-def _train_config(epochs: int | None) -> TrainConfig:
-    from dataclasses import replace
-
-    return replace(DEFAULT_TRAIN, epochs=epochs) if epochs else DEFAULT_TRAIN
+def _channel_windows(
+    clips: list[Clip], recipe: Recipe, cache: str | None, workers: int | None
+) -> dict[str, WindowSet]:
+    """Every RAVDESS clip (the folds' test side) through every channel condition."""
+    ids = np.array([i for i, c in enumerate(clips) if c.corpus == "ravdess"], dtype=np.int64)
+    subset = [clips[i] for i in ids]
+    babble = fold_babble(subset, EMOBOX_FOLDS)
+    result = {}
+    for name in CONDITIONS:
+        windows = clip_windows(
+            subset,
+            recipe.analysis,
+            condition=name,
+            babble=babble if name == "noise" else None,
+            seed=recipe.train.seed,
+            workers=workers or min(2, os.cpu_count() or 1),
+            cache=cache_dir(cache),
+        )
+        result[name] = replace(windows, clip_index=ids[windows.clip_index])
+    return result
 
 
 def train_default(
+    recipe: Recipe,
     *,
     data: str | None = None,
     out: Path,
     cache: str | None = None,
-    epochs: int | None = None,
-    augment: bool = True,
     workers: int | None = None,
 ) -> Path:
-    """Train on every clip (RAVDESS actors 01-20 and TESS) and write the artifact to ``out``."""
+    """Train the shipped model and write its artifact to ``out``.
+
+    Training uses RAVDESS actors 01-20 and TESS, except two RAVDESS actors
+    (:data:`CROSS_VAL_ACTORS`) kept for early stopping and for fitting the calibration
+    temperature on speakers the model never heard.
+    """
     started = time.time()
-    clips, windows = _windows(data, cache, augment, workers)
-    train_config = _train_config(epochs)
-    normalizer = fit_normalizer(windows.features)
-    labels = np.array([label_index(c.label) for c in clips])
-    model = train_model(
-        (normalizer.apply(windows.features), labels[windows.clip_index]),
-        None,
-        DEFAULT_MODEL,
-        train_config,
-    )
+    clips = _clips(data)
+    windows = _windows(clips, recipe, cache, workers)
+    actors = np.array([c.actor or 0 for c in clips])
+    val = np.flatnonzero(np.isin(actors, CROSS_VAL_ACTORS))
+    train = np.setdiff1d(np.arange(len(clips)), val)
+    split = train_split(clips, windows, train, val, recipe)
     training = {
+        "recipe": recipe.to_dict(),
         "data": {
             "corpora": sorted({c.corpus for c in clips}),
-            "clips": len(clips),
-            "speakers": len({c.speaker for c in clips}),
-            "windows": int(len(windows.clip_index)),
+            "clips": int(len(train)),
+            "speakers": len({clips[i].speaker for i in train}),
+            "windows": int(np.isin(windows.clip_index, train).sum()),
+            "validation_actors": list(CROSS_VAL_ACTORS),
         },
-        "model": DEFAULT_MODEL.to_dict(),
-        "optimizer": train_config.to_dict(),
-        "augmentation": DEFAULT_AUGMENT.to_dict() if augment else None,
+        "model": recipe.model.to_dict(),
+        "optimizer": recipe.train.to_dict(),
+        "augmentation": recipe.augment.to_dict() if recipe.augment else None,
         "seconds": round(time.time() - started, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
     }
-    write_artifact(out, model, DEFAULT_ANALYSIS, normalizer, training=training)
+    calibration = {
+        "temperature": split.temperature,
+        "fitted_on": f"RAVDESS actors {', '.join(f'{a:02d}' for a in CROSS_VAL_ACTORS)} "
+        "(held out of training), window level",
+        "validation_window_ece_before": split.val_ece[0],
+        "validation_window_ece_after": split.val_ece[1],
+    }
+    write_artifact(
+        out,
+        split.model,
+        split.recipe.analysis,
+        split.normalizer,
+        training=training,
+        calibration=calibration,
+    )
     write_model_card(out)
     return out
 
 
 def evaluate_protocols(
-    protocols: list[str],
+    protocols: Sequence[str],
+    recipe: Recipe,
     *,
     data: str | None = None,
     out: Path,
     cache: str | None = None,
-    epochs: int | None = None,
-    augment: bool = True,
     workers: int | None = None,
+    folds: Sequence[int] | None = None,
+    command: str = "ser-stream evaluate",
 ) -> dict[str, dict]:
-    """Run the named protocols (``seed``, ``speaker``) and store metrics and plots in ``out``."""
-    clips, windows = _windows(data, cache, augment, workers)
-    train_config = _train_config(epochs)
-    runners = {"seed": seed_protocol, "speaker": speaker_protocol}
+    """Run the named protocols (see :data:`PROTOCOLS`); store metrics and plots in ``out``.
+
+    ``speaker`` and ``channel`` share the fold models: asked together, each fold is trained
+    once. ``folds`` limits both to some EmoBox folds (1-6), for quick comparisons.
+    """
+    clips = _clips(data)
+    windows = _windows(clips, recipe, cache, workers)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    results = {}
-    for name in protocols:
-        result = runners[name](clips, windows, DEFAULT_MODEL, train_config)
-        flags = (f" --epochs {epochs}" if epochs else "") + ("" if augment else " --no-augment")
-        result["command"] = f"ser-stream evaluate --protocol {name}{flags}"
-        results[name] = result
-        metrics[name] = result
-        confusion = result["test"]["confusion"] if name == "seed" else result["pooled"]["confusion"]
-        title = {
-            "seed": "Seed protocol (random split, speakers mixed): test clips",
-            "speaker": "Speaker-independent (EmoBox actor folds): pooled test clips",
-        }[name]
-        plot_confusion(confusion, out / f"confusion_{name}.png", title)
+    metrics["recipe"] = recipe.to_dict()
+    results: dict[str, dict] = {}
+
+    def store(name: str, result: dict) -> None:
+        result["command"] = f"{command} --protocol {name}"
+        results[name] = metrics[name] = result
         metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+
+    if "seed" in protocols:
+        store("seed", seed_protocol(clips, windows, recipe))
+        _plot(out, "seed", metrics["seed"]["test"]["confusion"])
+    if "speaker" in protocols or "channel" in protocols:
+        channel_windows = (
+            _channel_windows(clips, recipe, cache, workers) if "channel" in protocols else None
+        )
+        speaker, channel = speaker_protocol(
+            clips, windows, recipe, only=folds, channel_windows=channel_windows
+        )
+        if folds:
+            speaker["only_folds"] = list(folds)
+        store("speaker", speaker)
+        _plot(out, "speaker", speaker["pooled"]["confusion"])
+        if channel is not None:
+            store("channel", channel)
+            _plot(out, "channel", channel["conditions"]["noise"]["pooled"]["confusion"])
+    if "cross" in protocols:
+        cross = cross_corpus_protocol(clips, windows, recipe)
+        store("cross", cross)
+        _plot(out, "cross", cross["tess_to_ravdess"]["calm_as_neutral"]["confusion"])
     write_model_card(out)
     return results
+
+
+_TITLES = {
+    "seed": "Seed protocol (random split, speakers mixed): test clips",
+    "speaker": "Speaker-independent (EmoBox actor folds): pooled test clips",
+    "channel": "Channel shift, room noise at 10 dB SNR: pooled test clips",
+    "cross": "Cross-corpus, TESS -> RAVDESS (calm counted as neutral)",
+}
+
+
+def _plot(out: Path, name: str, confusion: list[list[int]]) -> None:
+    plot_confusion(confusion, out / f"confusion_{name}.png", _TITLES[name])

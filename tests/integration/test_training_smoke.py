@@ -135,3 +135,44 @@ def test_evaluate_seed_protocol_writes_labelled_metrics_and_plot(tiny_corpora, t
     assert np.array(seed["test"]["confusion"]).sum() == seed["test"]["n"]
     assert (out / "confusion_seed.png").stat().st_size > 1000
     assert "Seed protocol" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_evaluate_cross_and_channel_protocols_report_every_condition(tiny_corpora, tmp_path):
+    """evaluate --protocol cross --protocol channel --folds 1: both directions, every condition."""
+    out = tmp_path / "eval"
+    result = ser_stream(
+        "evaluate",
+        "--protocol",
+        "cross",
+        "--protocol",
+        "channel",
+        "--folds",
+        "1",
+        "--data",
+        str(tiny_corpora),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--no-augment",
+        cache=tmp_path / "cache",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    cross = metrics["cross"]
+    assert cross["ravdess_to_tess"]["strict"]["n"] == 14  # every TESS clip
+    assert cross["tess_to_ravdess"]["strict"]["n"] == 7 * 12  # RAVDESS without calm
+    assert cross["tess_to_ravdess"]["calm_as_neutral"]["n"] == 8 * 12
+    channel = metrics["channel"]
+    assert list(channel["conditions"]) == ["telephone", "laptop", "reverb", "noise", "gain"]
+    for entry in channel["conditions"].values():
+        assert entry["folds"][0]["n"] == 32  # actor 01's clips, as in the clean fold
+        assert entry["loss_vs_clean"] == pytest.approx(
+            channel["clean_mean_unweighted_accuracy"] - entry["mean_unweighted_accuracy"]
+        )
+    assert metrics["speaker"]["only_folds"] == [1]
+    assert 0.0 <= metrics["speaker"]["calibration"]["clip_ece_after"] <= 1.0
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "Cross-corpus" in card and "Channel shift" in card
+    assert (out / "confusion_channel.png").is_file() and (out / "confusion_cross.png").is_file()
+    assert "cross ravdess_to_tess" in result.stdout and "channel telephone" in result.stdout

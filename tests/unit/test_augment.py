@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -69,11 +71,76 @@ class TestAugment:
         out = augment(silence(0.5), RATE, AugmentConfig(), 1)
         assert np.all(np.isfinite(out)) and float(np.max(np.abs(out))) < 1e-3
 
-    def test_config_to_dict(self):
-        """The config serializes to a plain dict of its ranges."""
-        assert AugmentConfig().to_dict() == {
+    def test_config_to_dict_round_trips_and_new_steps_default_off(self):
+        """The config serializes to plain JSON, loads back, and only the original steps are on."""
+        data = AugmentConfig().to_dict()
+        assert {k: data[k] for k in ("copies", "speed_range", "snr_db_range", "gain_db_range")} == {
             "copies": 2,
             "speed_range": (0.9, 1.1),
             "snr_db_range": (15.0, 40.0),
             "gain_db_range": (-12.0, 6.0),
         }
+        assert all(data[k] == 0.0 for k in ("pitch_prob", "reverb_prob", "eq_prob", "band_prob"))
+        assert data["codec_prob"] == 0.0 and data["noise_kinds"] == ["white", "pink"]
+        assert AugmentConfig.from_dict(json.loads(json.dumps(data))) == AugmentConfig()
+
+    def test_original_recipe_is_unchanged(self):
+        """Default settings give the very copies the first recipe gave, bit for bit."""
+        out = augment(CLIP, RATE, AugmentConfig(), 7)
+        assert out.size == 15609
+        assert float(out.astype(np.float64).sum()) == pytest.approx(0.35992820579281215, abs=1e-9)
+
+
+ALL_STEPS = AugmentConfig(
+    pitch_prob=1.0,
+    reverb_prob=1.0,
+    noise_kinds=("white", "pink", "brown", "hum", "babble"),
+    eq_prob=1.0,
+    band_prob=1.0,
+    codec_prob=1.0,
+)
+
+
+class TestChannelAndVoiceSteps:
+    @pytest.mark.parametrize("seed", range(8))
+    def test_every_step_keeps_audio_finite_and_within_full_scale(self, seed):
+        """Pitch, reverb, noise kinds, EQ, band limits and codec give finite float32 in [-1, 1]."""
+        babble = [voiced(0.7, f0=200.0, seed=9), voiced(1.3, f0=110.0, seed=10)]
+        out = augment(np.clip(CLIP * 2.4, -1, 1), RATE, ALL_STEPS, seed, babble_sources=babble)
+        assert out.dtype == np.float32 and np.all(np.isfinite(out))
+        assert float(np.max(np.abs(out))) <= 1.0
+
+    def test_steps_change_the_audio_and_are_reproducible(self):
+        """With every step on, a copy differs from the original recipe's and repeats exactly."""
+        first = augment(CLIP, RATE, ALL_STEPS, 3)
+        np.testing.assert_array_equal(first, augment(CLIP, RATE, ALL_STEPS, 3))
+        plain = augment(CLIP, RATE, AugmentConfig(), 3)
+        assert first.size == plain.size and not np.allclose(first, plain, atol=1e-3)
+
+    def test_babble_without_sources_falls_back_to_other_noise(self):
+        """Babble needs recordings; without them another noise kind is drawn."""
+        config = AugmentConfig(noise_kinds=("babble", "brown"))
+        out = augment(CLIP, RATE, config, 1)
+        assert np.all(np.isfinite(out))
+
+    def test_pitch_shift_moves_the_fundamental(self):
+        """A +3 semitone shift raises a 200 Hz tone by about 19%."""
+        tone = (0.3 * np.sin(2 * np.pi * 200.0 * np.arange(RATE) / RATE)).astype(np.float32)
+        config = AugmentConfig(
+            speed_range=(1.0, 1.0),
+            snr_db_range=(80.0, 80.0),
+            gain_db_range=(0.0, 0.0),
+            pitch_prob=1.0,
+            pitch_semitones=3.0,
+            noise_kinds=("white",),
+        )
+        # Find a seed whose draw is close to +3 semitones.
+        for seed in range(200):
+            extra = np.random.default_rng([seed, 1])
+            extra.random()
+            if extra.uniform(-1, 1) > 0.95:
+                break
+        out = augment(tone, RATE, config, seed)
+        spectrum = np.abs(np.fft.rfft(out[2000:-2000] * np.hanning(out.size - 4000)))
+        peak_hz = np.argmax(spectrum) * RATE / (out.size - 4000)
+        assert 200.0 * 2 ** (2.8 / 12) < peak_hz < 200.0 * 2 ** (3.05 / 12)

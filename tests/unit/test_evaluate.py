@@ -68,3 +68,43 @@ class TestClassificationMetrics:
         assert (
             np.array(metrics["confusion"])[0, 0] == 3 and np.array(metrics["confusion"])[1, 0] == 1
         )
+
+
+class TestCrossCorpusMetrics:
+    def test_strict_leaves_calm_clips_out_and_counts_calm_predictions_wrong(self):
+        """Strict: calm clips are not scored; a clip predicted calm is an error."""
+        from ser_stream.train.evaluate import cross_corpus_metrics
+
+        neutral, happy, calm = 0, 1, 7
+        y_true = np.array([neutral, neutral, happy, calm])
+        y_pred = np.array([calm, neutral, happy, neutral])
+        result = cross_corpus_metrics(y_true, y_pred)
+        assert result["strict"]["n"] == 3
+        assert result["strict"]["accuracy"] == 2 / 3
+
+    def test_calm_as_neutral_merges_both_sides(self):
+        """Calm counted as neutral: calm truth and calm predictions both become neutral."""
+        from ser_stream.train.evaluate import cross_corpus_metrics
+
+        y_true = np.array([0, 0, 1, 7])
+        y_pred = np.array([7, 0, 1, 0])
+        merged = cross_corpus_metrics(y_true, y_pred)["calm_as_neutral"]
+        assert merged["n"] == 4 and merged["accuracy"] == 1.0
+
+
+class TestTessWordSplit:
+    def test_words_never_straddle_the_split(self):
+        """Every word's clips (all emotions, both speakers) land on one side."""
+        from ser_stream.train.evaluate import _tess_word_split
+
+        clips = [
+            Clip(Path(f"{s}_{w}_{e}.flac"), "happy", "tess", f"tess-{s}")
+            for s in ("OAF", "YAF")
+            for w in [f"word{i}" for i in range(40)]
+            for e in ("happy", "sad")
+        ]
+        ids = np.arange(len(clips))
+        train, val = _tess_word_split(clips, ids, seed=0)
+        words = lambda part: {clips[i].path.stem.split("_")[1] for i in part}  # noqa: E731
+        assert not words(train) & words(val)
+        assert len(words(val)) == 4 and len(train) + len(val) == len(clips)

@@ -1,0 +1,172 @@
+"""Training sees what serving sees: stream normalization over cached windows, and babble.
+
+Also which recordings make up each clip's babble noise.
+
+Serving runs one :class:`~ser_stream.stages.normalize.StreamNormalizer` per file
+(``predict``) or per live stream (``up``). Here the same class runs over cached windows:
+per clip, as ``predict`` judges a file, or over a *session* (several clips of one speaker
+in a row), as a live stream hears one speaker utterance after utterance.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ser_stream.stages.normalize import NormalizeConfig, StreamNormalizer
+from ser_stream.train.cache import WindowSet
+from ser_stream.train.datasets import Clip
+
+__all__ = [
+    "SESSION_GAP_S",
+    "fold_babble",
+    "normalize_per_clip",
+    "normalize_sessions",
+    "prior_statistics",
+    "same_speaker_babble",
+    "speaker_sessions",
+]
+
+SESSION_GAP_S = 1.0
+"""Pause between consecutive clips of a simulated session, in seconds."""
+
+
+def prior_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation over every frame of ``(windows, frames, d)``."""
+    flat = features.reshape(-1, features.shape[-1]).astype(np.float64)
+    return flat.mean(axis=0), np.maximum(flat.std(axis=0), 1e-5)
+
+
+def normalize_per_clip(windows: WindowSet, config: NormalizeConfig) -> np.ndarray:
+    """Normalize each clip's windows (each variant apart) as ``predict`` would a file."""
+    if not config.enabled:
+        return windows.features
+    groups = defaultdict(list)
+    for row, key in enumerate(
+        zip(windows.clip_index.tolist(), windows.variant.tolist(), strict=True)
+    ):
+        groups[key].append(row)
+    return _run_streams(windows, list(groups.values()), [None] * len(groups), config)
+
+
+def normalize_sessions(
+    windows: WindowSet, sessions: Sequence[Sequence[tuple[int, int]]], config: NormalizeConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalize windows as live sessions: each session is ``(clip, variant)`` pairs in order.
+
+    Returns:
+        ``(features, rows)``: the normalized matrices and the row of ``windows`` each came
+        from (a clip may appear in several sessions, or in none).
+    """
+    by_key = defaultdict(list)
+    for row, key in enumerate(
+        zip(windows.clip_index.tolist(), windows.variant.tolist(), strict=True)
+    ):
+        by_key[key].append(row)
+    streams, offsets = [], []
+    for session in sessions:
+        rows, shifts, clock = [], [], 0.0
+        for key in session:
+            members = by_key.get(tuple(key), [])
+            if not members:
+                continue
+            rows.extend(members)
+            shifts.extend([clock] * len(members))
+            clock += float(windows.t_end[members].max()) + SESSION_GAP_S
+        if rows:
+            streams.append(rows)
+            offsets.append(shifts)
+    features = _run_streams(windows, streams, offsets, config, compact=True)
+    order = np.asarray([row for rows in streams for row in rows], dtype=np.int64)
+    return features, order
+
+
+def speaker_sessions(
+    clips: list[Clip],
+    clip_ids: Sequence[int],
+    variants: Sequence[int],
+    rng: np.random.Generator,
+    *,
+    length: int,
+) -> list[list[tuple[int, int]]]:
+    """Random sessions of ``length`` clips of one speaker each, covering every clip once.
+
+    Each clip of ``clip_ids`` appears with a random variant from ``variants``.
+    """
+    by_speaker = defaultdict(list)
+    for i in clip_ids:
+        by_speaker[clips[i].speaker].append(int(i))
+    sessions = []
+    for speaker in sorted(by_speaker):
+        members = rng.permutation(by_speaker[speaker])
+        for start in range(0, len(members), length):
+            chunk = members[start : start + length]
+            sessions.append([(int(i), int(rng.choice(variants))) for i in chunk])
+    return sessions
+
+
+def _run_streams(
+    windows: WindowSet,
+    streams: list[list[int]],
+    offsets: list[list[float] | None],
+    config: NormalizeConfig,
+    *,
+    compact: bool = False,
+) -> np.ndarray:
+    n_features = windows.features.shape[-1]
+    total = sum(len(rows) for rows in streams)
+    out = np.empty(
+        (total if compact else len(windows.features), *windows.features.shape[1:]), np.float32
+    )
+    position = 0
+    for rows, shifts in zip(streams, offsets, strict=True):
+        normalizer = StreamNormalizer(config, n_features)
+        for k, row in enumerate(rows):
+            shift = shifts[k] if shifts else 0.0
+            matrix = normalizer.push(
+                windows.features[row], windows.t_start[row] + shift, windows.t_end[row] + shift
+            )
+            out[position if compact else row] = matrix
+            position += 1
+    return out
+
+
+def same_speaker_babble(clips: list[Clip], *, k: int = 4, seed: int = 0) -> list[list[Path]]:
+    """For each clip, ``k`` other clips of its own speaker: babble that adds no other voice."""
+    rng = np.random.default_rng(seed)
+    by_speaker = defaultdict(list)
+    for i, clip in enumerate(clips):
+        by_speaker[clip.speaker].append(i)
+    babble = []
+    for i, clip in enumerate(clips):
+        others = [j for j in by_speaker[clip.speaker] if j != i]
+        chosen = rng.choice(others, size=min(k, len(others)), replace=False) if others else []
+        babble.append([clips[j].path for j in chosen])
+    return babble
+
+
+def fold_babble(
+    clips: list[Clip], folds: Sequence[Sequence[int]], *, k: int = 6, seed: int = 0
+) -> list[list[Path]]:
+    """For each RAVDESS clip, ``k`` clips of the other actors of its test fold.
+
+    The ``noise`` condition's babble then holds only voices the fold's model never trained on.
+    """
+    rng = np.random.default_rng(seed)
+    fold_of = {actor: f for f, actors in enumerate(folds) for actor in actors}
+    by_fold = defaultdict(list)
+    for i, clip in enumerate(clips):
+        if clip.actor in fold_of:
+            by_fold[fold_of[clip.actor]].append(i)
+    babble = []
+    for clip in clips:
+        if clip.actor not in fold_of:
+            babble.append([])
+            continue
+        others = [j for j in by_fold[fold_of[clip.actor]] if clips[j].actor != clip.actor]
+        chosen = rng.choice(others, size=min(k, len(others)), replace=False) if others else []
+        babble.append([clips[j].path for j in chosen])
+    return babble
