@@ -353,7 +353,8 @@ def _summary(name: str, result: dict) -> list[str]:
             f"speaker: mean accuracy {result['mean_accuracy']:.2%}, mean unweighted accuracy "
             f"{result['mean_unweighted_accuracy']:.2%}, mean macro-F1 "
             f"{result['mean_macro_f1']:.2%}; clip ECE {calibration['clip_ece_before']:.3f} -> "
-            f"{calibration['clip_ece_after']:.3f} calibrated"
+            f"{calibration['clip_ece_after']:.3f} calibrated; heard as live sessions: mean UA "
+            f"{result['session_mean_unweighted_accuracy']:.2%}"
         ]
     if name == "cross":
         return [

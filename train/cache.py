@@ -72,7 +72,7 @@ class WindowSet:
     t_end: np.ndarray
 
     def select(self, mask: np.ndarray) -> WindowSet:
-        """The windows where ``mask`` is true."""
+        """The windows where ``mask`` is true (or at the rows an index array names)."""
         return WindowSet(
             self.features[mask],
             self.clip_index[mask],

@@ -37,6 +37,7 @@ from ser_stream.train.training import (
 __all__ = [
     "CROSS_VAL_ACTORS",
     "EMOBOX_FOLDS",
+    "LIVE_SESSION_CLIPS",
     "ClipScores",
     "TrainedSplit",
     "calibration_report",
@@ -64,6 +65,9 @@ EMOBOX_FOLDS: tuple[tuple[int, ...], ...] = (
 CROSS_VAL_ACTORS = (19, 20)
 """RAVDESS actors held out of cross-corpus (and final) training for early stopping and
 calibration: one male, one female."""
+
+LIVE_SESSION_CLIPS = 8
+"""Clips per simulated live session when scoring how a warmed-up stream does."""
 
 CALM = label_index("calm")
 NEUTRAL = label_index("neutral")
@@ -190,16 +194,34 @@ def train_split(
 
 
 def score_clips(
-    split: TrainedSplit, clips: list[Clip], windows: WindowSet, clip_ids: np.ndarray
+    split: TrainedSplit,
+    clips: list[Clip],
+    windows: WindowSet,
+    clip_ids: np.ndarray,
+    *,
+    session_length: int | None = None,
 ) -> ClipScores:
-    """Score the clean windows of ``clip_ids`` in ``windows``, each clip judged alone."""
+    """Score the clean windows of ``clip_ids`` in ``windows``.
+
+    Each clip is judged alone, as ``predict`` judges a file; with ``session_length``, clips
+    are instead heard as live sessions of that many clips of one speaker (random order), as
+    ``up`` hears a speaker whose stream statistics have warmed up.
+    """
     labels = _labels(clips)
     chosen = _clean(windows, clip_ids)
     if not len(chosen.clip_index):
         empty = np.zeros((0, len(LABELS)))
         none = np.zeros(0, np.int64)
         return ClipScores(none, none, empty, empty, none, empty, empty)
-    x = split.normalizer.apply(normalize_per_clip(chosen, split.recipe.analysis.normalize))
+    normalize = split.recipe.analysis.normalize
+    if session_length:
+        rng = np.random.default_rng(split.recipe.train.seed)
+        sessions = speaker_sessions(clips, clip_ids, [0], rng, length=session_length)
+        matrices, rows = normalize_sessions(chosen, sessions, normalize)
+        chosen = chosen.select(rows)
+    else:
+        matrices = normalize_per_clip(chosen, normalize)
+    x = split.normalizer.apply(matrices)
     window_raw = np.asarray(split.model.predict(x, batch_size=256, verbose=0), dtype=np.float64)
     window_calibrated = apply_temperature(window_raw, split.temperature)
     raw, has = clip_probabilities(window_raw, chosen, len(clips))
@@ -307,6 +329,8 @@ def speaker_protocol(
             accuracy=round(fold_metrics["accuracy"], 4),
             unweighted_accuracy=round(fold_metrics["unweighted_accuracy"], 4),
         )
+        live = score_clips(split, clips, windows, test, session_length=LIVE_SESSION_CLIPS)
+        fold_metrics["session"] = classification_metrics(live.y_true, live.y_pred)
         per_fold.append(fold_metrics)
         scores.append(fold_scores)
         temperatures.append(split.temperature)
@@ -324,6 +348,11 @@ def speaker_protocol(
         "mean_accuracy": float(np.mean([f["accuracy"] for f in per_fold])),
         "mean_unweighted_accuracy": mean_ua,
         "mean_macro_f1": float(np.mean([f["macro_f1"] for f in per_fold])),
+        "session_mean_unweighted_accuracy": float(
+            np.mean([f["session"]["unweighted_accuracy"] for f in per_fold])
+        ),
+        "session_description": f"each test clip heard within a live session of "
+        f"{LIVE_SESSION_CLIPS} clips of its speaker (stream statistics carried across them)",
         "pooled": pooled,
         "folds": per_fold,
         "calibration": calibration_report(scores, temperatures),

@@ -214,6 +214,14 @@ def _speaker_section(spk: dict | None) -> list[str]:
         f"| {mean} | | **{spk['mean_accuracy']:.1%}** | "
         f"**{spk['mean_unweighted_accuracy']:.1%}** | **{spk['mean_macro_f1']:.1%}** |",
         "",
+    ]
+    if "session_mean_unweighted_accuracy" in spk:
+        lines += [
+            f"Heard live instead ({spk['session_description']}): mean UA "
+            f"**{spk['session_mean_unweighted_accuracy']:.1%}**.",
+            "",
+        ]
+    lines += [
         "Confusion matrix (all folds' test clips): `confusion_speaker.png`. Reproduce: "
         f"`{spk.get('command')}`.",
         "",

@@ -171,6 +171,8 @@ def test_evaluate_cross_and_channel_protocols_report_every_condition(tiny_corpor
             channel["clean_mean_unweighted_accuracy"] - entry["mean_unweighted_accuracy"]
         )
     assert metrics["speaker"]["only_folds"] == [1]
+    assert metrics["speaker"]["folds"][0]["session"]["n"] == 32  # the same clips, heard live
+    assert 0.0 <= metrics["speaker"]["session_mean_unweighted_accuracy"] <= 1.0
     assert 0.0 <= metrics["speaker"]["calibration"]["clip_ece_after"] <= 1.0
     card = (out / "MODEL_CARD.md").read_text()
     assert "Cross-corpus" in card and "Channel shift" in card
