@@ -58,7 +58,9 @@ def main() -> None:
                 _time_ms(lambda w, part=part: extract_features(w.samples, part), windows, args.runs)
             )
     if analysis.normalize.enabled:
-        normalizer = StreamNormalizer(analysis.normalize, config.n_features)
+        normalizer = StreamNormalizer(
+            analysis.normalize, config.n_features, column_kinds=config.column_kinds
+        )
         matrices = [(extract_features(w.samples, config), w.t_start, w.t_end) for w in windows]
         parts["stream_normalization"] = percentiles(
             _time_ms(lambda m: normalizer.push(*m), matrices, args.runs)

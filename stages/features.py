@@ -104,6 +104,11 @@ class FeatureConfig:
     @property
     def n_features(self) -> int:
         """Columns of the feature matrix."""
+        return len(self.column_kinds)
+
+    @property
+    def column_kinds(self) -> tuple[str, ...]:
+        """The feature kind of every column of the matrix, in order."""
         widths = {
             "rms": 1,
             "zcr": 1,
@@ -115,7 +120,7 @@ class FeatureConfig:
             "voicing": 1,
             "tilt": 1,
         }
-        return sum(widths[kind] for kind in self.kinds)
+        return tuple(kind for kind in self.kinds for _ in range(widths[kind]))
 
     def to_dict(self) -> dict:
         """Plain-JSON form, as stored in the model artifact."""
@@ -265,7 +270,11 @@ class FeaturesCore:
         self, config: FeatureConfig | None = None, normalize: NormalizeConfig | None = None
     ) -> None:
         self.config = config or FeatureConfig()
-        self.normalizer = StreamNormalizer(normalize or NormalizeConfig(), self.config.n_features)
+        self.normalizer = StreamNormalizer(
+            normalize or NormalizeConfig(),
+            self.config.n_features,
+            column_kinds=self.config.column_kinds,
+        )
 
     def push(self, window: Window) -> Features:
         """Compute the (normalized) features of ``window``."""

@@ -21,6 +21,7 @@ live pipeline one per stream: on the same audio they give the same numbers.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -45,6 +46,7 @@ class NormalizeConfig:
         memory_s: time constant with which old speech fades, in seconds of speech.
         variance: also divide by the stream's standard deviation (else only subtract the
             mean).
+        kinds: feature kinds to normalize (empty: every column); the others pass unchanged.
         prior_mean: per-column mean of the training features (before normalization).
         prior_std: per-column standard deviation of the training features.
     """
@@ -53,6 +55,7 @@ class NormalizeConfig:
     prior_s: float = 0.0
     memory_s: float = 60.0
     variance: bool = True
+    kinds: tuple[str, ...] = ()
     prior_mean: tuple[float, ...] = ()
     prior_std: tuple[float, ...] = ()
 
@@ -79,6 +82,7 @@ class NormalizeConfig:
     def to_dict(self) -> dict:
         """Plain-JSON form, as stored in the model artifact."""
         data = asdict(self)
+        data["kinds"] = list(self.kinds)
         data["prior_mean"] = list(self.prior_mean)
         data["prior_std"] = list(self.prior_std)
         return data
@@ -94,15 +98,35 @@ class NormalizeConfig:
         for key in ("prior_mean", "prior_std"):
             if key in values:
                 values[key] = tuple(float(v) for v in values[key])
+        if "kinds" in values:
+            values["kinds"] = tuple(values["kinds"])
         return cls(**values)
 
 
 class StreamNormalizer:
     """Running statistics of one stream; pure and stateful (one object per stream or file)."""
 
-    def __init__(self, config: NormalizeConfig, n_features: int) -> None:
+    def __init__(
+        self,
+        config: NormalizeConfig,
+        n_features: int,
+        *,
+        column_kinds: Sequence[str] | None = None,
+    ) -> None:
+        """Start a stream.
+
+        Args:
+            config: the settings (with the training prior when ``prior_s`` > 0).
+            n_features: columns of the matrices to come.
+            column_kinds: the feature kind of each column, needed when ``config.kinds``
+                picks some kinds only.
+
+        Raises:
+            InputError: the prior or the column kinds do not fit the features.
+        """
         self.config = config
         self.n_features = n_features
+        self._columns = self._selected(config, n_features, column_kinds)
         if config.enabled and config.prior_s > 0 and not config.prior_mean:
             raise InputError(
                 "stream normalization with prior_s > 0 needs the training statistics; "
@@ -121,6 +145,25 @@ class StreamNormalizer:
             self._prior_mean = np.zeros(n_features)
             self._prior_square = np.ones(n_features)
         self.reset()
+
+    @staticmethod
+    def _selected(
+        config: NormalizeConfig, n_features: int, column_kinds: Sequence[str] | None
+    ) -> np.ndarray:
+        if not config.kinds:
+            return np.ones(n_features, dtype=bool)
+        if column_kinds is None or len(column_kinds) != n_features:
+            raise InputError(
+                "normalizing some feature kinds needs the kind of every column; "
+                "check the feature config"
+            )
+        unknown = set(config.kinds) - set(column_kinds)
+        if unknown:
+            raise InputError(
+                f"normalization names kinds {sorted(unknown)} the features do not have; "
+                "re-export the model"
+            )
+        return np.array([kind in config.kinds for kind in column_kinds])
 
     def reset(self) -> None:
         """Forget the stream: the statistics return to the prior."""
@@ -162,10 +205,12 @@ class StreamNormalizer:
             self._sum = self._sum * decay + weight * wide.mean(axis=0)
             self._square = self._square * decay + weight * (wide**2).mean(axis=0)
         mean, std = self.statistics()
-        centered = wide - mean
+        columns = self._columns
+        out = wide.copy()
+        out[:, columns] -= mean[columns]
         if self.config.variance:
-            centered /= std
-        return centered.astype(np.float32)
+            out[:, columns] /= std[columns]
+        return out.astype(np.float32)
 
     def statistics(self) -> tuple[np.ndarray, np.ndarray]:
         """The current per-column ``(mean, std)``: the stream's, blended with the prior."""

@@ -161,13 +161,14 @@ def train_split(
     if normalize.enabled:
         normalize = normalize.with_prior(*prior_statistics(train_set.features))
     recipe = replace(recipe, analysis=replace(recipe.analysis, normalize=normalize))
-    x_train = normalize_per_clip(train_set, normalize)
+    kinds = recipe.analysis.features.column_kinds
+    x_train = normalize_per_clip(train_set, normalize, kinds)
     y_train = labels[train_set.clip_index]
     if normalize.enabled and recipe.sessions:
         rng = np.random.default_rng(recipe.train.seed)
         variants = sorted(set(train_set.variant.tolist()))
         sessions = speaker_sessions(clips, train_clips, variants, rng, length=recipe.session_length)
-        x_sessions, rows = normalize_sessions(train_set, sessions, normalize)
+        x_sessions, rows = normalize_sessions(train_set, sessions, normalize, kinds)
         x_train = np.concatenate([x_train, x_sessions])
         y_train = np.concatenate([y_train, labels[train_set.clip_index[rows]]])
     normalizer = fit_normalizer(x_train)
@@ -175,7 +176,7 @@ def train_split(
     if val_clips is not None and len(val_clips):
         val_set = _clean(windows, val_clips)
         val = (
-            normalizer.apply(normalize_per_clip(val_set, normalize)),
+            normalizer.apply(normalize_per_clip(val_set, normalize, kinds)),
             labels[val_set.clip_index],
         )
     model = train_model(
@@ -214,13 +215,14 @@ def score_clips(
         none = np.zeros(0, np.int64)
         return ClipScores(none, none, empty, empty, none, empty, empty)
     normalize = split.recipe.analysis.normalize
+    kinds = split.recipe.analysis.features.column_kinds
     if session_length:
         rng = np.random.default_rng(split.recipe.train.seed)
         sessions = speaker_sessions(clips, clip_ids, [0], rng, length=session_length)
-        matrices, rows = normalize_sessions(chosen, sessions, normalize)
+        matrices, rows = normalize_sessions(chosen, sessions, normalize, kinds)
         chosen = chosen.select(rows)
     else:
-        matrices = normalize_per_clip(chosen, normalize)
+        matrices = normalize_per_clip(chosen, normalize, kinds)
     x = split.normalizer.apply(matrices)
     window_raw = np.asarray(split.model.predict(x, batch_size=256, verbose=0), dtype=np.float64)
     window_calibrated = apply_temperature(window_raw, split.temperature)

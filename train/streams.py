@@ -40,20 +40,29 @@ def prior_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return flat.mean(axis=0), np.maximum(flat.std(axis=0), 1e-5)
 
 
-def normalize_per_clip(windows: WindowSet, config: NormalizeConfig) -> np.ndarray:
-    """Normalize each clip's windows (each variant apart) as ``predict`` would a file."""
+def normalize_per_clip(
+    windows: WindowSet, config: NormalizeConfig, column_kinds: Sequence[str] | None = None
+) -> np.ndarray:
+    """Normalize each clip's windows (each variant apart) as ``predict`` would a file.
+
+    ``column_kinds`` (the features config's) is needed when ``config`` normalizes some kinds
+    only.
+    """
     if not config.enabled:
         return windows.features
     groups = defaultdict(list)
-    for row, key in enumerate(
-        zip(windows.clip_index.tolist(), windows.variant.tolist(), strict=True)
-    ):
+    keys = zip(windows.clip_index.tolist(), windows.variant.tolist(), strict=True)
+    for row, key in enumerate(keys):
         groups[key].append(row)
-    return _run_streams(windows, list(groups.values()), [None] * len(groups), config)
+    streams = list(groups.values())
+    return _run_streams(windows, streams, [None] * len(streams), config, column_kinds)
 
 
 def normalize_sessions(
-    windows: WindowSet, sessions: Sequence[Sequence[tuple[int, int]]], config: NormalizeConfig
+    windows: WindowSet,
+    sessions: Sequence[Sequence[tuple[int, int]]],
+    config: NormalizeConfig,
+    column_kinds: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Normalize windows as live sessions: each session is ``(clip, variant)`` pairs in order.
 
@@ -79,7 +88,7 @@ def normalize_sessions(
         if rows:
             streams.append(rows)
             offsets.append(shifts)
-    features = _run_streams(windows, streams, offsets, config, compact=True)
+    features = _run_streams(windows, streams, offsets, config, column_kinds, compact=True)
     order = np.asarray([row for rows in streams for row in rows], dtype=np.int64)
     return features, order
 
@@ -113,6 +122,7 @@ def _run_streams(
     streams: list[list[int]],
     offsets: list[list[float] | None],
     config: NormalizeConfig,
+    column_kinds: Sequence[str] | None,
     *,
     compact: bool = False,
 ) -> np.ndarray:
@@ -123,7 +133,7 @@ def _run_streams(
     )
     position = 0
     for rows, shifts in zip(streams, offsets, strict=True):
-        normalizer = StreamNormalizer(config, n_features)
+        normalizer = StreamNormalizer(config, n_features, column_kinds=column_kinds)
         for k, row in enumerate(rows):
             shift = shifts[k] if shifts else 0.0
             matrix = normalizer.push(

@@ -63,6 +63,11 @@ class TestFeatureConfig:
         config = FeatureConfig(window_s=window_s, sample_rate=sample_rate, hop_length=hop_length)
         assert config.n_frames == frames
 
+    def test_column_kinds_name_every_column_in_order(self):
+        """column_kinds lists each column's kind, as wide as the kind is."""
+        config = FeatureConfig(kinds=("rms", "mfcc", "pitch"), n_mfcc=3)
+        assert config.column_kinds == ("rms", "mfcc", "mfcc", "mfcc", "pitch")
+
     @pytest.mark.parametrize(
         "kinds",
         [("jitter",), ("rms", "chroma"), (), ("MFCC",)],

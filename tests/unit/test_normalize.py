@@ -123,6 +123,26 @@ class TestStreamNormalizer:
         out = StreamNormalizer(STREAM, D).push(np.ones((20, D), np.float32), 0.0, 1.0)
         assert np.all(np.isfinite(out))
 
+    def test_only_the_named_kinds_are_normalized(self):
+        """With kinds set, the other columns pass through untouched."""
+        config = NormalizeConfig(mode="stream", kinds=("mfcc",))
+        kinds = ("rms", "mfcc", "mfcc", "pitch")
+        m = matrix(5.0, 2.0)
+        out = StreamNormalizer(config, D, column_kinds=kinds).push(m, 0.0, 3.0)
+        np.testing.assert_array_equal(out[:, [0, 3]], m[:, [0, 3]])
+        np.testing.assert_allclose(out[:, 1:3].mean(axis=0), 0.0, atol=1e-5)
+
+    def test_kinds_need_the_column_layout(self):
+        """Naming kinds without saying which column is which is refused, as is a missing kind."""
+        with pytest.raises(InputError, match="kind of every column"):
+            StreamNormalizer(NormalizeConfig(mode="stream", kinds=("mfcc",)), D)
+        with pytest.raises(InputError, match="pitch"):
+            StreamNormalizer(
+                NormalizeConfig(mode="stream", kinds=("pitch",)),
+                D,
+                column_kinds=("rms", "mfcc", "mfcc", "zcr"),
+            )
+
     def test_wrong_width_is_an_input_error(self):
         """A matrix with the wrong number of columns is rejected with advice."""
         with pytest.raises(InputError, match="columns"):
