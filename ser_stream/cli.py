@@ -365,6 +365,6 @@ def _summary(name: str, result: dict) -> list[str]:
         ]
     return [
         f"channel {condition}: mean UA {entry['mean_unweighted_accuracy']:.2%} "
-        f"({-entry['loss_vs_clean']:+.2%} vs clean)"
+        f"({-100 * entry['loss_vs_clean']:+.1f} points vs clean)"
         for condition, entry in result["conditions"].items()
     ]

@@ -268,14 +268,14 @@ def _channel_section(channel: dict | None) -> list[str]:
         "",
         channel["description"] + ".",
         "",
-        "| condition | mean UA | change vs clean |",
+        "| condition | mean UA | change vs clean (points) |",
         "|---|---|---|",
         f"| clean | {clean:.1%} | |",
     ]
     for name, entry in channel["conditions"].items():
         lines.append(
             f"| {_CONDITION_TEXT.get(name, name)} | {entry['mean_unweighted_accuracy']:.1%} "
-            f"| {-entry['loss_vs_clean']:+.1%} |"
+            f"| {-100 * entry['loss_vs_clean']:+.1f} |"
         )
     lines += [
         "",
@@ -323,7 +323,7 @@ def _experiments_section(experiments: dict) -> list[str]:
         experiments.get("intro", ""),
         "",
         "| recipe | change | SI mean UA | RAVDESS->TESS UA | TESS->RAVDESS UA "
-        "| worst channel loss | clip ECE |",
+        "| worst channel loss (points) | clip ECE |",
         "|---|---|---|---|---|---|---|",
     ]
     for entry in entries:
@@ -331,7 +331,7 @@ def _experiments_section(experiments: dict) -> list[str]:
         lines.append(
             f"| `{entry['recipe']}` | {entry['change']} | {_pct(figures['speaker_mean_ua'])}"
             f"{_folds(figures.get('speaker_folds'))} | {_pct(figures['ravdess_to_tess_ua'])} "
-            f"| {_pct(figures['tess_to_ravdess_ua'])} | {_pct(figures['channel_worst_loss'])} "
+            f"| {_pct(figures['tess_to_ravdess_ua'])} | {_points(figures['channel_worst_loss'])} "
             f"| {_num(figures['clip_ece'])} |"
         )
     return [*lines, "", *experiments.get("notes", []), ""]
@@ -339,6 +339,10 @@ def _experiments_section(experiments: dict) -> list[str]:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
+
+
+def _points(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
 
 
 def _num(value: float | None) -> str:

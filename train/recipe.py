@@ -12,6 +12,7 @@ from ser_stream.analysis import AnalysisConfig
 from ser_stream.errors import InputError
 from ser_stream.models.lstm import ModelConfig
 from ser_stream.stages.features import FeatureConfig
+from ser_stream.stages.normalize import NormalizeConfig
 from ser_stream.train.augment import AugmentConfig
 from ser_stream.train.training import TrainConfig
 
@@ -82,7 +83,53 @@ _BASELINE = Recipe(
     train=TrainConfig(epochs=30, patience=6),
 )
 
-RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (_BASELINE,)}
+_CHANNEL_AUGMENT = AugmentConfig(
+    copies=3,
+    speed_range=(0.9, 1.1),
+    snr_db_range=(5.0, 30.0),
+    gain_db_range=(-20.0, 6.0),
+    pitch_prob=0.4,
+    pitch_semitones=3.0,
+    reverb_prob=0.4,
+    rt60_range_s=(0.2, 1.0),
+    noise_kinds=("white", "pink", "brown", "hum", "babble"),
+    eq_prob=0.5,
+    eq_db=10.0,
+    band_prob=0.35,
+    codec_prob=0.2,
+)
+
+_CHANNEL_AUG = replace(
+    _BASELINE,
+    name="channel-aug",
+    summary="the baseline with augmentation for voice, room, microphone and line: pitch "
+    "shift, reverb, babble/hum/colored noise at 5-30 dB SNR, random EQ, band limits, mu-law",
+    augment=_CHANNEL_AUGMENT,
+)
+
+_PROSODY = replace(
+    _CHANNEL_AUG,
+    name="prosody",
+    summary="channel-aug plus pitch (semitones), voicing and spectral tilt features",
+    analysis=AnalysisConfig(
+        features=replace(_RICH_FEATURES, kinds=(*_RICH_FEATURES.kinds, "pitch", "voicing", "tilt"))
+    ),
+)
+
+_STREAM = replace(
+    _PROSODY,
+    name="stream",
+    summary="prosody plus stream normalization (the stream's own mean and spread, the training "
+    "statistics weighing 3 s), trained per file and as 8-clip live sessions",
+    analysis=replace(
+        _PROSODY.analysis, normalize=NormalizeConfig(mode="stream", prior_s=3.0, memory_s=60.0)
+    ),
+    sessions=True,
+)
+
+RECIPES: dict[str, Recipe] = {
+    recipe.name: recipe for recipe in (_BASELINE, _CHANNEL_AUG, _PROSODY, _STREAM)
+}
 """Every named recipe."""
 
 DEFAULT_RECIPE = "baseline"
