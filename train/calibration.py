@@ -9,7 +9,17 @@ import numpy as np
 
 from ser_stream.stages.model import apply_temperature
 
-__all__ = ["expected_calibration_error", "fit_temperature", "negative_log_likelihood"]
+__all__ = [
+    "TEMPERATURE_RANGE",
+    "expected_calibration_error",
+    "fit_temperature",
+    "negative_log_likelihood",
+]
+
+TEMPERATURE_RANGE = (0.5, 10.0)
+"""Temperatures the fit may choose. Held-out data the model gets all right (TESS words held
+out of TESS training, say) has its likelihood rise without end as the temperature falls;
+the floor keeps such a fit from turning probabilities into certainties."""
 
 
 def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> float:
@@ -26,17 +36,19 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
         labels: ``(n,)`` true class indices.
 
     Returns:
-        The temperature, searched within 0.05-20 (1.0 when there is nothing to fit on).
+        The temperature, searched within :data:`TEMPERATURE_RANGE` (1.0 when there is
+        nothing to fit on).
     """
     from scipy.optimize import minimize_scalar
 
     if len(labels) == 0:
         return 1.0
+    low, high = TEMPERATURE_RANGE
     result = minimize_scalar(
         lambda log_t: negative_log_likelihood(
             apply_temperature(probabilities, float(np.exp(log_t))), labels
         ),
-        bounds=(np.log(0.05), np.log(20.0)),
+        bounds=(np.log(low), np.log(high)),
         method="bounded",
     )
     return float(np.exp(result.x))

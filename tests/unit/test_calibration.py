@@ -7,6 +7,7 @@ import pytest
 
 from ser_stream.stages.model import apply_temperature
 from ser_stream.train.calibration import (
+    TEMPERATURE_RANGE,
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
@@ -57,6 +58,13 @@ class TestFitTemperature:
         assert negative_log_likelihood(scaled, labels) < negative_log_likelihood(probs, labels)
         assert expected_calibration_error(scaled, labels) < 0.5 * expected_calibration_error(
             probs, labels
+        )
+
+    def test_all_correct_held_out_data_cannot_drive_it_to_certainty(self):
+        """When every held-out prediction is right, the fit stops at the range's floor."""
+        probs = np.tile([[0.6, 0.3, 0.1]], (50, 1))
+        assert fit_temperature(probs, np.zeros(50, dtype=int)) == pytest.approx(
+            TEMPERATURE_RANGE[0], rel=1e-3
         )
 
     def test_nothing_to_fit_on_gives_one(self):
