@@ -23,7 +23,9 @@ class ModelConfig:
         attention_units: width of the attention scorer.
         dense_units: width of the hidden dense layer before the softmax.
         dropout: dropout before the dense layers (training only).
-        input_dropout: dropout of whole feature frames (training only).
+        input_dropout: dropout of whole feature columns over the window (training only): a
+            band or coefficient the model must do without, as SpecAugment's frequency masks.
+        frame_dropout: dropout of whole frames (training only), as SpecAugment's time masks.
     """
 
     units: int = 64
@@ -33,6 +35,7 @@ class ModelConfig:
     dense_units: int = 64
     dropout: float = 0.3
     input_dropout: float = 0.1
+    frame_dropout: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form, as stored in the model artifact."""
@@ -89,6 +92,8 @@ def build_model(n_frames: int, n_features: int, n_labels: int, config: ModelConf
     hidden = (
         layers.SpatialDropout1D(config.input_dropout)(inputs) if config.input_dropout else inputs
     )
+    if config.frame_dropout:
+        hidden = layers.Dropout(config.frame_dropout, noise_shape=(None, n_frames, 1))(hidden)
     for i in range(config.layers):
         lstm = layers.LSTM(config.units, return_sequences=True, name=f"lstm{i}")
         hidden = (

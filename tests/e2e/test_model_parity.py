@@ -44,3 +44,19 @@ def test_onnx_matches_keras_within_1e_5(which, tiny_artifact):
     expected = keras_probabilities(artifact, matrices)
     assert served.shape == expected.shape == (len(matrices), len(artifact.labels))
     assert np.max(np.abs(served - expected)) <= 1e-5
+
+
+def test_training_only_masks_vanish_from_the_exported_model(tmp_path):
+    """Frame and column dropout shape training only: the ONNX export equals Keras' inference."""
+    from ser_stream.models.lstm import ModelConfig
+    from ser_stream.train.export import export_onnx
+    from ser_stream.train.training import TrainConfig, train_model
+
+    x = np.random.default_rng(0).standard_normal((32, 20, 6)).astype(np.float32)
+    config = ModelConfig(
+        units=8, layers=1, attention_units=8, dense_units=8, input_dropout=0.2, frame_dropout=0.3
+    )
+    model = train_model(
+        (x, np.arange(32) % 8), None, config, TrainConfig(epochs=1, batch_size=8), progress=False
+    )
+    assert export_onnx(model, tmp_path / "masked.onnx") <= 1e-5
