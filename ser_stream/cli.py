@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
         "--cache", metavar="DIR", help="feature cache (default: ~/.cache/ser-stream)"
     )
     train.add_argument("--recipe", metavar="NAME", help=recipe_help)
+    train.add_argument(
+        "--calibration-from",
+        metavar="METRICS.json",
+        help="take the temperature from a speaker-independent evaluation of the same recipe",
+    )
     train.add_argument("--epochs", type=int, help="training epochs")
     train.add_argument("--no-augment", action="store_true", help="train on clean audio only")
     train.add_argument("--workers", type=int, default=None, help="feature worker processes")
@@ -300,7 +305,12 @@ def _train(args: argparse.Namespace) -> int:
     from ser_stream.train.pipeline import train_default
 
     out = train_default(
-        _recipe(args), data=args.data, out=Path(args.out), cache=args.cache, workers=args.workers
+        _recipe(args),
+        data=args.data,
+        out=Path(args.out),
+        cache=args.cache,
+        workers=args.workers,
+        calibration_from=Path(args.calibration_from) if args.calibration_from else None,
     )
     print(f"model written to {out}")
     return 0

@@ -29,7 +29,6 @@ from ser_stream.train.streams import (
 )
 from ser_stream.train.training import (
     Normalizer,
-    clip_probabilities,
     fit_normalizer,
     train_model,
 )
@@ -85,6 +84,8 @@ class TrainedSplit:
         normalizer: global standardization of the (stream-normalized) model input.
         temperature: calibration fitted on the validation speakers.
         val_ece: window-level ECE on the validation speakers, before and after calibration.
+        val_probabilities: the model's window probabilities on the validation speakers.
+        val_labels: their labels.
     """
 
     model: object
@@ -92,6 +93,8 @@ class TrainedSplit:
     normalizer: Normalizer
     temperature: float
     val_ece: tuple[float, float]
+    val_probabilities: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class ClipScores:
         window_true: label of every window.
         window_raw: ``(windows, labels)`` window probabilities before calibration.
         window_calibrated: the same after calibration (what the live display shows).
+        window_clip: the clip of every window.
     """
 
     clip_ids: np.ndarray
@@ -115,11 +119,21 @@ class ClipScores:
     window_true: np.ndarray
     window_raw: np.ndarray
     window_calibrated: np.ndarray
+    window_clip: np.ndarray
 
     @property
     def y_pred(self) -> np.ndarray:
         """Predicted label of each clip."""
         return self.calibrated.argmax(axis=1)
+
+    def recalibrated(self, temperature: float) -> ClipScores:
+        """The same scores calibrated with another temperature."""
+        window_calibrated = apply_temperature(self.window_raw, temperature)
+        return replace(
+            self,
+            window_calibrated=window_calibrated,
+            calibrated=_clip_means(window_calibrated, self.window_clip, self.clip_ids),
+        )
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -183,6 +197,7 @@ def train_split(
         (normalizer.apply(x_train), y_train), val, recipe.model, recipe.train, progress=progress
     )
     temperature, val_ece = 1.0, (float("nan"), float("nan"))
+    window_probs = None
     if val is not None:
         window_probs = np.asarray(model.predict(val[0], batch_size=256, verbose=0))
         temperature = fit_temperature(window_probs, val[1])
@@ -191,7 +206,15 @@ def train_split(
             expected_calibration_error(apply_temperature(window_probs, temperature), val[1]),
         )
         log.info("calibrated", temperature=round(temperature, 3), val_ece=val_ece)
-    return TrainedSplit(model, recipe, normalizer, temperature, val_ece)
+    return TrainedSplit(
+        model,
+        recipe,
+        normalizer,
+        temperature,
+        val_ece,
+        window_probs,
+        val[1] if val is not None else None,
+    )
 
 
 def score_clips(
@@ -213,7 +236,7 @@ def score_clips(
     if not len(chosen.clip_index):
         empty = np.zeros((0, len(LABELS)))
         none = np.zeros(0, np.int64)
-        return ClipScores(none, none, empty, empty, none, empty, empty)
+        return ClipScores(none, none, empty, empty, none, empty, empty, none)
     normalize = split.recipe.analysis.normalize
     kinds = split.recipe.analysis.features.column_kinds
     if session_length:
@@ -225,19 +248,19 @@ def score_clips(
         matrices = normalize_per_clip(chosen, normalize, kinds)
     x = split.normalizer.apply(matrices)
     window_raw = np.asarray(split.model.predict(x, batch_size=256, verbose=0), dtype=np.float64)
-    window_calibrated = apply_temperature(window_raw, split.temperature)
-    raw, has = clip_probabilities(window_raw, chosen, len(clips))
-    calibrated, _ = clip_probabilities(window_calibrated, chosen, len(clips))
-    ids = np.asarray([i for i in clip_ids if has[i]], dtype=np.int64)
-    return ClipScores(
+    present = set(chosen.clip_index.tolist())
+    ids = np.asarray([i for i in clip_ids if i in present], dtype=np.int64)
+    uncalibrated = ClipScores(
         ids,
         labels[ids],
-        raw[ids],
-        calibrated[ids],
+        _clip_means(window_raw, chosen.clip_index, ids),
+        np.zeros((len(ids), window_raw.shape[1])),
         labels[chosen.clip_index],
         window_raw,
-        window_calibrated,
+        window_raw,
+        chosen.clip_index,
     )
+    return uncalibrated.recalibrated(split.temperature)
 
 
 def calibration_report(scores: Sequence[ClipScores], temperatures: Sequence[float]) -> dict:
@@ -306,42 +329,69 @@ def speaker_protocol(
 ) -> tuple[dict, dict | None]:
     """EmoBox actor folds: test on a fold's RAVDESS actors, train on the other actors (+ TESS).
 
-    TESS speakers are only ever on the training side. Early stopping and calibration use two
-    training actors (from the next fold), which are then left out of training. The same
-    fold models are scored on every channel condition of ``channel_windows``.
+    TESS speakers are only ever on the training side. Early stopping uses two training
+    actors (from the next fold), which are then left out of training. Each fold's
+    calibration temperature is fitted on the other folds' test speakers (its validation
+    actors' temperature is reported beside it). The same fold models are scored on every
+    channel condition of ``channel_windows``.
 
     Returns:
         ``(speaker, channel)``: the speaker-independent report, and the channel-shift report
         (``None`` without ``channel_windows``).
     """
-    per_fold, scores, temperatures = [], [], []
-    channel_scores: dict[str, list[ClipScores]] = {name: [] for name in channel_windows or {}}
+    runs = []
     for k, test_actors, train, val, test in speaker_splits(clips, folds, with_tess=with_tess):
         if only and k not in only:
             continue
         log.info("fold", fold=k, test_actors=test_actors, train_clips=len(train))
         split = train_split(clips, windows, train, val, recipe, progress=progress)
-        fold_scores = score_clips(split, clips, windows, test)
-        fold_metrics = classification_metrics(fold_scores.y_true, fold_scores.y_pred)
-        fold_metrics["test_actors"] = list(test_actors)
-        fold_metrics["fold"] = k
+        runs.append(
+            _FoldRun(
+                k,
+                test_actors,
+                split.temperature,
+                score_clips(split, clips, windows, test),
+                score_clips(split, clips, windows, test, session_length=LIVE_SESSION_CLIPS),
+                {
+                    name: score_clips(split, clips, degraded, test)
+                    for name, degraded in (channel_windows or {}).items()
+                },
+            )
+        )
+    temperatures = _cross_fitted_temperatures(runs)
+    per_fold, scores = [], []
+    channel_scores: dict[str, list[ClipScores]] = {name: [] for name in channel_windows or {}}
+    for run, temperature in zip(runs, temperatures, strict=True):
+        clean = run.clean.recalibrated(temperature)
+        fold_metrics = classification_metrics(clean.y_true, clean.y_pred)
+        fold_metrics.update(test_actors=list(run.test_actors), fold=run.fold)
+        live = run.live.recalibrated(temperature)
+        fold_metrics["session"] = classification_metrics(live.y_true, live.y_pred)
         log.info(
             "fold done",
-            fold=k,
+            fold=run.fold,
             accuracy=round(fold_metrics["accuracy"], 4),
             unweighted_accuracy=round(fold_metrics["unweighted_accuracy"], 4),
         )
-        live = score_clips(split, clips, windows, test, session_length=LIVE_SESSION_CLIPS)
-        fold_metrics["session"] = classification_metrics(live.y_true, live.y_pred)
         per_fold.append(fold_metrics)
-        scores.append(fold_scores)
-        temperatures.append(split.temperature)
-        for name, degraded in (channel_windows or {}).items():
-            channel_scores[name].append(score_clips(split, clips, degraded, test))
+        scores.append(clean)
+        for name, shifted in run.channel.items():
+            channel_scores[name].append(shifted.recalibrated(temperature))
     pooled = classification_metrics(
         np.concatenate([s.y_true for s in scores]), np.concatenate([s.y_pred for s in scores])
     )
     mean_ua = float(np.mean([f["unweighted_accuracy"] for f in per_fold]))
+    validation = [run.clean.recalibrated(run.validation_temperature) for run in runs]
+    calibration = calibration_report(scores, temperatures)
+    calibration.update(
+        method="cross-fitted: each fold's temperature is fitted on the other folds' test "
+        "speakers (window level); no fold is calibrated on its own test speakers",
+        pooled_temperature=round(_fit_on(runs), 4),
+        validation_temperatures=[round(run.validation_temperature, 3) for run in runs],
+        validation_clip_ece_after=calibration_report(
+            validation, [r.validation_temperature for r in runs]
+        )["clip_ece_after"],
+    )
     speaker = {
         "protocol": "speaker-independent",
         "description": "EmoBox actor-disjoint folds over RAVDESS actors 01-20; "
@@ -357,12 +407,43 @@ def speaker_protocol(
         f"{LIVE_SESSION_CLIPS} clips of its speaker (stream statistics carried across them)",
         "pooled": pooled,
         "folds": per_fold,
-        "calibration": calibration_report(scores, temperatures),
+        "calibration": calibration,
     }
     channel = None
     if channel_windows is not None:
         channel = _channel_report(channel_scores, per_fold, mean_ua)
     return speaker, channel
+
+
+@dataclass(frozen=True)
+class _FoldRun:
+    """One fold's model scored, before calibration across folds."""
+
+    fold: int
+    test_actors: tuple[int, ...]
+    validation_temperature: float
+    clean: ClipScores
+    live: ClipScores
+    channel: dict[str, ClipScores]
+
+
+def _fit_on(runs: Sequence[_FoldRun]) -> float:
+    if not runs:
+        return 1.0
+    return fit_temperature(
+        np.concatenate([r.clean.window_raw for r in runs]),
+        np.concatenate([r.clean.window_true for r in runs]),
+    )
+
+
+def _cross_fitted_temperatures(runs: list[_FoldRun]) -> list[float]:
+    """Each fold's temperature, fitted on the other folds' test windows.
+
+    A lone fold keeps its validation temperature.
+    """
+    if len(runs) == 1:
+        return [runs[0].validation_temperature]
+    return [_fit_on(runs[:i] + runs[i + 1 :]) for i in range(len(runs))]
 
 
 def _channel_report(
@@ -491,6 +572,19 @@ def plot_confusion(confusion: list[list[int]], path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _clip_means(
+    window_probs: np.ndarray, window_clip: np.ndarray, clip_ids: np.ndarray
+) -> np.ndarray:
+    """Mean window probabilities of each clip of ``clip_ids``, in that order."""
+    position = {int(c): i for i, c in enumerate(clip_ids)}
+    sums = np.zeros((len(clip_ids), window_probs.shape[1]))
+    counts = np.zeros(len(clip_ids))
+    rows = np.array([position[int(c)] for c in window_clip], dtype=np.int64)
+    np.add.at(sums, rows, window_probs)
+    np.add.at(counts, rows, 1)
+    return sums / np.maximum(counts, 1)[:, None]
 
 
 def _labels(clips: list[Clip]) -> np.ndarray:

@@ -287,21 +287,29 @@ def _channel_section(channel: dict | None) -> list[str]:
 
 
 def _calibration_section(config: dict, metrics: dict) -> list[str]:
-    lines = []
     calibration = config.get("calibration", {})
     speaker = metrics.get("speaker", {}).get("calibration")
     if not speaker and "fitted_on" not in calibration:
         return []
-    lines += ["### Calibration", ""]
+    lines = ["### Calibration", ""]
     if "fitted_on" in calibration:
         lines.append(
             f"The shipped model divides its logits by a temperature of "
             f"{calibration['temperature']:.3f}, fitted on {calibration['fitted_on']}."
         )
+        if "validation_window_ece_after" in calibration:
+            actors = ", ".join(f"{a:02d}" for a in calibration.get("validation_actors", []))
+            lines.append(
+                f"On its own held-out actors {actors}, the window ECE is "
+                f"{calibration['validation_window_ece_before']:.3f} before and "
+                f"{calibration['validation_window_ece_after']:.3f} after."
+            )
+        lines.append("")
     if speaker:
+        method = speaker.get("method", "each fold's temperature fitted on its validation actors")
         lines += [
             "Expected calibration error (15 bins, top label) on the speaker-independent folds' "
-            "test clips, each fold's temperature fitted on its two validation actors:",
+            f"test clips; {method}:",
             "",
             "| level | before | after temperature scaling |",
             "|---|---|---|",
@@ -310,6 +318,13 @@ def _calibration_section(config: dict, metrics: dict) -> list[str]:
             f"| clip (`predict`) | {speaker['clip_ece_before']:.3f} | "
             f"{speaker['clip_ece_after']:.3f} |",
         ]
+        if "validation_clip_ece_after" in speaker:
+            lines += [
+                "",
+                "Fitted instead on each fold's two validation actors, the clip ECE after "
+                f"calibration is {speaker['validation_clip_ece_after']:.3f}: two speakers are "
+                "too few to fit a temperature well.",
+            ]
     return [*lines, ""]
 
 

@@ -178,3 +178,24 @@ def test_evaluate_cross_and_channel_protocols_report_every_condition(tiny_corpor
     assert "Cross-corpus" in card and "Channel shift" in card
     assert (out / "confusion_channel.png").is_file() and (out / "confusion_cross.png").is_file()
     assert "cross ravdess_to_tess" in result.stdout and "channel telephone" in result.stdout
+
+    # The shipped model can take its temperature from that evaluation's unseen speakers.
+    model = tmp_path / "model"
+    trained = ser_stream(
+        "train",
+        "--data",
+        str(tiny_corpora),
+        "--out",
+        str(model),
+        "--epochs",
+        "1",
+        "--no-augment",
+        "--calibration-from",
+        str(out / "metrics.json"),
+        cache=tmp_path / "cache",
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    calibration = json.loads((model / "config.json").read_text())["calibration"]
+    assert calibration["temperature"] == metrics["speaker"]["calibration"]["pooled_temperature"]
+    assert "speaker-independent fold models" in calibration["fitted_on"]
+    assert "fitted on the test windows" in (model / "MODEL_CARD.md").read_text()

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ser_stream.train.datasets import Clip
 from ser_stream.train.evaluate import EMOBOX_FOLDS, classification_metrics, speaker_splits
@@ -108,3 +109,40 @@ class TestTessWordSplit:
         words = lambda part: {clips[i].path.stem.split("_")[1] for i in part}  # noqa: E731
         assert not words(train) & words(val)
         assert len(words(val)) == 4 and len(train) + len(val) == len(clips)
+
+
+class TestCrossFittedCalibration:
+    def run(self, fold: int, sharpness: float, seed: int):
+        from ser_stream.train.evaluate import ClipScores, _FoldRun
+
+        rng = np.random.default_rng(seed)
+        logits = rng.normal(0, 1.5, (300, 8))
+        truth = np.array(
+            [rng.choice(8, p=np.exp(row) / np.exp(row).sum()) for row in logits], dtype=np.int64
+        )
+        sharp = np.exp(sharpness * logits)
+        probs = sharp / sharp.sum(axis=1, keepdims=True)
+        clips = np.arange(300)
+        scores = ClipScores(clips, truth, probs, probs, truth, probs, probs, clips)
+        return _FoldRun(fold, (fold,), 1.0, scores, scores, {})
+
+    def test_no_fold_is_calibrated_on_its_own_test_speakers(self):
+        """A fold's temperature comes from the other folds: an odd fold does not pull its own."""
+        from ser_stream.train.calibration import fit_temperature
+        from ser_stream.train.evaluate import _cross_fitted_temperatures
+
+        runs = [self.run(1, 2.0, 0), self.run(2, 2.0, 1), self.run(3, 0.5, 2)]
+        temperatures = _cross_fitted_temperatures(runs)
+        others = runs[:2]
+        expected = fit_temperature(
+            np.concatenate([r.clean.window_raw for r in others]),
+            np.concatenate([r.clean.window_true for r in others]),
+        )
+        assert temperatures[2] == pytest.approx(expected)
+        assert temperatures[2] > 1.5 and temperatures[0] < temperatures[2]
+
+    def test_a_lone_fold_keeps_its_validation_temperature(self):
+        """With one fold there is nothing else to fit on."""
+        from ser_stream.train.evaluate import _cross_fitted_temperatures
+
+        assert _cross_fitted_temperatures([self.run(1, 2.0, 0)]) == [1.0]

@@ -122,7 +122,7 @@ def test_calibration_report_pools_windows_and_clips():
 
     probs = np.full((4, len(LABELS)), 1 / len(LABELS))
     truth = np.zeros(4, dtype=np.int64)
-    scores = ClipScores(truth, truth, probs, probs, truth, probs, probs)
+    scores = ClipScores(truth, truth, probs, probs, truth, probs, probs, truth)
     report = calibration_report([scores, scores], [1.0, 2.0])
     assert report["temperatures"] == [1.0, 2.0]
     assert report["clip_ece_before"] == report["clip_ece_after"]
