@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
@@ -74,10 +74,11 @@ class NormalizeConfig:
 
     def with_prior(self, mean: np.ndarray, std: np.ndarray) -> NormalizeConfig:
         """This config with the training statistics as its prior."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values["prior_mean"] = tuple(float(v) for v in mean)
-        values["prior_std"] = tuple(float(v) for v in std)
-        return NormalizeConfig(**values)
+        return replace(
+            self,
+            prior_mean=tuple(float(v) for v in mean),
+            prior_std=tuple(float(v) for v in std),
+        )
 
     def to_dict(self) -> dict:
         """Plain-JSON form, as stored in the model artifact."""

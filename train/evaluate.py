@@ -193,8 +193,14 @@ def train_split(
             normalizer.apply(normalize_per_clip(val_set, normalize, kinds)),
             labels[val_set.clip_index],
         )
+    features = recipe.analysis.features
     model = train_model(
-        (normalizer.apply(x_train), y_train), val, recipe.model, recipe.train, progress=progress
+        (normalizer.apply(x_train), y_train),
+        val,
+        recipe.model,
+        recipe.train,
+        progress=progress,
+        frame_s=features.hop_length / features.sample_rate,
     )
     temperature, val_ece = 1.0, (float("nan"), float("nan"))
     window_probs = None

@@ -127,8 +127,16 @@ _STREAM = replace(
     sessions=True,
 )
 
+_CROPPED = replace(
+    _PROSODY,
+    name="cropped",
+    summary="prosody, each training window cut to a random 1-2.5 s stretch and tiled back "
+    "every epoch, so the model cannot learn the course of the corpora's few sentences",
+    train=replace(_PROSODY.train, crop_s=(1.0, 2.5)),
+)
+
 RECIPES: dict[str, Recipe] = {
-    recipe.name: recipe for recipe in (_BASELINE, _CHANNEL_AUG, _PROSODY, _STREAM)
+    recipe.name: recipe for recipe in (_BASELINE, _CHANNEL_AUG, _PROSODY, _STREAM, _CROPPED)
 }
 """Every named recipe."""
 

@@ -12,7 +12,14 @@ from ser_stream.labels import LABELS
 from ser_stream.models.lstm import ModelConfig, build_model
 from ser_stream.train.cache import WindowSet
 
-__all__ = ["Normalizer", "TrainConfig", "clip_probabilities", "fit_normalizer", "train_model"]
+__all__ = [
+    "Normalizer",
+    "TrainConfig",
+    "clip_probabilities",
+    "crop_and_tile",
+    "fit_normalizer",
+    "train_model",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +33,10 @@ class TrainConfig:
         patience: epochs without validation improvement before stopping.
         label_smoothing: cross-entropy label smoothing.
         seed: seed of weights, shuffling and dropout.
+        crop_s: each epoch, each training window is cut to a random stretch of this many
+            seconds (drawn from the range) and tiled back to full length, as a short
+            utterance is: the model must hear the emotion in any part of the speech, not
+            learn the course of the corpus' few sentences. ``None`` trains on whole windows.
     """
 
     epochs: int = 40
@@ -34,6 +45,7 @@ class TrainConfig:
     patience: int = 8
     label_smoothing: float = 0.05
     seed: int = 42
+    crop_s: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
         """Plain-JSON form, as stored in the model artifact."""
@@ -72,8 +84,11 @@ def train_model(
     train_config: TrainConfig,
     *,
     progress: bool = True,
+    frame_s: float | None = None,
 ):
     """Fit a new classifier on normalized ``(features, label indices)``; return the Keras model.
+
+    ``frame_s`` (seconds per feature frame) is needed when ``train_config`` crops windows.
 
     Classes are weighted inversely to their frequency (calm is rare); with ``val`` the best
     epoch by validation loss is kept.
@@ -93,6 +108,19 @@ def train_model(
     present = counts > 0
     weights = np.zeros(len(LABELS))
     weights[present] = counts[present].sum() / (present.sum() * counts[present])
+    targets = keras.utils.to_categorical(y_train, len(LABELS))
+    if train_config.crop_s:
+        if frame_s is None:
+            raise ValueError("cropping windows needs frame_s, the features' seconds per frame")
+        data = {"x": _cropped_batches(x_train, targets, weights[y_train], train_config, frame_s)}
+    else:
+        data = {
+            "x": x_train,
+            "y": targets,
+            "batch_size": train_config.batch_size,
+            "class_weight": dict(enumerate(weights)),
+            "shuffle": True,
+        }
     callbacks = []
     monitor = "val_loss" if val is not None else "loss"
     callbacks.append(
@@ -104,17 +132,57 @@ def train_model(
         )
     )
     model.fit(
-        x_train,
-        keras.utils.to_categorical(y_train, len(LABELS)),
+        **data,
         validation_data=(val[0], keras.utils.to_categorical(val[1], len(LABELS))) if val else None,
         epochs=train_config.epochs,
-        batch_size=train_config.batch_size,
-        class_weight=dict(enumerate(weights)),
         callbacks=callbacks,
-        shuffle=True,
         verbose=(1 if sys.stderr.isatty() else 2) if progress else 0,
     )
     return model
+
+
+def crop_and_tile(windows: np.ndarray, lengths: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Cut windows to stretches and tile each stretch back to the full frame count.
+
+    Window ``i`` (``(frames, features)``) keeps ``lengths[i]`` frames from ``starts[i]``.
+    """
+    n_frames = windows.shape[1]
+    offsets = np.arange(n_frames)[None, :] % lengths[:, None] + starts[:, None]
+    return np.take_along_axis(windows, offsets[:, :, None], axis=1)
+
+
+def _cropped_windows_class():
+    import keras
+
+    class CroppedWindows(keras.utils.PyDataset):
+        """Shuffled batches of randomly cropped and re-tiled windows, with class weights."""
+
+        def __init__(self, x, y, sample_weight, config: TrainConfig, frame_s: float) -> None:
+            super().__init__()
+            self.x, self.y, self.w, self.config = x, y, sample_weight, config
+            self.rng = np.random.default_rng(config.seed)
+            low, high = config.crop_s
+            self.low = max(2, round(low / frame_s))
+            self.high = min(x.shape[1], max(self.low, round(high / frame_s)))
+            self.order = self.rng.permutation(len(x))
+
+        def __len__(self) -> int:
+            return -(-len(self.x) // self.config.batch_size)
+
+        def __getitem__(self, index: int):
+            rows = self.order[index * self.config.batch_size : (index + 1) * self.config.batch_size]
+            lengths = self.rng.integers(self.low, self.high + 1, size=len(rows))
+            starts = self.rng.integers(0, self.x.shape[1] - lengths + 1)
+            return crop_and_tile(self.x[rows], lengths, starts), self.y[rows], self.w[rows]
+
+        def on_epoch_end(self) -> None:
+            self.order = self.rng.permutation(len(self.x))
+
+    return CroppedWindows
+
+
+def _cropped_batches(x, y, sample_weight, config: TrainConfig, frame_s: float):
+    return _cropped_windows_class()(x, y, sample_weight, config, frame_s)
 
 
 def clip_probabilities(

@@ -60,3 +60,42 @@ def test_training_only_masks_vanish_from_the_exported_model(tmp_path):
         (x, np.arange(32) % 8), None, config, TrainConfig(epochs=1, batch_size=8), progress=False
     )
     assert export_onnx(model, tmp_path / "masked.onnx") <= 1e-5
+
+
+def test_cropped_batches_cover_every_window_once_per_epoch_with_class_weights():
+    """Cropped training batches hold each window once an epoch, cropped, with its weight."""
+    from ser_stream.train.training import TrainConfig, _cropped_batches
+
+    x = np.repeat(np.arange(10, dtype=np.float32)[:, None, None], 20, axis=1)  # row i holds i
+    x = x + np.arange(20, dtype=np.float32)[None, :, None] / 100  # frame index in decimals
+    y = np.eye(8, dtype=np.float32)[np.arange(10) % 8]
+    w = np.linspace(1.0, 2.0, 10)
+    batches = _cropped_batches(x, y, w, TrainConfig(batch_size=4, crop_s=(0.1, 0.3)), 0.032)
+    seen = []
+    for i in range(len(batches)):
+        xb, yb, wb = batches[i]
+        rows = np.floor(xb[:, 0, 0]).astype(int)
+        seen.extend(rows.tolist())
+        np.testing.assert_allclose(wb, w[rows])
+        np.testing.assert_array_equal(yb, y[rows])
+        frames = np.round((xb[:, :, 0] - rows[:, None]) * 100).astype(int)
+        assert all(3 <= len(set(f)) <= 9 for f in frames)  # 0.1-0.3 s of 32 ms frames
+    assert sorted(seen) == list(range(10))
+
+
+def test_cropped_training_runs_and_exports(tmp_path):
+    """A model trained on cropped windows trains and exports like any other."""
+    from ser_stream.models.lstm import ModelConfig
+    from ser_stream.train.export import export_onnx
+    from ser_stream.train.training import TrainConfig, train_model
+
+    x = np.random.default_rng(1).standard_normal((32, 20, 6)).astype(np.float32)
+    model = train_model(
+        (x, np.arange(32) % 8),
+        None,
+        ModelConfig(units=8, layers=1, attention_units=8, dense_units=8),
+        TrainConfig(epochs=1, batch_size=8, crop_s=(0.2, 0.5)),
+        progress=False,
+        frame_s=0.032,
+    )
+    assert export_onnx(model, tmp_path / "cropped.onnx") <= 1e-5
