@@ -128,11 +128,11 @@ _STREAM = replace(
 )
 
 _CROPPED = replace(
-    _PROSODY,
+    _STREAM,
     name="cropped",
-    summary="prosody, each training window cut to a random 1-2.5 s stretch and tiled back "
+    summary="stream, each training window cut to a random 1-2.5 s stretch and tiled back "
     "every epoch, so the model cannot learn the course of the corpora's few sentences",
-    train=replace(_PROSODY.train, crop_s=(1.0, 2.5)),
+    train=replace(_STREAM.train, crop_s=(1.0, 2.5)),
 )
 
 RECIPES: dict[str, Recipe] = {
