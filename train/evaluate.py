@@ -504,15 +504,18 @@ def cross_corpus_protocol(
         "protocol": "cross-corpus",
         "description": "train on one corpus, test on the other, on the 7 labels both have; "
         "strict (calm predictions are errors, calm clips left out) and with calm counted as "
-        "neutral",
+        "neutral; each clip judged alone, and (session) heard within a live session of "
+        f"{LIVE_SESSION_CLIPS} clips of its speaker",
     }
     for name, (train, val, test, trained_on) in directions.items():
         log.info("cross-corpus", direction=name, train_clips=len(train), test_clips=len(test))
         split = train_split(clips, windows, train, val, recipe, progress=progress)
         scores = score_clips(split, clips, windows, test)
+        live = score_clips(split, clips, windows, test, session_length=LIVE_SESSION_CLIPS)
         report[name] = {
             "trained_on": trained_on,
             **cross_corpus_metrics(scores.y_true, scores.y_pred),
+            "session": cross_corpus_metrics(live.y_true, live.y_pred),
             "calibration": calibration_report([scores], [split.temperature]),
         }
     return report

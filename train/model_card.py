@@ -237,8 +237,8 @@ def _cross_section(cross: dict | None) -> list[str]:
         "",
         cross["description"] + ".",
         "",
-        "| direction | trained on | clips | accuracy | UA | UA, calm as neutral |",
-        "|---|---|---|---|---|---|",
+        "| direction | trained on | clips | accuracy | UA | UA, calm as neutral | UA heard live |",
+        "|---|---|---|---|---|---|---|",
     ]
     for direction, title in (
         ("ravdess_to_tess", "RAVDESS -> TESS"),
@@ -246,9 +246,11 @@ def _cross_section(cross: dict | None) -> list[str]:
     ):
         entry = cross[direction]
         strict, merged = entry["strict"], entry["calm_as_neutral"]
+        live = entry.get("session", {}).get("strict", {}).get("unweighted_accuracy")
         lines.append(
             f"| {title} | {entry['trained_on']} | {strict['n']} | {strict['accuracy']:.1%} "
-            f"| {strict['unweighted_accuracy']:.1%} | {merged['unweighted_accuracy']:.1%} |"
+            f"| {strict['unweighted_accuracy']:.1%} | {merged['unweighted_accuracy']:.1%} "
+            f"| {_pct(live)} |"
         )
     lines += [
         "",

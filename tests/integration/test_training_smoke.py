@@ -163,6 +163,7 @@ def test_evaluate_cross_and_channel_protocols_report_every_condition(tiny_corpor
     assert cross["ravdess_to_tess"]["strict"]["n"] == 14  # every TESS clip
     assert cross["tess_to_ravdess"]["strict"]["n"] == 7 * 12  # RAVDESS without calm
     assert cross["tess_to_ravdess"]["calm_as_neutral"]["n"] == 8 * 12
+    assert cross["tess_to_ravdess"]["session"]["strict"]["n"] == 7 * 12  # heard live
     channel = metrics["channel"]
     assert list(channel["conditions"]) == ["telephone", "laptop", "reverb", "noise", "gain"]
     for entry in channel["conditions"].values():
