@@ -1,7 +1,10 @@
 """Feature windows of whole corpora, computed in parallel and cached on disk.
 
-A second run with the same clips, analysis settings and augmentation loads the cache
-instead of recomputing.
+Each clip variant is cached on its own, keyed by the file, the analysis settings, the
+augmentation and the code that computes features: a run over another list that shares clips
+with an earlier one (the next fold, say) computes only the clips it has not seen. Random
+draws are seeded per clip (:attr:`Clip.key`), so a clip's augmented copies are the same in
+every list.
 """
 
 from __future__ import annotations
@@ -9,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -128,27 +132,29 @@ def clip_windows(
     config = replace(config, normalize=NormalizeConfig())
     copies = augmentation.copies if augmentation and condition is None else 0
     babble = babble or [()] * len(clips)
-    key = _cache_key(clips, config, augmentation if copies else None, seed, condition, babble)
-    path = cache / f"windows-{key}.npz" if cache else None
-    if path and path.is_file():
-        with np.load(path) as data:
-            log.info("feature cache hit", path=str(path), windows=len(data["clip_index"]))
-            return WindowSet(
-                data["features"],
-                data["clip_index"],
-                data["variant"],
-                data["t_start"],
-                data["t_end"],
-            )
     jobs = [
-        (i, clip.path, v, tuple(babble[i]))
+        _Job(clip.path, v, tuple(babble[i]), seed * 1_000_003 + clip.key * 101 + v)
         for i, clip in enumerate(clips)
         for v in range(copies + 1)
     ]
-    results = _run_jobs(jobs, config, augmentation, condition, seed, workers, progress)
+    owners = [i for i in range(len(clips)) for _ in range(copies + 1)]
+    store = _ClipStore(cache, config, augmentation if copies else None, condition)
+    results = store.load(jobs)
+    missing = [n for n, result in enumerate(results) if result is _MISSING]
+    if cache and not missing:
+        log.info("feature cache hit", folder=str(store.folder), clips=len(jobs))
+    elif cache:
+        log.info("feature cache", reused=len(jobs) - len(missing), computing=len(missing))
+    todo = [jobs[n] for n in missing]
+    computed = _run_jobs(todo, config, augmentation, condition, workers, progress)
+    # Saved as they come, so an interrupted run keeps what it computed.
+    for n, windows in zip(missing, computed, strict=True):
+        results[n] = windows
+        store.save(jobs[n], windows)
     feats, index, variant, starts, ends = [], [], [], [], []
     skipped = 0
-    for (i, _, v, _), windows in zip(jobs, results, strict=True):
+    for i, job, windows in zip(owners, jobs, results, strict=True):
+        v = job.variant
         if windows is None:
             skipped += 1
             continue
@@ -161,53 +167,13 @@ def clip_windows(
     if skipped:
         log.warning("clips skipped", count=skipped)
     shape = (0, config.features.n_frames, config.features.n_features)
-    result = WindowSet(
+    return WindowSet(
         np.stack(feats) if feats else np.zeros(shape, np.float32),
         np.asarray(index, dtype=np.int64),
         np.asarray(variant, dtype=np.int64),
         np.asarray(starts, dtype=np.float64),
         np.asarray(ends, dtype=np.float64),
     )
-    if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(
-            tmp,
-            features=result.features,
-            clip_index=result.clip_index,
-            variant=result.variant,
-            t_start=result.t_start,
-            t_end=result.t_end,
-        )
-        tmp.replace(path)
-    return result
-
-
-def _cache_key(
-    clips: list[Clip],
-    config: AnalysisConfig,
-    augmentation: AugmentConfig | None,
-    seed: int,
-    condition: str | None,
-    babble: Sequence[Sequence[Path]],
-) -> str:
-    digest = hashlib.sha256()
-    spec = {
-        "config": config.to_dict(),
-        "libraries": _library_versions(),
-        "augmentation": augmentation.to_dict() if augmentation else None,
-        "condition": condition,
-        "seed": seed,
-    }
-    digest.update(json.dumps(spec, sort_keys=True).encode())
-    # Any change to the code that turns audio into features invalidates the cache.
-    for module in _FEATURE_CODE:
-        digest.update(Path(module.__file__).read_bytes())
-    for clip, sources in zip(clips, babble, strict=True):
-        stat = clip.path.stat()
-        digest.update(f"{clip.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-        digest.update("|".join(str(p) for p in sources).encode())
-    return digest.hexdigest()[:20]
 
 
 def _library_versions() -> dict[str, str]:
@@ -222,27 +188,113 @@ def _library_versions() -> dict[str, str]:
     return versions
 
 
-def _run_jobs(jobs, config, augmentation, condition, seed, workers, progress):
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One clip variant to analyse: ``variant`` 0 is the clean (or conditioned) clip."""
+
+    path: Path
+    variant: int
+    sources: tuple[Path, ...]
+    seed: int
+
+
+_MISSING = object()
+"""A job the clip store has no entry for (``None`` is a clip that could not be analysed)."""
+
+_Windows = list[tuple[np.ndarray, float, float]] | None
+
+
+class _ClipStore:
+    """Per-clip-variant feature files under ``cache/clips/``, keyed by everything they depend on."""
+
+    def __init__(
+        self,
+        cache: Path | None,
+        config: AnalysisConfig,
+        augmentation: AugmentConfig | None,
+        condition: str | None,
+    ) -> None:
+        self.folder = cache / "clips" if cache else None
+        digest = hashlib.sha256()
+        spec = {
+            "config": config.to_dict(),
+            "libraries": _library_versions(),
+            "augmentation": augmentation.to_dict() if augmentation else None,
+            "condition": condition,
+        }
+        digest.update(json.dumps(spec, sort_keys=True).encode())
+        for module in _FEATURE_CODE:
+            digest.update(Path(module.__file__).read_bytes())
+        self._base = digest.digest()
+
+    def _path(self, job: _Job) -> Path:
+        digest = hashlib.sha256(self._base)
+        stat = job.path.stat()
+        digest.update(f"{job.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        digest.update(f"|{job.variant}|{job.seed}|".encode())
+        digest.update("|".join(str(p) for p in job.sources).encode())
+        name = digest.hexdigest()[:24]
+        return self.folder / name[:2] / f"{name}.npz"
+
+    def load(self, jobs: list[_Job]) -> list:
+        """Each job's stored windows, or :data:`_MISSING`."""
+        if self.folder is None:
+            return [_MISSING] * len(jobs)
+        results: list = []
+        for job in jobs:
+            path = self._path(job)
+            try:
+                with np.load(path) as data:
+                    if bool(data["skipped"]):
+                        results.append(None)
+                    else:
+                        matrices, starts, ends = data["features"], data["t_start"], data["t_end"]
+                        results.append(list(zip(matrices, starts, ends, strict=True)))
+            except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+                # Absent, or cut short by an interrupted run: computed again.
+                results.append(_MISSING)
+        return results
+
+    def save(self, job: _Job, windows: _Windows) -> None:
+        if self.folder is None:
+            return
+        path = self._path(job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        matrices = [m for m, _, _ in windows or []]
+        np.savez(
+            tmp,
+            skipped=windows is None,
+            features=np.stack(matrices) if matrices else np.zeros((0, 0, 0), np.float32),
+            t_start=np.asarray([t for _, t, _ in windows or []], dtype=np.float64),
+            t_end=np.asarray([t for _, _, t in windows or []], dtype=np.float64),
+        )
+        tmp.replace(path)
+
+
+def _run_jobs(
+    jobs: list[_Job], config, augmentation, condition, workers, progress
+) -> Iterator[_Windows]:
+    """Each job's windows, in order, as the workers finish them."""
     from tqdm import tqdm
 
+    if not jobs:
+        return
     args = [
-        (path, v, config, augmentation, condition, sources, seed * 1_000_003 + i * 101 + v)
-        for i, path, v, sources in jobs
+        (job.path, job.variant, config, augmentation, condition, job.sources, job.seed)
+        for job in jobs
     ]
     workers = workers or min(4, os.cpu_count() or 1)
-    bar = tqdm(total=len(args), desc="features", unit="clip", disable=not progress)
-    results = []
-    if workers == 1:
-        for arg in args:
-            results.append(_windows_of(arg))
-            bar.update()
-    else:
+    with tqdm(total=len(args), desc="features", unit="clip", disable=not progress) as bar:
+        if workers == 1:
+            for arg in args:
+                yield _windows_of(arg)
+                bar.update()
+            return
         with ProcessPoolExecutor(workers) as pool:
             for result in pool.map(_windows_of, args, chunksize=16):
-                results.append(result)
+                yield result
                 bar.update()
-    bar.close()
-    return results
 
 
 @lru_cache(maxsize=64)
@@ -250,7 +302,7 @@ def _source_audio(path: Path, rate: int) -> np.ndarray:
     return load_audio(path, target_rate=rate)
 
 
-def _windows_of(arg) -> list[tuple[np.ndarray, float, float]] | None:
+def _windows_of(arg) -> _Windows:
     path, variant, config, augmentation, condition, sources, seed = arg
     rate = config.features.sample_rate
     try:

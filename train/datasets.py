@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -64,6 +65,16 @@ class Clip:
     def actor(self) -> int | None:
         """RAVDESS actor number, ``None`` for TESS."""
         return int(self.speaker.split("-")[1]) if self.corpus == "ravdess" else None
+
+    @property
+    def key(self) -> int:
+        """A stable number for this recording (its speaker and file name), whatever list it is in.
+
+        Random draws seeded with it (augmentation, babble) are the same in every fold, so one
+        clip's features can be computed once and shared.
+        """
+        name = f"{self.speaker}/{self.path.name}".encode()
+        return int.from_bytes(hashlib.sha256(name).digest()[:4], "big")
 
 
 def data_root(explicit: str | os.PathLike | None = None) -> Path:

@@ -146,12 +146,13 @@ def _run_streams(
 
 def same_speaker_babble(clips: list[Clip], *, k: int = 4, seed: int = 0) -> list[list[Path]]:
     """For each clip, ``k`` other clips of its own speaker: babble that adds no other voice."""
-    rng = np.random.default_rng(seed)
     by_speaker = defaultdict(list)
     for i, clip in enumerate(clips):
         by_speaker[clip.speaker].append(i)
     babble = []
     for i, clip in enumerate(clips):
+        # Seeded per clip, so a clip gets the same babble in every fold's training set.
+        rng = np.random.default_rng([seed, clip.key])
         others = [j for j in by_speaker[clip.speaker] if j != i]
         chosen = rng.choice(others, size=min(k, len(others)), replace=False) if others else []
         babble.append([clips[j].path for j in chosen])
