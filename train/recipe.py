@@ -140,7 +140,7 @@ RECIPES: dict[str, Recipe] = {
 }
 """Every named recipe."""
 
-DEFAULT_RECIPE = "baseline"
+DEFAULT_RECIPE = "stream"
 """The recipe of the shipped model."""
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ser_stream.labels import LABELS
 from ser_stream.train.evaluate import calibration_report, classification_metrics
@@ -78,6 +79,15 @@ class TestHeadline:
             == metrics["cross"]["tess_to_ravdess"]["strict"]["unweighted_accuracy"]
         )
 
+    def test_screen_folds_mean_only_when_both_were_run(self):
+        """Folds 1 and 4 give a figure comparable between screens and full runs."""
+        metrics = metrics_of(0.6)
+        assert headline(metrics)["speaker_screen_ua"] is None  # fold 1 only
+        fold_4 = {**metrics["speaker"]["folds"][0], "fold": 4, "unweighted_accuracy": 0.3}
+        metrics["speaker"]["folds"].append(fold_4)
+        fold_1 = metrics["speaker"]["folds"][0]["unweighted_accuracy"]
+        assert headline(metrics)["speaker_screen_ua"] == pytest.approx((fold_1 + 0.3) / 2)
+
     def test_missing_protocols_are_none(self):
         """A run of one protocol leaves the other figures empty, not zero."""
         figures = headline({"seed": metrics_of(0.5)["seed"]})
@@ -96,6 +106,7 @@ class TestModelCard:
         assert "| clip (`predict`) | 0.130 | 0.045 |" in card
         assert "Heard live instead (live): mean UA **50.0%**" in card
         assert "CC BY-NC-SA 4.0" in card and "CC BY-NC-ND 4.0" in card
+        assert "8 emotions (neutral, happy, sad, angry," in card  # no config.json: all labels
 
     def test_experiments_command_writes_the_table_from_run_folders(self, tmp_path: Path):
         """Each RUN_DIR=CHANGE becomes a row whose figures are that run's metrics."""
