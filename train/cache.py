@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -133,7 +134,7 @@ def clip_windows(
     copies = augmentation.copies if augmentation and condition is None else 0
     babble = babble or [()] * len(clips)
     jobs = [
-        _Job(clip.path, v, tuple(babble[i]), seed * 1_000_003 + clip.key * 101 + v)
+        _job(clip, v, babble[i], seed, condition)
         for i, clip in enumerate(clips)
         for v in range(copies + 1)
     ]
@@ -148,9 +149,10 @@ def clip_windows(
     todo = [jobs[n] for n in missing]
     computed = _run_jobs(todo, config, augmentation, condition, workers, progress)
     # Saved as they come, so an interrupted run keeps what it computed.
-    for n, windows in zip(missing, computed, strict=True):
+    for n, (windows, lasting) in zip(missing, computed, strict=True):
         results[n] = windows
-        store.save(jobs[n], windows)
+        if lasting:
+            store.save(jobs[n], windows)
     feats, index, variant, starts, ends = [], [], [], [], []
     skipped = 0
     for i, job, windows in zip(owners, jobs, results, strict=True):
@@ -176,11 +178,30 @@ def clip_windows(
     )
 
 
+def _code_digest() -> bytes:
+    """Digest of the code that turns audio into features, as imported by this process."""
+    digest = hashlib.sha256()
+    for file in (*(module.__file__ for module in _FEATURE_CODE), __file__):
+        digest.update(Path(file).read_bytes())
+    return digest.digest()
+
+
+@lru_cache(maxsize=1)
 def _library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {}
-    for name in ("numpy", "librosa", "noisereduce", "soxr", "webrtcvad-wheels", "soundfile"):
+    libraries = (
+        "numpy",
+        "scipy",
+        "librosa",
+        "noisereduce",
+        "soxr",
+        "webrtcvad-wheels",
+        "soundfile",
+        "pyroomacoustics",
+    )
+    for name in libraries:
         try:
             versions[name] = version(name)
         except PackageNotFoundError:
@@ -196,6 +217,13 @@ class _Job:
     variant: int
     sources: tuple[Path, ...]
     seed: int
+
+
+def _job(clip: Clip, variant: int, sources: Sequence[Path], seed: int, condition: str | None):
+    if variant == 0 and condition is None:
+        # The clean clip: no random draw, no babble, the same entry for every recipe.
+        return _Job(clip.path, 0, (), 0)
+    return _Job(clip.path, variant, tuple(sources), seed * 1_000_003 + clip.key * 101 + variant)
 
 
 _MISSING = object()
@@ -215,24 +243,29 @@ class _ClipStore:
         condition: str | None,
     ) -> None:
         self.folder = cache / "clips" if cache else None
-        digest = hashlib.sha256()
+        self._clean = condition is None
+        self._base = self._digest(config, augmentation, condition)
+        self._clean_base = self._digest(config, None, None)
+
+    @staticmethod
+    def _digest(
+        config: AnalysisConfig, augmentation: AugmentConfig | None, condition: str | None
+    ) -> bytes:
         spec = {
             "config": config.to_dict(),
             "libraries": _library_versions(),
             "augmentation": augmentation.to_dict() if augmentation else None,
             "condition": condition,
         }
-        digest.update(json.dumps(spec, sort_keys=True).encode())
-        for module in _FEATURE_CODE:
-            digest.update(Path(module.__file__).read_bytes())
-        self._base = digest.digest()
+        return hashlib.sha256(_CODE_DIGEST + json.dumps(spec, sort_keys=True).encode()).digest()
 
     def _path(self, job: _Job) -> Path:
-        digest = hashlib.sha256(self._base)
-        stat = job.path.stat()
-        digest.update(f"{job.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-        digest.update(f"|{job.variant}|{job.seed}|".encode())
-        digest.update("|".join(str(p) for p in job.sources).encode())
+        clean = self._clean and job.variant == 0
+        digest = hashlib.sha256(self._clean_base if clean else self._base)
+        digest.update(f"{job.variant}|{job.seed}|".encode())
+        for path in (job.path, *job.sources):
+            stat = path.stat()
+            digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
         name = digest.hexdigest()[:24]
         return self.folder / name[:2] / f"{name}.npz"
 
@@ -256,26 +289,35 @@ class _ClipStore:
         return results
 
     def save(self, job: _Job, windows: _Windows) -> None:
+        """Store one job's windows; a cache that cannot be written never ends a run."""
         if self.folder is None:
             return
         path = self._path(job)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
         matrices = [m for m, _, _ in windows or []]
-        np.savez(
-            tmp,
-            skipped=windows is None,
-            features=np.stack(matrices) if matrices else np.zeros((0, 0, 0), np.float32),
-            t_start=np.asarray([t for _, t, _ in windows or []], dtype=np.float64),
-            t_end=np.asarray([t for _, _, t in windows or []], dtype=np.float64),
-        )
-        tmp.replace(path)
+        tmp = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # A unique name: two runs may compute the same entry at the same time.
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+            with os.fdopen(fd, "wb") as file:
+                np.savez(
+                    file,
+                    skipped=windows is None,
+                    features=np.stack(matrices) if matrices else np.zeros((0, 0, 0), np.float32),
+                    t_start=np.asarray([t for _, t, _ in windows or []], dtype=np.float64),
+                    t_end=np.asarray([t for _, _, t in windows or []], dtype=np.float64),
+                )
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("feature cache not written", path=str(path), reason=str(exc))
+            if tmp:
+                Path(tmp).unlink(missing_ok=True)
 
 
 def _run_jobs(
     jobs: list[_Job], config, augmentation, condition, workers, progress
-) -> Iterator[_Windows]:
-    """Each job's windows, in order, as the workers finish them."""
+) -> Iterator[tuple[_Windows, bool]]:
+    """Each job's windows, in order, as the workers finish them, and whether to keep them."""
     from tqdm import tqdm
 
     if not jobs:
@@ -302,19 +344,31 @@ def _source_audio(path: Path, rate: int) -> np.ndarray:
     return load_audio(path, target_rate=rate)
 
 
-def _windows_of(arg) -> _Windows:
+def _windows_of(arg) -> tuple[_Windows, bool]:
+    """A clip variant's windows (``None``: skipped) and whether the outcome is lasting.
+
+    A clip the analysis rejects stays rejected; any other failure (memory, a file system
+    hiccup) is not remembered, so the next run tries again.
+    """
     path, variant, config, augmentation, condition, sources, seed = arg
     rate = config.features.sample_rate
     try:
         samples = load_audio(path, target_rate=rate)
-        babble = [_source_audio(p, rate) for p in sources]
         if condition:
+            babble = [_source_audio(p, rate) for p in sources]
             samples = apply_condition(condition, samples, rate, seed, babble_sources=babble)
         elif variant:
+            babble = [_source_audio(p, rate) for p in sources]
             samples = augment(samples, rate, augmentation, seed, babble_sources=babble)
-        return [(f.matrix, f.t_start, f.t_end) for f in analyze(samples, config)]
+        return [(f.matrix, f.t_start, f.t_end) for f in analyze(samples, config)], True
     except InputError as exc:
         log.warning("clip skipped", path=str(path), reason=str(exc))
+        return None, True
     except Exception as exc:  # one broken clip must not end a long training run
         log.error("clip skipped", path=str(path), reason=f"{type(exc).__name__}: {exc}")
-    return None
+        return None, False
+
+
+_CODE_DIGEST = _code_digest()
+"""Read once at import: entries are keyed by the code this process runs, even if the files
+change while it runs."""

@@ -355,7 +355,9 @@ def _experiments_section(experiments: dict) -> list[str]:
         "",
         experiments.get("intro", ""),
         "",
-        "| recipe | change | SI mean UA | SI UA, folds 1+4 | RAVDESS->TESS UA | TESS->RAVDESS UA "
+        "| recipe | change | SI mean UA | SI UA, folds "
+        + "+".join(map(str, SCREEN_FOLDS))
+        + " | RAVDESS->TESS UA | TESS->RAVDESS UA "
         "| worst channel loss (points) | clip ECE |",
         "|---|---|---|---|---|---|---|---|",
     ]

@@ -151,9 +151,10 @@ def same_speaker_babble(clips: list[Clip], *, k: int = 4, seed: int = 0) -> list
         by_speaker[clip.speaker].append(i)
     babble = []
     for i, clip in enumerate(clips):
-        # Seeded per clip, so a clip gets the same babble in every fold's training set.
+        # Seeded per clip and drawn from its speaker's clips in a fixed order, so a clip
+        # gets the same babble in every list it is in (and its cached copies are shared).
         rng = np.random.default_rng([seed, clip.key])
-        others = [j for j in by_speaker[clip.speaker] if j != i]
+        others = sorted((j for j in by_speaker[clip.speaker] if j != i), key=_stable_order(clips))
         chosen = rng.choice(others, size=min(k, len(others)), replace=False) if others else []
         babble.append([clips[j].path for j in chosen])
     return babble
@@ -166,7 +167,6 @@ def fold_babble(
 
     The ``noise`` condition's babble then holds only voices the fold's model never trained on.
     """
-    rng = np.random.default_rng(seed)
     fold_of = {actor: f for f, actors in enumerate(folds) for actor in actors}
     by_fold = defaultdict(list)
     for i, clip in enumerate(clips):
@@ -177,7 +177,16 @@ def fold_babble(
         if clip.actor not in fold_of:
             babble.append([])
             continue
-        others = [j for j in by_fold[fold_of[clip.actor]] if clips[j].actor != clip.actor]
+        rng = np.random.default_rng([seed, clip.key])
+        others = sorted(
+            (j for j in by_fold[fold_of[clip.actor]] if clips[j].actor != clip.actor),
+            key=_stable_order(clips),
+        )
         chosen = rng.choice(others, size=min(k, len(others)), replace=False) if others else []
         babble.append([clips[j].path for j in chosen])
     return babble
+
+
+def _stable_order(clips: list[Clip]):
+    """Sort key for clip indices that does not depend on the list's order."""
+    return lambda j: (clips[j].key, str(clips[j].path))

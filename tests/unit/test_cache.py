@@ -81,8 +81,40 @@ class TestClipCache:
         again = clip_windows(clips, CONFIG, cache=cache, workers=1)
         np.testing.assert_array_equal(windows.features, again.features)
 
+    def test_a_changed_babble_source_is_a_new_entry(self, corpus, tmp_path):
+        """Rewriting a recording another clip's babble is made of invalidates that clip."""
+        cache = tmp_path / "cache"
+        babble = [[corpus[1].path], [corpus[0].path]]
+        settings = {"augmentation": AUGMENT, "babble": babble, "cache": cache, "workers": 1}
+        clip_windows(corpus[:2], CONFIG, **settings)
+        before = len(entries(cache))
+        sf.write(corpus[1].path, voiced(3.0, f0=300.0, seed=9), RATE)
+        clip_windows(corpus[:2], CONFIG, **settings)
+        # clip 1 changed (clean + copy), and clip 0's copy mixes clip 1 in: three new entries
+        assert len(entries(cache)) == before + 3
+
+    def test_clean_clips_are_shared_between_augmentations(self, corpus, tmp_path):
+        """The clean clip does not depend on augmentation, so recipes share its entry."""
+        cache = tmp_path / "cache"
+        clip_windows(corpus[:1], CONFIG, augmentation=AUGMENT, cache=cache, workers=1)
+        other = AugmentConfig(copies=1, snr_db_range=(5.0, 10.0))
+        clip_windows(corpus[:1], CONFIG, augmentation=other, cache=cache, workers=1)
+        clip_windows(corpus[:1], CONFIG, cache=cache, workers=1)
+        assert len(entries(cache)) == 3  # one clean, one copy per augmentation
+
+    def test_parallel_workers_fill_gaps_in_order(self, corpus, tmp_path):
+        """With some clips cached and worker processes computing the rest, rows stay aligned."""
+        cache = tmp_path / "cache"
+        clip_windows(corpus[1:2], CONFIG, augmentation=AUGMENT, cache=cache, workers=1)
+        mixed = clip_windows(corpus, CONFIG, augmentation=AUGMENT, cache=cache, workers=2)
+        alone = clip_windows(corpus, CONFIG, augmentation=AUGMENT, cache=None, workers=1)
+        np.testing.assert_array_equal(mixed.features, alone.features)
+        np.testing.assert_array_equal(mixed.clip_index, alone.clip_index)
+        np.testing.assert_array_equal(mixed.variant, alone.variant)
+
     def test_clip_key_depends_on_speaker_and_name_only(self, corpus, tmp_path):
-        """The key survives moving the data folder, and tells files apart."""
+        """The key (the seed of a clip's draws) does not depend on the folder, and tells
+        files apart."""
         moved = Clip(tmp_path / "elsewhere" / corpus[0].path.name, "sad", "ravdess", "ravdess-00")
         assert moved.key == corpus[0].key
         assert len({clip.key for clip in corpus}) == len(corpus)

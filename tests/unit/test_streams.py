@@ -117,3 +117,5 @@ class TestBabble:
         whole = same_speaker_babble(corpus, k=3)
         part = same_speaker_babble(corpus[5:], k=3)  # actor 1 left out, as in another fold
         assert whole[5:] == part
+        shuffled = corpus[::-1]  # another order of the same clips
+        assert same_speaker_babble(shuffled, k=3)[::-1] == whole
