@@ -1,6 +1,6 @@
 """The record of recipes tried on the way to a model, from their evaluation folders.
 
-Run: ``python -m ser_stream.train.experiments MODEL_DIR RUN_DIR=CHANGE [RUN_DIR=CHANGE ...]``
+Run: ``python -m ser_stream.train.experiments MODEL_DIR RUN_DIR=CHANGE [...] [--note TEXT]``
 
 Each ``RUN_DIR`` is an ``ser-stream evaluate --out`` folder; ``CHANGE`` says in a few words
 what its recipe changed. The headline figures are read from each run's ``metrics.json``
@@ -28,8 +28,13 @@ INTRO = (
 )
 
 
-def record_experiments(model_dir: Path, runs: list[tuple[Path, str]]) -> Path:
-    """Write ``model_dir/experiments.json`` from ``(run folder, change)`` pairs and the card."""
+def record_experiments(
+    model_dir: Path, runs: list[tuple[Path, str]], notes: list[str] | None = None
+) -> Path:
+    """Write ``model_dir/experiments.json`` from ``(run folder, change)`` pairs and the card.
+
+    ``notes`` are printed under the table: what a reader needs to weigh the rows.
+    """
     entries = []
     for run, change in runs:
         metrics = json.loads((run / "metrics.json").read_text())
@@ -42,7 +47,8 @@ def record_experiments(model_dir: Path, runs: list[tuple[Path, str]]) -> Path:
             }
         )
     path = model_dir / "experiments.json"
-    path.write_text(json.dumps({"intro": INTRO, "entries": entries}, indent=2) + "\n")
+    record = {"intro": INTRO, "entries": entries, "notes": list(notes or [])}
+    path.write_text(json.dumps(record, indent=2) + "\n")
     write_model_card(model_dir)
     return path
 
@@ -52,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR=CHANGE")
+    parser.add_argument("--note", action="append", default=[], help="a line under the table")
     args = parser.parse_args(argv)
     runs = []
     for item in args.runs:
@@ -59,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         if not sep:
             parser.error(f"{item!r} is not RUN_DIR=CHANGE")
         runs.append((Path(folder), change))
-    print(record_experiments(args.model_dir, runs))
+    print(record_experiments(args.model_dir, runs, args.note))
 
 
 if __name__ == "__main__":

@@ -370,7 +370,7 @@ def _experiments_section(experiments: dict) -> list[str]:
             f"| {_pct(figures['tess_to_ravdess_ua'])} | {_points(figures['channel_worst_loss'])} "
             f"| {_num(figures['clip_ece'])} |"
         )
-    return [*lines, "", *experiments.get("notes", []), ""]
+    return [*lines, "", *(f"- {note}" for note in experiments.get("notes", [])), ""]
 
 
 def _pct(value: float | None) -> str:

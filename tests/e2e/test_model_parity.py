@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from ser_stream.artifact import default_artifact_dir, load_artifact
-from ser_stream.stages.model import ModelCore
+from ser_stream.stages.model import ModelCore, apply_temperature
 
 pytest.importorskip("tensorflow")
 
 
 def keras_probabilities(artifact, matrices: np.ndarray) -> np.ndarray:
+    """What Keras gives for the windows, calibrated with the artifact's temperature."""
     import keras
 
     from ser_stream.models.lstm import custom_objects
@@ -20,7 +21,8 @@ def keras_probabilities(artifact, matrices: np.ndarray) -> np.ndarray:
         artifact.keras_path, custom_objects=custom_objects(), compile=False
     )
     normalized = (matrices - artifact.mean) / artifact.std
-    return np.asarray(model(normalized.astype(np.float32), training=False))
+    raw = np.asarray(model(normalized.astype(np.float32), training=False))
+    return apply_temperature(raw, artifact.temperature)
 
 
 def feature_batch(artifact, n: int, seed: int = 0) -> np.ndarray:

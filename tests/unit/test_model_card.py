@@ -118,11 +118,12 @@ class TestModelCard:
             runs.append(f"{folder}={name} change")
         model = tmp_path / "model"
         model.mkdir()
-        experiments_main([str(model), *runs])
+        experiments_main([str(model), *runs, "--note", "screens used older seeds"])
         record = json.loads((model / "experiments.json").read_text())
         assert [e["change"] for e in record["entries"]] == ["base change", "better change"]
         card = (model / "MODEL_CARD.md").read_text()
         assert "## What was tried" in card and "better change" in card
+        assert "- screens used older seeds" in card
         better = headline(metrics_of(0.7))["speaker_mean_ua"]
         assert f"{better:.1%}" in card
 
