@@ -1,10 +1,11 @@
 """Feature windows of whole corpora, computed in parallel and cached on disk.
 
 Each clip variant is cached on its own, keyed by the file, the analysis settings, the
-augmentation and the code that computes features: a run over another list that shares clips
-with an earlier one (the next fold, say) computes only the clips it has not seen. Random
-draws are seeded per clip (:attr:`Clip.key`), so a clip's augmented copies are the same in
-every list.
+augmentation and the code that computes features: an interrupted run resumes where it
+stopped, and a run over another list that shares clips with an earlier one (another
+protocol, another recipe with the same augmentation) computes only the clips it has not
+seen. Random draws are seeded per clip (:attr:`Clip.key`), so a clip's augmented copies are
+the same in every list.
 """
 
 from __future__ import annotations

@@ -10,12 +10,10 @@ import numpy as np
 
 from ser_stream.labels import LABELS
 from ser_stream.models.lstm import ModelConfig, build_model
-from ser_stream.train.cache import WindowSet
 
 __all__ = [
     "Normalizer",
     "TrainConfig",
-    "clip_probabilities",
     "crop_and_tile",
     "fit_normalizer",
     "train_model",
@@ -182,21 +180,5 @@ def _cropped_windows_class():
 
 
 def _cropped_batches(x, y, sample_weight, config: TrainConfig, frame_s: float):
+    """A keras PyDataset of cropped batches (keras is imported only when cropping)."""
     return _cropped_windows_class()(x, y, sample_weight, config, frame_s)
-
-
-def clip_probabilities(
-    window_probabilities: np.ndarray, windows: WindowSet, n_clips: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Average window probabilities per clip, as ``predict`` does for a file.
-
-    Returns:
-        ``(probabilities, has_windows)``: ``(n_clips, labels)`` and a mask of clips that had
-        at least one window (others keep zeros).
-    """
-    sums = np.zeros((n_clips, window_probabilities.shape[1]))
-    np.add.at(sums, windows.clip_index, window_probabilities)
-    counts = np.bincount(windows.clip_index, minlength=n_clips)
-    has = counts > 0
-    sums[has] /= counts[has, None]
-    return sums, has
