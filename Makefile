@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SAMPLE := ser_stream/samples/sample_speech.flac
 
-.PHONY: demo test setup setup-dev system-packages lint clean
+.PHONY: demo test setup setup-dev system-packages system-packages-dev lint clean
 
 demo: setup
 	$(BIN)/ser-stream up --source file:$(SAMPLE)
@@ -18,17 +18,29 @@ lint: setup-dev
 	$(BIN)/ruff check ser_stream stages models train tests benchmarks examples
 	$(BIN)/ruff format --check ser_stream stages models train tests benchmarks examples
 
-# System packages: venv support, PortAudio for microphone capture (sounddevice),
-# espeak-ng for tests that speak real sentences, libzmq headers and a C compiler for the
-# C sink example. Skipped when already present.
+# System packages, installed with apt-get when something is missing.
+# Runtime (demo): venv support, PortAudio for microphone capture (sounddevice) and ALSA's
+# pulse plugin, through which PortAudio reaches a PulseAudio or PipeWire desktop.
+# Tests add: espeak-ng (tests that speak real sentences), libzmq headers and a C compiler
+# (the C sink example), and a PulseAudio server with its tools (the microphone tests play
+# audio into a virtual microphone through a real audio server).
+RUNTIME_DEBS := libportaudio2 libasound2-plugins python3-venv
+TEST_DEBS    := espeak-ng libzmq3-dev gcc make pulseaudio pulseaudio-utils
+APT_INSTALL  := if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq
+
 system-packages:
-	@if ! /sbin/ldconfig -p | grep -q libportaudio.so.2 || ! command -v espeak-ng >/dev/null \
-		|| ! [ -f /usr/include/zmq.h ] || ! command -v cc >/dev/null \
+	@if ! /sbin/ldconfig -p | grep -q libportaudio.so.2 \
+		|| ! ls /usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so >/dev/null 2>&1 \
 		|| ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
-		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
-			libportaudio2 espeak-ng python3-venv libzmq3-dev gcc make; \
+		$(APT_INSTALL) $(RUNTIME_DEBS); \
+	fi
+
+system-packages-dev: system-packages
+	@if ! command -v espeak-ng >/dev/null || ! [ -f /usr/include/zmq.h ] \
+		|| ! command -v cc >/dev/null || ! command -v pulseaudio >/dev/null \
+		|| ! command -v paplay >/dev/null; then \
+		$(APT_INSTALL) $(TEST_DEBS); \
 	fi
 
 # Every install is pinned by constraints.txt, so a fresh clone gets the versions the tests
@@ -50,7 +62,7 @@ $(VENV)/.dev: pyproject.toml constraints.txt | $(BIN)/python
 	touch $@ $(VENV)/.runtime
 
 setup: system-packages $(VENV)/.runtime
-setup-dev: system-packages $(VENV)/.dev
+setup-dev: system-packages-dev $(VENV)/.dev
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -86,18 +86,48 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_evaluate)
     up = commands.add_parser("up", help="run the whole pipeline, one process per stage")
     up.add_argument(
-        "--source", default=None, help="file:PATH, stdin or zmq:ENDPOINT (default: bundled sample)"
+        "--source",
+        default=None,
+        help="mic, mic:DEVICE, file:PATH, stdin or zmq:ENDPOINT "
+        "(default: the microphone if there is one, else the bundled sample)",
     )
     up.add_argument("--config", metavar="FILE.toml", help="settings file (flags override it)")
     up.add_argument("--fast", action="store_true", default=None, help="do not pace a file")
     up.add_argument("--rate", type=int, default=None, help="sample rate of stdin PCM (Hz)")
     up.add_argument("--sink", action="append", default=[], help="console (default), jsonl:PATH")
-    up.add_argument("--stop-on-silence", type=float, default=None, metavar="SECONDS")
+    up.add_argument(
+        "--stop-on-silence",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="end the session after this much silence following speech (default 2)",
+    )
     up.add_argument("--no-stop-on-silence", action="store_true", help="predict to the end")
+    up.add_argument(
+        "--no-speech-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="end the session if no speech comes this long after the start (default: wait)",
+    )
+    up.add_argument(
+        "--vad", choices=["silero", "webrtc"], default=None, help="VAD engine (default: silero)"
+    )
+    up.add_argument(
+        "--first-window",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="first emotion of an utterance after this much speech (default 1; 0: full window)",
+    )
+    up.add_argument("--plot", metavar="PATH.png", help="write the session's plot at its end")
     up.add_argument("--model", metavar="DIR", help="model artifact folder (default: shipped)")
     up.add_argument("--publish", metavar="ENDPOINT", help="PUB endpoint for subscribers (tap)")
     up.add_argument("--tcp", action="store_true", help="tcp:// on loopback between stages")
     up.set_defaults(run=_up)
+
+    devices = commands.add_parser("devices", help="list the microphones (audio inputs)")
+    devices.set_defaults(run=_devices)
 
     tap = commands.add_parser("tap", help="print what a running pipeline publishes")
     tap.add_argument("endpoint", nargs="?", help="PUB endpoint (default: where up publishes)")
@@ -107,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     stage = commands.add_parser("stage", help="run one pipeline stage in this process")
     stage.add_argument("name", help="capture, vad, denoise, features or model")
     stage.add_argument("--in", dest="input", help="upstream endpoint to connect")
-    stage.add_argument("--source", help="capture: file:PATH, stdin or zmq:ENDPOINT")
+    stage.add_argument("--source", help="capture: mic[:DEVICE], file:PATH, stdin or zmq:ENDPOINT")
     stage.add_argument("--rate", type=int, default=16_000, help="capture: stdin PCM rate (Hz)")
     stage.add_argument("--fast", action="store_true", help="capture: do not pace at real time")
     stage.add_argument("--stream", default="stream-1", help="capture: the stream id")
@@ -166,7 +196,8 @@ def _stage(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from ser_stream.artifact import load_artifact
     from ser_stream.audio import bundled_sample
-    from ser_stream.sinks import parse_sink
+    from ser_stream.sinks import PlotSink, parse_sink
+    from ser_stream.stages.capture import check_source, parse_source
     from ser_stream.supervisor import (
         PipelineConfig,
         claim_publish_endpoint,
@@ -188,16 +219,68 @@ def _up(args: argparse.Namespace) -> int:
     settings.update({key: value for key, value in flags.items() if value is not None})
     if args.no_stop_on_silence:
         settings["stop_on_silence_s"] = None
+    vad = {
+        "engine": args.vad,
+        "first_window_s": args.first_window,
+        "no_speech_timeout_s": args.no_speech_timeout,
+    }
+    vad = {key: value for key, value in vad.items() if value is not None}
+    if vad:
+        stages = {name: dict(options) for name, options in settings.get("stages", {}).items()}
+        stages["vad"] = {**stages.get("vad", {}), **vad}
+        settings["stages"] = stages
+    plot = settings.pop("plot", None) or args.plot
     artifact = load_artifact(settings.get("model"))
     sinks = [parse_sink(text) for text in settings.pop("sinks", None) or ["console"]]
-    settings.setdefault("source", f"file:{bundled_sample()}")
+    if plot:
+        sinks.append(PlotSink(plot))
+    if "source" not in settings:
+        settings["source"] = _default_source(bundled_sample())
+    source = parse_source(settings["source"], rate=settings.get("rate", 16_000))
+    check_source(source)  # fail before any process starts
     settings["publish"] = settings.get("publish") or claim_publish_endpoint()
     config = PipelineConfig(**settings)
 
     def ready() -> None:
-        print(f"ser-stream: ready; publishing on {config.publish}", file=sys.stderr, flush=True)
+        speak = " (speak now)" if source.kind == "mic" else ""
+        print(
+            f"ser-stream: ready{speak}; publishing on {config.publish}", file=sys.stderr, flush=True
+        )
 
-    run_pipeline(config, sinks, artifact.labels, on_ready=ready)
+    session = run_pipeline(config, sinks, artifact.labels, on_ready=ready)
+    return 1 if session.reason == "error" else 0
+
+
+def _default_source(sample: Path) -> str:
+    """The microphone when one can record, else the bundled sample (said on stderr)."""
+    from ser_stream.errors import InputError
+    from ser_stream.stages.mic import open_check
+
+    try:
+        name = open_check("")
+    except InputError as exc:
+        print(f"ser-stream: {exc}", file=sys.stderr)
+        print(f"ser-stream: playing the bundled sample instead: {sample}", file=sys.stderr)
+        return f"file:{sample}"
+    print(f"ser-stream: recording from {name!r} (--source mic:DEVICE picks another)",
+          file=sys.stderr)  # fmt: skip
+    return "mic"
+
+
+def _devices(args: argparse.Namespace) -> int:
+    from ser_stream.stages.mic import input_devices
+
+    found = input_devices()
+    if not found:
+        print("no audio input devices; plug in a microphone, or use --source file:PATH")
+        return 1
+    print(f"{'':2}{'#':>3}  {'name':<40} {'host API':<12} {'ch':>3} {'rate':>6}  16 kHz")
+    for device in found:
+        mark = "*" if device.default else " "
+        native = "yes" if device.records_16k else "resampled"
+        print(f"{mark:2}{device.index:>3}  {device.name[:40]:<40} {device.host_api[:12]:<12} "
+              f"{device.channels:>3} {device.default_rate:>6}  {native}")  # fmt: skip
+    print("* default input; record one with: ser-stream up --source mic:NUMBER (or part of a name)")
     return 0
 
 
@@ -247,25 +330,46 @@ def _capture(args: argparse.Namespace) -> int:
 
     from ser_stream.errors import InputError
     from ser_stream.runtime import RuntimeSettings, SourceRuntime
-    from ser_stream.stages.capture import file_frames, parse_source, pcm_frames, zmq_frames
+    from ser_stream.stages.capture import (
+        SOURCE_FORMS,
+        check_source,
+        file_frames,
+        parse_source,
+        pcm_frames,
+        zmq_frames,
+    )
+    from ser_stream.stages.mic import mic_frames
 
     if not args.source:
-        raise InputError("capture needs --source file:PATH or --source stdin")
+        raise InputError(f"capture needs --source ({SOURCE_FORMS})")
     source = parse_source(args.source, rate=args.rate, realtime=not args.fast)
-    if source.kind == "file":
-        frames = file_frames(source.target)
-    elif source.kind == "stdin":
-        frames = pcm_frames(rate=source.rate)
-    else:
-        frames = zmq_frames(source.target)
+    try:
+        check_source(source)
+        if source.kind == "file":
+            frames = file_frames(source.target)
+        elif source.kind == "stdin":
+            frames = pcm_frames(rate=source.rate)
+        elif source.kind == "mic":
+            frames = mic_frames(source.target)
+        else:
+            frames = zmq_frames(source.target)
+    except InputError as exc:  # the runtime sends the reason downstream, so the session ends
+        frames = _failing(exc)
     runtime = SourceRuntime(
         args.stream,
         frames,
         args.output,
-        realtime=source.realtime and source.kind != "zmq",  # a producer paces itself
+        # A microphone and a producer pace themselves.
+        realtime=source.realtime and source.kind in ("file", "stdin"),
         settings=RuntimeSettings(hwm=args.hwm),
     )
     return asyncio.run(runtime.run())
+
+
+def _failing(exc: Exception):
+    """A source that fails at its first frame with ``exc``."""
+    raise exc
+    yield  # a generator: the runtime pulls the failure like any frame
 
 
 def _predict(args: argparse.Namespace) -> int:

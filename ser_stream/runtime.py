@@ -27,7 +27,7 @@ import zmq.asyncio
 
 from ser_stream.errors import InputError, WireError
 from ser_stream.logs import get_logger
-from ser_stream.messages import Audio, EndOfStream, ErrorMsg, Heartbeat
+from ser_stream.messages import Audio, EndOfStream, ErrorMsg, Event, Heartbeat
 from ser_stream.stage import StageContext, StageLogic, StageSpec
 from ser_stream.wire import MAX_PAYLOAD_BYTES, Envelope, Kind, decode, encode
 
@@ -202,10 +202,24 @@ class StageRuntime:
     def _report_alive(self, sockets: dict[str, zmq.asyncio.Socket]) -> None:
         """Tell the supervisor this stage is up (never waits)."""
         if "control" in sockets:
-            try:
-                sockets["control"].send_multipart(encode(self.logic.heartbeat()), zmq.NOBLOCK)
-            except zmq.Again:
-                pass
+            self._send_heartbeat(sockets["control"], "control_heartbeats_skipped")
+
+    def _send_heartbeat(self, sock: zmq.asyncio.Socket, skipped: str) -> None:
+        """Send a heartbeat without waiting; one nobody can take now is counted as skipped.
+
+        An asyncio socket reports ``zmq.Again`` through the returned future, not by raising.
+        """
+
+        def count(future) -> None:
+            if not future.cancelled() and isinstance(future.exception(), zmq.Again):
+                self.counters[skipped] += 1
+
+        try:
+            sock.send_multipart(encode(self.logic.heartbeat()), zmq.NOBLOCK).add_done_callback(
+                count
+            )
+        except zmq.Again:
+            self.counters[skipped] += 1
 
     async def _serve(self, sockets: dict[str, zmq.asyncio.Socket]) -> None:
         assert self._stopping is not None
@@ -215,10 +229,8 @@ class StageRuntime:
             if not await sockets["in"].poll(timeout_ms, zmq.POLLIN):
                 self._report_alive(sockets)
                 if time.monotonic() - last_sent >= self.settings.heartbeat_s:
-                    try:  # never wait for a heartbeat: no receiver or a full queue skips it
-                        sockets["out"].send_multipart(encode(self.logic.heartbeat()), zmq.NOBLOCK)
-                    except zmq.Again:
-                        self.counters["heartbeats_skipped"] += 1
+                    # Never wait for a heartbeat: no receiver or a full queue skips it.
+                    self._send_heartbeat(sockets["out"], "heartbeats_skipped")
                     last_sent = time.monotonic()
                 continue
             # The asyncio integration is edge-triggered: drain everything that is ready, in
@@ -327,14 +339,17 @@ class StageRuntime:
 class SourceRuntime:
     """Runs a source (capture): frames out with backpressure, then the end of stream.
 
-    A file or stdin source never drops: when the next stage is behind, sending waits. The
-    process ends after the end-of-stream marker is acknowledged downstream.
+    A file or stdin source never drops: when the next stage is behind, sending waits (a
+    microphone drops in its own buffer instead, and says so with a ``gap`` event). A source
+    that fails (:class:`InputError`) sends its reason and an ``error`` end of stream, so the
+    session ends with the message, and the process exits with status 2. The process ends
+    after the end-of-stream marker is acknowledged downstream.
     """
 
     def __init__(
         self,
         stream: str,
-        frames: Iterator[Audio | ErrorMsg | Heartbeat],
+        frames: Iterator[Audio | Event | ErrorMsg | Heartbeat],
         output: str,
         *,
         realtime: bool,
@@ -377,19 +392,27 @@ class SourceRuntime:
         self.log.info("ready", output=self.output, realtime=self.realtime)
         seq = 0
         reason = "eof"
+        status = 0
         started = time.monotonic()
         try:
             while True:
                 if self._stopping.is_set():
                     reason = "signal"
                     break
-                frame = await loop.run_in_executor(None, next, self.frames, None)
+                try:
+                    frame = await loop.run_in_executor(None, next, self.frames, None)
+                except InputError as exc:  # the source cannot go on: say why, then end
+                    self.counters["source_failed"] += 1
+                    await self._send(out, Envelope(self.stream, seq, ErrorMsg(str(exc), "capture")))
+                    seq += 1
+                    reason, status = "error", 2
+                    break
                 if frame is None:
                     break
                 if isinstance(frame, Heartbeat):  # an idle source: look at the stop flag again
                     continue
-                if isinstance(frame, ErrorMsg):  # the source skipped something: say so
-                    self.counters["source_errors"] += 1
+                if isinstance(frame, ErrorMsg | Event):  # skipped input, lost audio: say so
+                    self.counters[f"source_{type(frame).__name__.lower()}s"] += 1
                     await self._send(out, Envelope(self.stream, seq, frame))
                     seq += 1
                     continue
@@ -413,4 +436,4 @@ class SourceRuntime:
             acks.close(linger=0)
             context.term()
             self.log.info("stopped", reason=reason, **dict(self.counters))
-        return 0
+        return status

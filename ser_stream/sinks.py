@@ -1,4 +1,4 @@
-"""Sinks of ``ser-stream up``: the live console view and the JSON-lines file.
+"""Sinks of ``ser-stream up``: the live console view, the JSON-lines file and the plot.
 
 Both render the same records, the contract other programs rely on (``docs/records.md``):
 ``prediction``, ``event``, ``error`` and, last, ``session_end``.
@@ -15,7 +15,15 @@ from ser_stream.errors import InputError
 from ser_stream.messages import ErrorMsg, Event, Prediction
 from ser_stream.wire import Envelope
 
-__all__ = ["ConsoleSink", "JSONLSink", "Sink", "parse_sink", "prediction_record"]
+__all__ = [
+    "ConsoleSink",
+    "JSONLSink",
+    "PlotSink",
+    "Sink",
+    "parse_sink",
+    "prediction_record",
+    "summary_table",
+]
 
 
 def prediction_record(envelope: Envelope, labels: tuple[str, ...]) -> dict:
@@ -115,43 +123,194 @@ class JSONLSink(Sink):
 
 
 class ConsoleSink(Sink):
-    """A readable live view: one line per window with the top emotions as bars."""
+    """The live view: bars for the latest window, redrawn in place on a terminal.
 
-    def __init__(self, out: TextIO | None = None) -> None:
+    On a terminal (rich) one panel shows a bar per emotion for the latest window, the current
+    label, speech or silence, and the latency; it is redrawn as records come. Anywhere else
+    (a pipe, a log, CI) each window is one plain line. The session ends with a summary table.
+    """
+
+    def __init__(self, out: TextIO | None = None, *, live: bool | None = None) -> None:
         self.out = out or sys.stdout
+        self.live = self.out.isatty() if live is None else live
+        self._view: LiveView | None = None
+
+    def open(self, labels: tuple[str, ...]) -> None:
+        """Start the live panel (on a terminal)."""
+        if self.live:
+            self._view = LiveView(labels, self.out)
 
     def prediction(self, envelope: Envelope, labels: tuple[str, ...]) -> None:
         """Render one prediction."""
         record = prediction_record(envelope, labels)
+        if self._view is not None:
+            self._view.prediction(record)
+            return
         top = sorted(record["probabilities"].items(), key=lambda kv: -kv[1])[:3]
         bars = "  ".join(f"{label:<9} {'█' * round(p * 10):<10} {p:4.0%}" for label, p in top)
-        print(
-            f"[{record['t_start']:7.2f}-{record['t_end']:7.2f} s] {bars}", file=self.out, flush=True
-        )
+        self._print(f"[{record['t_start']:7.2f}-{record['t_end']:7.2f} s] {bars}")
 
     def event(self, envelope: Envelope) -> None:
         """Render one event."""
         body: Event = envelope.body  # type: ignore[assignment]
-        if body.name in ("speech_start", "speech_end", "silence"):
-            print(f"[{body.t:7.2f} s] {body.name.replace('_', ' ')}", file=self.out, flush=True)
+        if self._view is not None:
+            self._view.event(body)
+            return
+        if body.name == "gap":
+            self._print(
+                f"[{body.t:7.2f} s] gap: {body.data.get('dropped_s', 0):.2f} s of audio lost"
+            )
+        elif body.name in ("speech_start", "speech_end", "silence", "no_speech"):
+            self._print(f"[{body.t:7.2f} s] {body.name.replace('_', ' ')}")
 
     def error(self, envelope: Envelope) -> None:
         """Render one error."""
-        print(f"error: {error_record(envelope)['reason']}", file=self.out, flush=True)
+        reason = error_record(envelope)["reason"]
+        if self._view is not None:
+            self._view.error(reason)
+            return
+        self._print(f"error: {reason}")
 
     def close(self, reason: str, summary: dict) -> None:
-        """Write the end of the session."""
-        mean = sorted(summary["mean_probabilities"].items(), key=lambda kv: -kv[1])
+        """Write the end of the session and its summary table."""
+        if self._view is not None:
+            self._view.stop()
         counts = (
             f"{summary['predicted']} of {summary['windows']} windows predicted, "
             f"{summary['dropped']} dropped {summary['dropped_reasons'] or ''}"
         ).rstrip()
-        print(
-            f"session ended ({reason}) after {summary['duration_s']:.1f} s: {counts}", file=self.out
+        self._print(f"session ended ({reason}) after {summary['duration_s']:.1f} s: {counts}")
+        mean = sorted(summary["mean_probabilities"].items(), key=lambda kv: -kv[1])
+        self._print("mean: " + "  ".join(f"{label} {p:.0%}" for label, p in mean))
+        for line in summary_table(summary, reason):
+            self._print(line)
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+
+def summary_table(summary: dict, reason: str) -> list[str]:
+    """The session summary as an aligned text table (one row per emotion, then the facts)."""
+    mean = sorted(summary["mean_probabilities"].items(), key=lambda kv: -kv[1])
+    dominant = summary.get("dominant")
+    rows = [f"  {'emotion':<10} {'mean':>6}  distribution"]
+    for label, p in mean:
+        mark = " <" if label == dominant else ""
+        rows.append(f"  {label:<10} {p:>6.1%}  {'█' * round(p * 30)}{mark}")
+    rows.append(f"  {'dominant':<10} {dominant or 'none (no speech heard)'}")
+    rows.append(f"  {'duration':<10} {summary['duration_s']:.1f} s (ended by {reason})")
+    rows.append(f"  {'windows':<10} {summary['predicted']} predicted of {summary['windows']}")
+    dropped = f"{summary['dropped']} windows"
+    if summary.get("audio_dropped_s"):
+        dropped += f", {summary['audio_dropped_s']:.2f} s of audio"
+    rows.append(f"  {'dropped':<10} {dropped}")
+    return rows
+
+
+class LiveView:
+    """The redrawn-in-place terminal panel of :class:`ConsoleSink` (rich)."""
+
+    def __init__(self, labels: tuple[str, ...], out: TextIO) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.labels = labels
+        self.state = "waiting for speech"
+        self.latest: dict | None = None
+        self.note = ""
+        self._live = Live(
+            self._render(), console=Console(file=out), auto_refresh=False, transient=False
         )
-        print(
-            "mean: " + "  ".join(f"{label} {p:.0%}" for label, p in mean), file=self.out, flush=True
-        )
+        self._live.start()
+
+    def prediction(self, record: dict) -> None:
+        self.latest = record
+        self._refresh()
+
+    def event(self, body: Event) -> None:
+        states = {"speech_start": "speech", "speech_end": "pause", "silence": "silence",
+                  "no_speech": "no speech heard"}  # fmt: skip
+        if body.name in states:
+            self.state = states[body.name]
+        elif body.name == "gap":
+            self.note = (
+                f"gap: {body.data.get('dropped_s', 0):.2f} s of audio lost at {body.t:.1f} s"
+            )
+        self._refresh()
+
+    def error(self, reason: str) -> None:
+        self.note = f"error: {reason}"
+        self._refresh()
+
+    def stop(self) -> None:
+        self._live.stop()
+
+    def _refresh(self) -> None:
+        self._live.update(self._render(), refresh=True)
+
+    def _render(self):
+        from rich.panel import Panel
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table.grid(padding=(0, 1))
+        table.add_column(width=10)
+        table.add_column(width=32)
+        table.add_column(justify="right", width=5)
+        record = self.latest
+        probabilities = record["probabilities"] if record else dict.fromkeys(self.labels, 0.0)
+        top = max(probabilities, key=probabilities.get) if record else None
+        for label in self.labels:
+            p = probabilities[label]
+            style = "bold green" if label == top else "cyan"
+            table.add_row(Text(label), Text("█" * round(p * 32), style=style), Text(f"{p:.0%}"))
+        title = Text(self.state)
+        if record:
+            title = Text.assemble(
+                (record["label"], "bold"),
+                f"  ·  {self.state}  ·  {record['t_start']:.1f}-{record['t_end']:.1f} s  ·  "
+                f"latency {record['latency_ms'] or 0:.0f} ms",
+            )
+        subtitle = Text(self.note) if self.note else None
+        return Panel(table, title=title, subtitle=subtitle, expand=False)
+
+
+class PlotSink(Sink):
+    """``--plot PATH``: at the session's end, a PNG of its mean distribution and timeline."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self._labels: tuple[str, ...] = ()
+        self._predictions: list[dict] = []
+        self._speech: list[tuple[str, float]] = []
+
+    def open(self, labels: tuple[str, ...]) -> None:
+        """Check the folder is writable now, not after a long session."""
+        self._labels = labels
+        folder = self.path.parent if str(self.path.parent) else Path(".")
+        if not folder.is_dir():
+            raise InputError(f"--plot {self.path}: no folder {folder}; create it or pick another")
+
+    def prediction(self, envelope: Envelope, labels: tuple[str, ...]) -> None:
+        """Keep one window's distribution."""
+        self._predictions.append(prediction_record(envelope, labels))
+
+    def event(self, envelope: Envelope) -> None:
+        """Keep speech starts and ends for shading."""
+        body: Event = envelope.body  # type: ignore[assignment]
+        if body.name in ("speech_start", "speech_end"):
+            self._speech.append((body.name, body.t))
+
+    def close(self, reason: str, summary: dict) -> None:
+        """Draw and write the PNG."""
+        from ser_stream.plots import plot_session
+
+        try:
+            plot_session(self.path, self._labels, self._predictions, self._speech, summary, reason)
+        except OSError as exc:
+            raise InputError(
+                f"cannot write {self.path} ({exc.strerror}); pick a writable path"
+            ) from exc
 
 
 def parse_sink(text: str) -> Sink:

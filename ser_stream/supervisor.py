@@ -45,7 +45,7 @@ STREAM = "stream-1"
 
 _TOML_KEYS = {
     "source", "fast", "sinks", "stop_on_silence_s", "model", "publish", "tcp", "stages", "rate",
-    "max_restarts", "start_timeout_s",
+    "max_restarts", "start_timeout_s", "plot",
 }  # fmt: skip
 
 
@@ -104,7 +104,7 @@ class PipelineConfig:
     """What ``up`` runs.
 
     Attributes:
-        source: ``file:PATH``, ``stdin`` or ``zmq:ENDPOINT``.
+        source: ``mic[:DEVICE]``, ``file:PATH``, ``stdin`` or ``zmq:ENDPOINT``.
         fast: do not pace the source at real time.
         stop_on_silence_s: end the session after this much silence following speech (None: never).
         model: model artifact folder (None: the shipped one).
@@ -138,6 +138,7 @@ class Session:
     errors: list[str] = field(default_factory=list)
     restarts: Counter = field(default_factory=Counter)
     duration_s: float = 0.0
+    audio_dropped_s: float = 0.0
 
     def summary(self, labels: tuple[str, ...]) -> dict:
         """The ``session_end`` summary: windows, dropped (and why), mean distribution."""
@@ -153,6 +154,7 @@ class Session:
         if dropped:
             reasons["lost_in_stage_failure" if self.restarts else "lost"] = dropped
         return {
+            "dominant": labels[int(np.argmax(mean))] if self.predictions else None,
             "windows": emitted,
             "predicted": predicted,
             "dropped": dropped,
@@ -163,6 +165,7 @@ class Session:
                 k: round(float(v), 6) for k, v in zip(labels, mean, strict=True)
             },
             "duration_s": round(self.duration_s, 3),
+            "audio_dropped_s": round(self.audio_dropped_s, 3),
         }
 
 
@@ -227,14 +230,22 @@ class _Stages:
             self.start(name)
 
     def stop_all(self) -> None:
-        for process in self.processes.values():
+        """Stop every process, upstream first.
+
+        Each stage's last messages and end of stream then reach a neighbour that still runs
+        and acknowledges them, so none waits out its acknowledgement timeout.
+        """
+        deadline = time.monotonic() + 20
+        for name in ("capture", *CHAIN):
+            process = self.processes.get(name)
+            if process is None:
+                continue
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for process in self.processes.values():
             try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                process.wait(timeout=max(0.1, min(5.0, deadline - time.monotonic())))
             except subprocess.TimeoutExpired:
+                self.log.error("stage did not stop in time, killed", stage=name)
                 process.kill()
                 process.wait()
 
@@ -277,8 +288,10 @@ def run_pipeline(
                 sink.open(labels)
             if on_ready is not None:
                 on_ready()
+            capture = _CaptureWatch(stages.processes["capture"])
             while not stop["signal"]:
                 stages.check()
+                capture.check()
                 if not sub.poll(200):
                     continue
                 try:
@@ -294,6 +307,8 @@ def run_pipeline(
                 elif isinstance(body, Event):
                     if body.name == "windows":
                         session.windows = int(body.data.get("count", 0))
+                    elif body.name == "gap":
+                        session.audio_dropped_s += float(body.data.get("dropped_s", 0.0))
                     for sink in sinks:
                         sink.event(envelope)
                 elif isinstance(body, ErrorMsg):
@@ -315,6 +330,32 @@ def run_pipeline(
     for sink in sinks:
         sink.close(session.reason, summary)
     return session
+
+
+class _CaptureWatch:
+    """A capture that exited must have ended its stream: its end reaches us soon, or never.
+
+    A failing capture sends its reason and an ``error`` end of stream before it exits (status
+    2); one that died before it could (killed, or broken at start) is noticed here.
+    """
+
+    GRACE_S = {True: 30.0, False: 3.0}  # after a clean exit / after a failure
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+        self.exited_at: float | None = None
+
+    def check(self) -> None:
+        code = self.process.poll()
+        if code is None:
+            return
+        if self.exited_at is None:
+            self.exited_at = time.monotonic()
+        if time.monotonic() - self.exited_at > self.GRACE_S[code == 0]:
+            raise InputError(
+                f"the capture stopped (exit {code}) without ending its stream; "
+                "see its message above, fix the source and start again"
+            )
 
 
 def _end_with_parent() -> None:

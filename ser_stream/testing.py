@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["noise", "run_core", "silence", "tone", "voiced"]
+__all__ = ["noise", "room_tone", "run_core", "silence", "tone", "voiced"]
 
 RATE = 16_000
 
@@ -31,6 +31,31 @@ def noise(seconds: float, *, level: float = 0.003, seed: int = 0, rate: int = RA
     """Quiet white noise (room tone), float32."""
     rng = np.random.default_rng(seed)
     return (level * rng.standard_normal(round(seconds * rate))).astype(np.float32)
+
+
+def room_tone(
+    seconds: float, dbfs: float, *, kind: str = "hiss", seed: int = 0, rate: int = RATE
+) -> np.ndarray:
+    """Room noise at an RMS level in dBFS, float32: a real room is never digitally silent.
+
+    ``kind`` is ``hiss`` (white noise), ``hum`` (50 Hz mains and harmonics) or ``fan``
+    (brown-ish noise, most energy low).
+    """
+    n = round(seconds * rate)
+    rng = np.random.default_rng(seed)
+    if kind == "hiss":
+        out = rng.standard_normal(n)
+    elif kind == "hum":
+        t = np.arange(n) / rate
+        out = sum(np.sin(2 * np.pi * 50 * k * t + rng.uniform(0, 6)) / k for k in (1, 2, 3, 5))
+        out = out + 0.05 * rng.standard_normal(n)
+    elif kind == "fan":
+        out = np.cumsum(rng.standard_normal(n))
+        out = out - np.convolve(out, np.ones(401) / 401, mode="same")  # no drift below ~40 Hz
+    else:
+        raise ValueError(f"room tone kind {kind!r} is not hiss, hum or fan")
+    rms = np.sqrt(np.mean(np.square(out))) + 1e-12
+    return (out * (10 ** (dbfs / 20) / rms)).astype(np.float32)
 
 
 def voiced(

@@ -1,9 +1,11 @@
 """Capture stage: the pipeline's sources, cutting any input into 30 ms frames of 16 kHz int16.
 
 Sources are plain iterators of :class:`~ser_stream.messages.Audio` frames, so the same code
-feeds a stage process, a test, or a batch job. ``file:PATH`` reads any format and rate;
-``stdin`` reads raw 16-bit PCM of a given rate. The source runtime paces file and stdin
-frames at real time unless asked to go as fast as backpressure allows.
+feeds a stage process, a test, or a batch job. ``mic[:DEVICE]`` records a microphone
+(:mod:`ser_stream.stages.mic`); ``file:PATH`` reads any format and rate; ``stdin`` reads raw
+16-bit PCM of a given rate; ``zmq:ENDPOINT`` takes audio from another program. The source
+runtime paces file and stdin frames at real time unless asked to go as fast as backpressure
+allows.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ class CaptureConfig:
     """Where audio comes from.
 
     Attributes:
-        kind: ``file``, ``stdin`` or ``zmq``.
-        target: the file path (``file``) or endpoint (``zmq``); empty for ``stdin``.
+        kind: ``mic``, ``file``, ``stdin`` or ``zmq``.
+        target: the device (``mic``: index or name, empty for the default input), the file
+            path (``file``) or endpoint (``zmq``); empty for ``stdin``.
         rate: sample rate of raw PCM on stdin, in Hz.
         realtime: pace frames at the speed of the audio (a live feel, and the latency a
             microphone would give); otherwise as fast as backpressure allows.
@@ -52,20 +55,47 @@ class CaptureConfig:
     realtime: bool = True
 
 
+SOURCE_FORMS = "mic, mic:DEVICE, file:PATH, stdin or zmq:ENDPOINT"
+
+
 def parse_source(text: str, *, rate: int = SAMPLE_RATE, realtime: bool = True) -> CaptureConfig:
-    """Parse ``file:PATH``, ``stdin`` or ``zmq:ENDPOINT``.
+    """Parse ``mic``, ``mic:DEVICE``, ``file:PATH``, ``stdin`` or ``zmq:ENDPOINT``.
 
     Raises:
         InputError: anything else, with the accepted forms.
     """
     kind, _, target = text.partition(":")
+    if kind == "mic":
+        return CaptureConfig("mic", target, rate, realtime)
     if kind == "file" and target:
         return CaptureConfig("file", target, rate, realtime)
     if kind == "stdin" and not target:
         return CaptureConfig("stdin", "", rate, realtime)
     if kind == "zmq" and target:
         return CaptureConfig("zmq", target, rate, realtime)
-    raise InputError(f"source {text!r} is not file:PATH, stdin or zmq:ENDPOINT")
+    raise InputError(f"source {text!r} is not {SOURCE_FORMS}; see ser-stream up --help")
+
+
+def check_source(source: CaptureConfig) -> None:
+    """Fail fast, before any process starts, on a source that cannot deliver.
+
+    Raises:
+        InputError: a missing or unreadable file, a rate that is not positive, or a
+            microphone that cannot be opened; the message says what to do.
+    """
+    import os
+
+    if source.kind == "file":
+        if not os.path.isfile(source.target):
+            raise InputError(f"{source.target}: no such file; check --source file:PATH")
+        if not os.access(source.target, os.R_OK):
+            raise InputError(f"{source.target}: not readable; check its permissions")
+    elif source.kind == "stdin" and source.rate <= 0:
+        raise InputError(f"--rate {source.rate} is not a sample rate; give the PCM rate in Hz")
+    elif source.kind == "mic":
+        from ser_stream.stages.mic import open_check
+
+        open_check(source.target)
 
 
 def frames_of(samples: np.ndarray, *, frame_ms: int = FRAME_MS) -> Iterator[Audio]:

@@ -1,8 +1,13 @@
 """VAD stage: audio in, speech windows, noise and speech events out.
 
-WebRTC VAD decides per 30 ms frame; a trigger ring and a hangover smooth the decisions into
-utterances. During long speech the core emits sliding windows; at the end of an utterance
-it emits the tail. Non-speech audio goes downstream as :class:`Noise` for the denoiser.
+A voicing engine (WebRTC VAD or Silero VAD, see :mod:`ser_stream.stages.voicing`) decides
+per frame, gated by the stream's noise floor so room noise is never speech; a trigger ring
+and a hangover smooth the decisions into utterances. Live streams can start each utterance
+with short, growing windows (a first emotion after ``first_window_s``); during long speech
+the core emits sliding windows; at the end of an utterance it emits the tail. Non-speech
+audio goes downstream as :class:`Noise` for the denoiser. After speech, ``silence`` fires
+once no voiced frame came for ``silence_event_s``; before any speech, ``no_speech`` fires
+after ``no_speech_timeout_s`` if set.
 """
 
 from __future__ import annotations
@@ -16,13 +21,19 @@ from ser_stream.audio import SAMPLE_RATE
 from ser_stream.errors import InputError
 from ser_stream.messages import Audio, EndOfStream, Event, Noise, Window
 from ser_stream.stage import StageContext, StageSpec
+from ser_stream.stages.voicing import (
+    ENGINES,
+    FrameVoicing,
+    NoiseFloor,
+    SileroVoicing,
+    WebRTCVoicing,
+    frame_db,
+)
 from ser_stream.wire import Kind
 
 __all__ = ["SPEC", "VADConfig", "VADCore", "VADStream", "Output", "sliding_spans"]
 
 Output = Window | Noise | Event
-
-_VAD_RATES = (8_000, 16_000, 32_000, 48_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,34 +41,53 @@ class VADConfig:
     """Settings of the VAD core; every duration carries its unit.
 
     Attributes:
+        engine: the voicing engine, ``webrtc`` or ``silero``.
         aggressiveness: WebRTC VAD mode, 0 (keeps most audio) to 3 (keeps least).
-        frame_ms: analysis frame, 10, 20 or 30 ms.
+        frame_ms: WebRTC analysis frame, 10, 20 or 30 ms (Silero's frame is 32 ms).
+        silero_threshold: Silero speech probability from which a frame is speech.
+        energy_margin_db: WebRTC only: a voiced frame must stand this far above the stream's
+            noise floor (``None``: no gate). Silero judges the room by itself: a gate only
+            costs it speech (``benchmarks/bench_vad.py``).
+        floor_memory_s: the noise floor is the quietest level of this many recent seconds.
         trigger_ms: span of recent frames that decides that speech started (and pre-roll kept).
         trigger_ratio: share of voiced frames within ``trigger_ms`` that starts speech.
         hangover_ms: run of unvoiced frames that ends an utterance.
         tail_pad_ms: audio kept after the last voiced frame of an utterance.
         min_speech_ms: speech must last this long to count (shorter blips are noise); the
             ``speech_start`` event comes once it has.
+        first_window_s: a live stream's first window of an utterance comes once this much
+            speech was heard; the next ones double in length until ``window_s`` (``None``:
+            the first window is a full one).
         window_s: length of an analysis window.
         hop_s: step between sliding windows during long speech.
         noise_chunk_s: non-speech audio is handed downstream in chunks of this length.
-        silence_event_s: after speech, a ``silence`` event fires once silence lasts this long
-            (``None``: never).
+        silence_event_s: after speech, a ``silence`` event fires once no voiced frame came
+            for this long (``None``: never).
+        no_speech_timeout_s: before any speech, a ``no_speech`` event fires after this long
+            (``None``: wait for speech forever).
     """
 
+    engine: str = "webrtc"
     aggressiveness: int = 2
     frame_ms: int = 30
+    silero_threshold: float = 0.5
+    energy_margin_db: float | None = 6.0
+    floor_memory_s: float = 2.0
     trigger_ms: int = 150
     trigger_ratio: float = 0.6
     hangover_ms: int = 300
     tail_pad_ms: int = 90
     min_speech_ms: int = 250
+    first_window_s: float | None = None
     window_s: float = 3.0
     hop_s: float = 1.5
     noise_chunk_s: float = 0.5
     silence_event_s: float | None = 2.0
+    no_speech_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise InputError(f"VAD engine {self.engine!r} is unknown; pick one of {ENGINES}")
         if self.aggressiveness not in (0, 1, 2, 3):
             raise InputError(f"VAD aggressiveness {self.aggressiveness} is not 0-3; pick 0-3")
         if self.frame_ms not in (10, 20, 30):
@@ -72,8 +102,14 @@ class VADConfig:
             raise InputError(f"hop_s {self.hop_s} exceeds window_s {self.window_s}; lower it")
         if min(self.tail_pad_ms, self.min_speech_ms) < 0 or self.noise_chunk_s <= 0:
             raise InputError("tail_pad_ms and min_speech_ms must be >= 0, noise_chunk_s > 0")
-        if self.silence_event_s is not None and self.silence_event_s <= 0:
-            raise InputError(f"silence_event_s {self.silence_event_s} must be positive or None")
+        for name in ("silence_event_s", "no_speech_timeout_s", "first_window_s"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise InputError(f"{name} {value} must be positive or None")
+        if self.energy_margin_db is not None and self.energy_margin_db < 0:
+            raise InputError(f"energy_margin_db {self.energy_margin_db} must be >= 0 or None")
+        if self.floor_memory_s <= 0:
+            raise InputError(f"floor_memory_s {self.floor_memory_s} must be positive")
 
 
 def sliding_spans(n_samples: int, window: int, hop: int) -> list[tuple[int, int]]:
@@ -99,29 +135,36 @@ class VADCore:
     """
 
     def __init__(self, config: VADConfig | None = None, sample_rate: int = 16_000) -> None:
-        import webrtcvad
-
-        if sample_rate not in _VAD_RATES:
-            raise InputError(
-                f"VAD needs 8, 16, 32 or 48 kHz audio, got {sample_rate} Hz; resample first"
-            )
         self.config = config or VADConfig()
         self.sample_rate = sample_rate
-        self._vad = webrtcvad.Vad(self.config.aggressiveness)
         rate = sample_rate
         cfg = self.config
-        self._frame = rate * cfg.frame_ms // 1000
-        self._trigger_frames = cfg.trigger_ms // cfg.frame_ms
-        self._hangover_frames = cfg.hangover_ms // cfg.frame_ms
+        self._frame = self._make_engine().frame_samples
+        frame_ms = 1000 * self._frame / rate
+        self._trigger_frames = max(1, round(cfg.trigger_ms / frame_ms))
+        self._hangover_frames = max(1, round(cfg.hangover_ms / frame_ms))
         self._tail_pad = rate * cfg.tail_pad_ms // 1000
         self._min_speech = rate * cfg.min_speech_ms // 1000
         self._window = round(rate * cfg.window_s)
         self._hop = round(rate * cfg.hop_s)
-        self._noise_chunk = max(1, round(rate * cfg.noise_chunk_s))
-        self._silence_event = (
-            None if cfg.silence_event_s is None else round(rate * cfg.silence_event_s)
+        self._first_window = (
+            None if cfg.first_window_s is None else round(rate * cfg.first_window_s)
         )
+        self._noise_chunk = max(1, round(rate * cfg.noise_chunk_s))
+        self._silence_event = _samples(cfg.silence_event_s, rate)
+        self._no_speech_timeout = _samples(cfg.no_speech_timeout_s, rate)
         self.reset()
+
+    def _make_engine(self) -> FrameVoicing:
+        cfg = self.config
+        if cfg.engine == "silero":
+            return SileroVoicing(self.sample_rate, cfg.silero_threshold)
+        return WebRTCVoicing(self.sample_rate, cfg.frame_ms, cfg.aggressiveness)
+
+    @property
+    def noise_floor_db(self) -> float:
+        """The stream's current noise floor, in dBFS."""
+        return self._floor.level_db
 
     @property
     def windows_emitted(self) -> int:
@@ -135,6 +178,8 @@ class VADCore:
 
     def reset(self) -> None:
         """Forget the stream: the next sample pushed is time 0."""
+        self._engine = self._make_engine()
+        self._floor = NoiseFloor(self._frame / self.sample_rate, self.config.floor_memory_s)
         self._pending = np.zeros(0, dtype=np.float32)
         self._position = 0  # samples consumed into frames so far
         self._ring: deque[tuple[np.ndarray, bool]] = deque(maxlen=self._trigger_frames)
@@ -148,6 +193,7 @@ class VADCore:
         self._noise_start = 0
         self._silence_start: int | None = None
         self._silence_reported = False
+        self._no_speech_reported = False
 
     def push(self, samples: np.ndarray) -> list[Output]:
         """Take the next chunk of mono float32 audio; return what it completes."""
@@ -193,9 +239,26 @@ class VADCore:
 
     # -- frame logic ---------------------------------------------------------------------
 
+    @property
+    def frame_samples(self) -> int:
+        """Samples per frame the voicing engine decides on."""
+        return self._frame
+
+    def voiced_frame(self, frame: np.ndarray) -> bool:
+        """Decide one frame of ``frame_samples`` (engine and noise floor gate).
+
+        Updates the noise floor: feed frames in stream order. :meth:`push` calls it.
+        """
+        margin = self.config.energy_margin_db
+        if margin is not None and self.config.engine == "webrtc":
+            level = frame_db(frame)
+            floor = self._floor.update(level)
+            if level < floor + margin:
+                return False  # the room, however the engine judges it
+        return self._engine.is_speech(frame)
+
     def _step(self, frame: np.ndarray, outputs: list[Output]) -> None:
-        pcm = (np.clip(frame, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
-        voiced = self._vad.is_speech(pcm, self.sample_rate)
+        voiced = self.voiced_frame(frame)
         if self._in_speech:
             self._append_speech(frame, voiced)
             self._emit_sliding(outputs)
@@ -209,8 +272,10 @@ class VADCore:
             if not self._ring:
                 self._ring_start = self._position
             self._ring.append((frame, voiced))
-            # Frames still in the trigger ring may turn out to be speech: not yet silence.
-            self._track_silence(self._ring_start, outputs)
+            # Silence lasts until the first voiced frame still in the trigger ring (a ring
+            # that never triggers never was speech), or until now.
+            first_voiced = next((i for i, (_, v) in enumerate(self._ring) if v), len(self._ring))
+            self._track_silence(self._ring_start + first_voiced * self._frame, outputs)
             voiced_count = sum(v for _, v in self._ring)
             if voiced_count >= self.config.trigger_ratio * self._trigger_frames:
                 self._start_utterance(outputs)
@@ -232,6 +297,8 @@ class VADCore:
         self._utterance_start = start
         self._last_voiced_end = 0
         self._voiced_len = 0
+        self._covered = 0  # utterance samples up to which windows were emitted
+        self._next_early = self._first_window
         self._dropped = 0  # utterance samples already released from the front of the buffer
         self._unvoiced_run = 0
         self._next_window = 0
@@ -262,6 +329,13 @@ class VADCore:
             return
         # Windows never reach past the speech known so far, so none runs into the hangover.
         limit = self._speech_len()
+        while self._next_early is not None and self._next_early < self._window:
+            if limit < self._next_early:
+                break
+            # Early windows start at the utterance; nothing was dropped from its front yet.
+            self._emit_window(self._utterance_audio()[: self._next_early], 0, final=False,
+                              out=outputs)  # fmt: skip
+            self._next_early *= 2
         emitted = False
         while limit - self._next_window >= self._window:
             audio = self._utterance_audio()
@@ -288,16 +362,16 @@ class VADCore:
         if not self._announced:
             self._add_noise(audio, self._utterance_start, outputs)
             return
-        covered = self._next_window - self._hop + self._window
         if self._windows_in_utterance == 0:
             self._emit_window(speech, 0, final=True, out=outputs)
-        elif covered < keep:
-            start = keep - self._window
+        elif self._covered < keep:
+            start = max(0, keep - self._window)
             self._emit_window(speech[start - self._dropped :], start, final=True, out=outputs)
         end = self._utterance_start + keep
         outputs.append(Event("speech_end", self._seconds(end)))
         self._utterance_index += 1
-        self._silence_start = end
+        # Silence is counted from the last voiced frame, not from the padded end.
+        self._silence_start = self._utterance_start + self._last_voiced_end
         self._silence_reported = False
         if trailing.size:
             self._add_noise(trailing, end, outputs)
@@ -318,6 +392,7 @@ class VADCore:
         )
         self._window_index += 1
         self._windows_in_utterance += 1
+        self._covered = max(self._covered, start + audio.size)
 
     def _utterance_audio(self) -> np.ndarray:
         if len(self._utterance) > 1:
@@ -342,7 +417,10 @@ class VADCore:
         self._noise_len = 0
 
     def _track_silence(self, now: int, outputs: list[Output]) -> None:
-        if self._silence_event is None or self._silence_start is None or self._silence_reported:
+        if self._silence_start is None:
+            self._track_no_speech(now, outputs)
+            return
+        if self._silence_event is None or self._silence_reported:
             return
         if now - self._silence_start >= self._silence_event:
             t = self._seconds(self._silence_start + self._silence_event)
@@ -350,14 +428,27 @@ class VADCore:
             outputs.append(Event("silence", t, duration))
             self._silence_reported = True
 
+    def _track_no_speech(self, now: int, outputs: list[Output]) -> None:
+        if self._no_speech_timeout is None or self._no_speech_reported or self._announced:
+            return
+        if self._utterance_index == 0 and now >= self._no_speech_timeout:
+            t = self._seconds(self._no_speech_timeout)
+            outputs.append(Event("no_speech", t, {"duration_s": t}))
+            self._no_speech_reported = True
+
     def _seconds(self, samples: int) -> float:
         return samples / self.sample_rate
+
+
+def _samples(seconds: float | None, rate: int) -> int | None:
+    return None if seconds is None else round(rate * seconds)
 
 
 class VADStream:
     """The VAD core as one stream's processor: 16 kHz audio in; windows, noise, events out.
 
-    With ``stop_on_silence``, the first ``silence`` event after speech ends the stream.
+    With ``stop_on_silence``, the first ``silence`` event after speech (or a ``no_speech``
+    event, when a timeout for it is set) ends the stream.
     """
 
     def __init__(self, config: VADConfig, *, stop_on_silence: bool) -> None:
@@ -387,13 +478,20 @@ class VADStream:
     def _stop_if_silent(self, outputs: list[Output]) -> list[Output | EndOfStream]:
         if self._stop_on_silence:
             for i, item in enumerate(outputs):
-                if isinstance(item, Event) and item.name == "silence":
-                    return [*outputs[: i + 1], self._count(), EndOfStream("silence")]
+                if isinstance(item, Event) and item.name in ("silence", "no_speech"):
+                    return [*outputs[: i + 1], self._count(), EndOfStream(item.name)]
         return outputs
 
 
+LIVE_DEFAULTS = {"engine": "silero", "first_window_s": 0.8}
+"""What a live stream changes from the artifact's VAD settings (which ``predict`` follows):
+the engine that keeps finding speech in noise and a first emotion within a second."""
+
+
 def _build(context: StageContext) -> VADStream:
-    options = dict(context.options)
+    options = {**LIVE_DEFAULTS, **context.options}
+    if not options["first_window_s"]:  # 0 (or false in TOML): full windows from the start
+        options["first_window_s"] = None
     stop_after = options.pop("stop_on_silence_s", 2.0)
     config = replace(context.artifact.analysis.vad_with_windowing(), **options)
     if stop_after is not None:

@@ -15,6 +15,7 @@ import soundfile
 import zmq
 
 from ser_stream.testing import noise, voiced
+from tests.fixtures import SYNTHETIC_SPEECH_VAD, stage_pid
 
 SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
 
@@ -27,30 +28,12 @@ def talk(path: Path, utterances: int) -> Path:
     return path
 
 
-def stage_pid(parent: int, name: str, timeout_s: float = 60.0) -> int:
-    """The pid of the child of ``parent`` that runs stage ``name``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == parent and b"stage" in cmdline and name.encode() in cmdline:
-                return int(entry.name)
-        time.sleep(0.1)
-    raise TimeoutError(f"no {name} stage under {parent}")
-
-
 def start_up(source: Path, jsonl: Path, *extra: str) -> subprocess.Popen:
     if "--publish" not in extra:  # private: a user's own `ser-stream up` may be running
         extra = (*extra, "--publish", f"ipc://{jsonl.parent}/pub")
     return subprocess.Popen(
-        [SER_STREAM, "up", "--source", f"file:{source}", "--no-stop-on-silence",
+        [SER_STREAM, "up", *SYNTHETIC_SPEECH_VAD, "--source", f"file:{source}",
+         "--no-stop-on-silence", "--first-window", "0",  # one window per utterance
          "--sink", f"jsonl:{jsonl}", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -146,3 +129,35 @@ def test_stages_end_when_the_supervisor_is_killed(tmp_path):
     alive = [pid for pid in children if Path(f"/proc/{pid}/stat").exists()
              and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]  # fmt: skip
     assert alive == []
+
+
+def test_a_capture_that_cannot_read_its_file_ends_up_with_its_message(tmp_path):
+    """A file that exists but is not audio: the error reaches the sinks and `up` exits 1."""
+    source = tmp_path / "notes.wav"
+    source.write_bytes(b"this is not audio at all" * 100)
+    jsonl = tmp_path / "s.jsonl"
+    up = start_up(source, jsonl)
+    _, stderr = up.communicate(timeout=120)
+    assert up.returncode == 1, stderr
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    errors = [r for r in records if r["kind"] == "error"]
+    assert len(errors) == 1 and errors[0]["stage"] == "capture"
+    assert records[-1]["kind"] == "session_end" and records[-1]["reason"] == "error"
+
+
+def test_a_killed_capture_ends_up_instead_of_waiting_forever(tmp_path):
+    """kill -9 of the capture: no end of stream will come; `up` says so within seconds."""
+    source = talk(tmp_path / "talk.wav", utterances=6)
+    up = start_up(source, tmp_path / "s.jsonl")
+    try:
+        capture = stage_pid(up.pid, "capture")
+        time.sleep(1.0)
+        os.kill(capture, signal.SIGKILL)
+        killed = time.monotonic()
+        _, stderr = up.communicate(timeout=60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 2
+    assert time.monotonic() - killed < 10.0
+    assert "capture stopped" in stderr and "without ending its stream" in stderr

@@ -53,7 +53,9 @@ def test_capture_to_model_processes_match_the_batch_path(tmp_path, recording):
         upstream = "capture"
         for name in CHAIN:
             extra = ["--publish"] if name == "model" else []
-            extra += ["--set", "stop_on_silence_s=null"] if name == "vad" else []
+            vad = ["--set", "stop_on_silence_s=null", "--set", 'engine="webrtc"',
+                   "--set", "first_window_s=0"]  # fmt: skip
+            extra += vad if name == "vad" else []
             processes.append(
                 start(name, "--in", endpoint[upstream], "--out", endpoint[name], *extra)
             )

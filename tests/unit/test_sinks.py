@@ -1,0 +1,111 @@
+"""The console view (live panel and plain lines), the summary table and the session plot."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from ser_stream.errors import InputError
+from ser_stream.labels import LABELS
+from ser_stream.messages import ErrorMsg, Event, Prediction
+from ser_stream.sinks import ConsoleSink, PlotSink, summary_table
+from ser_stream.supervisor import Session
+from ser_stream.wire import Envelope
+
+
+class TtyBuffer(io.StringIO):
+    """A text buffer that says it is a terminal, as a real one would."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def prediction(seq: int, label: str, t_start: float, t_end: float) -> Envelope:
+    probabilities = np.full(len(LABELS), 0.02, dtype=np.float32)
+    probabilities[LABELS.index(label)] = 1.0 - 0.02 * (len(LABELS) - 1)
+    body = Prediction(probabilities, label, t_start, t_end, seq)
+    return Envelope("s", seq, body, {"capture": 1_000_000, "model": 13_000_000})
+
+
+def session_of(envelopes: list[Envelope]) -> Session:
+    session = Session(reason="silence", duration_s=4.2)
+    session.predictions = [e.body for e in envelopes]  # type: ignore[misc]
+    session.windows = len(envelopes)
+    return session
+
+
+RECORDS = [prediction(0, "angry", 0.5, 1.5), prediction(1, "angry", 0.5, 2.5)]
+SUMMARY = session_of(RECORDS).summary(LABELS)
+
+
+class TestConsoleSink:
+    def test_plain_lines_when_not_a_terminal(self):
+        out = io.StringIO()
+        sink = ConsoleSink(out)
+        sink.open(LABELS)
+        sink.prediction(RECORDS[0], LABELS)
+        sink.event(Envelope("s", 2, Event("gap", 1.5, {"dropped_s": 0.27})))
+        sink.event(Envelope("s", 3, Event("silence", 4.5, {"duration_s": 2.0})))
+        sink.error(Envelope("s", 4, ErrorMsg("producer message skipped", "capture")))
+        sink.close("silence", SUMMARY)
+        text = out.getvalue()
+        assert "\x1b[" not in text  # no terminal control codes in a pipe
+        lines = text.splitlines()
+        assert lines[0].startswith("[   0.50-   1.50 s] angry")
+        assert "gap: 0.27 s of audio lost" in lines[1]
+        assert lines[2].endswith("silence") and lines[3] == "error: producer message skipped"
+        assert "session ended (silence)" in text and "dominant   angry" in text
+
+    def test_live_panel_redraws_in_place_on_a_terminal(self):
+        out = TtyBuffer()
+        sink = ConsoleSink(out)
+        sink.open(LABELS)
+        for record in RECORDS:
+            sink.prediction(record, LABELS)
+        sink.event(Envelope("s", 2, Event("speech_end", 2.6)))
+        sink.close("silence", SUMMARY)
+        text = out.getvalue()
+        assert "\x1b[" in text  # cursor movement: the panel is redrawn, not appended
+        assert "latency 12 ms" in text and "pause" in text
+        assert all(label in text for label in LABELS)  # a bar per emotion
+        assert "session ended (silence)" in text
+
+    def test_summary_table_names_the_dominant_emotion_and_the_losses(self):
+        summary = {**SUMMARY, "audio_dropped_s": 0.54, "dropped": 1, "windows": 3}
+        rows = summary_table(summary, "silence")
+        assert rows[1].split()[0] == "angry" and rows[1].endswith("<")
+        assert any("dominant" in r and "angry" in r for r in rows)
+        assert any("1 windows, 0.54 s of audio" in r for r in rows)
+        assert any("2 predicted of 3" in r for r in rows)
+
+    def test_summary_without_speech(self):
+        summary = Session(reason="no_speech").summary(LABELS)
+        assert summary["dominant"] is None
+        assert any("none (no speech heard)" in r for r in summary_table(summary, "no_speech"))
+
+
+class TestPlotSink:
+    def test_writes_a_png_of_the_session(self, tmp_path):
+        path = tmp_path / "session.png"
+        sink = PlotSink(str(path))
+        sink.open(LABELS)
+        sink.event(Envelope("s", 0, Event("speech_start", 0.5)))
+        for record in RECORDS:
+            sink.prediction(record, LABELS)
+        sink.event(Envelope("s", 3, Event("speech_end", 2.6)))
+        sink.close("silence", SUMMARY)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert path.stat().st_size > 10_000
+
+    def test_a_session_without_speech_still_gets_its_plot(self, tmp_path):
+        path = tmp_path / "empty.png"
+        sink = PlotSink(str(path))
+        sink.open(LABELS)
+        sink.close("no_speech", Session(reason="no_speech").summary(LABELS))
+        assert path.stat().st_size > 1_000
+
+    def test_a_missing_folder_is_reported_before_the_session(self, tmp_path):
+        with pytest.raises(InputError, match="no folder"):
+            PlotSink(str(tmp_path / "nope" / "p.png")).open(LABELS)
