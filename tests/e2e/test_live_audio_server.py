@@ -8,6 +8,7 @@ plugin, exactly as on a desktop. Timing is measured on the wall clock, as a user
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -49,8 +50,8 @@ set-default-source virtual_mic
 # norewinds=1: without it a recorder that joins an idle null sink hears nothing for ~1.8 s.
 
 
-@pytest.fixture(scope="module")
-def audio_server():
+@contextlib.contextmanager
+def pulse_server():
     """A private PulseAudio server; yields the environment its clients need."""
     folder = tempfile.mkdtemp(prefix="ser-stream-pulse-")
     os.chmod(folder, 0o700)
@@ -95,6 +96,12 @@ def audio_server():
             server.kill()
             server.wait()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def audio_server():
+    with pulse_server() as env:
+        yield env
 
 
 def last_loud(audio: np.ndarray, from_db: float = -40.0) -> float:
@@ -285,3 +292,28 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_an_unplugged_microphone_ends_the_session_with_its_message(talk, tmp_path):
+    """The audio server goes away mid-session (as a USB microphone would): one line says so,
+    the session ends with reason error and `up` exits 1."""
+    path, _, _ = talk
+    with pulse_server() as env:
+        up, tail, _ = start_up(env, tmp_path, "--no-stop-on-silence")
+        player = subprocess.Popen(["paplay", str(path)], env=env)
+        time.sleep(3.0)
+        subprocess.run(["pactl", "exit"], env=env, capture_output=True)
+        gone = time.monotonic()
+        try:
+            out, _ = up.communicate(timeout=60)
+        finally:
+            for process in (up, player):
+                if process.poll() is None:
+                    process.kill()
+    assert up.returncode == 1
+    assert time.monotonic() - gone < 10.0
+    tail.poll()
+    (error,) = [r for _, r in tail.arrivals("error")]
+    assert error["stage"] == "capture" and "stopped delivering audio" in error["reason"]
+    assert tail.records[-1][1]["reason"] == "error"
+    assert "error: microphone 'pulse' stopped delivering audio" in out
