@@ -35,6 +35,7 @@ __all__ = [
     "Session",
     "claim_publish_endpoint",
     "default_publish_endpoint",
+    "lasting_predictions",
     "load_toml",
     "run_pipeline",
 ]
@@ -141,13 +142,17 @@ class Session:
     audio_dropped_s: float = 0.0
 
     def summary(self, labels: tuple[str, ...]) -> dict:
-        """The ``session_end`` summary: windows, dropped (and why), mean distribution."""
+        """The ``session_end`` summary: windows, dropped (and why), mean distribution.
+
+        The mean leaves out early windows that a longer window of the same start superseded
+        (a live utterance is judged on 0.8 s, then 1.6 s, then 3 s of it): they are there to
+        answer fast, and are less accurate than the window that replaces them.
+        """
         predicted = len(self.predictions)
         emitted = self.windows if self.windows is not None else predicted
+        judged = lasting_predictions(self.predictions)
         mean = (
-            np.mean([p.probabilities for p in self.predictions], axis=0)
-            if self.predictions
-            else np.zeros(len(labels))
+            np.mean([p.probabilities for p in judged], axis=0) if judged else np.zeros(len(labels))
         )
         dropped = max(0, emitted - predicted)
         reasons = {}
@@ -167,6 +172,19 @@ class Session:
             "duration_s": round(self.duration_s, 3),
             "audio_dropped_s": round(self.audio_dropped_s, 3),
         }
+
+
+def lasting_predictions(predictions: list[Prediction]) -> list[Prediction]:
+    """The predictions no later, longer window of the same start replaced, in order."""
+    longest: dict[float, float] = {}
+    for p in predictions:
+        longest[p.t_start] = max(longest.get(p.t_start, p.t_end), p.t_end)
+    kept, seen = [], set()
+    for p in predictions:
+        if p.t_end == longest[p.t_start] and p.t_start not in seen:
+            kept.append(p)
+            seen.add(p.t_start)
+    return kept
 
 
 class _Stages:

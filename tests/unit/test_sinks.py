@@ -109,3 +109,29 @@ class TestPlotSink:
     def test_a_missing_folder_is_reported_before_the_session(self, tmp_path):
         with pytest.raises(InputError, match="no folder"):
             PlotSink(str(tmp_path / "nope" / "p.png")).open(LABELS)
+
+
+class TestSessionSummary:
+    def test_early_windows_answer_fast_but_the_longer_window_counts(self):
+        """0.8 s and 1.6 s windows of an utterance are superseded by its 3 s window."""
+        early = [prediction(0, "happy", 1.0, 1.8), prediction(1, "happy", 1.0, 2.6)]
+        full = [prediction(2, "sad", 1.0, 4.0), prediction(3, "sad", 2.5, 5.5)]
+        summary = session_of(early + full).summary(LABELS)
+        assert summary["dominant"] == "sad"
+        assert summary["mean_probabilities"]["happy"] == pytest.approx(0.02, abs=1e-6)
+        assert summary["predicted"] == 4  # every window is still counted as predicted
+
+    def test_lasting_predictions_keep_order_and_unique_starts(self):
+        from ser_stream.supervisor import lasting_predictions
+
+        bodies = [
+            e.body
+            for e in (
+                prediction(0, "calm", 0.0, 0.8),
+                prediction(1, "calm", 0.0, 1.6),
+                prediction(2, "calm", 0.0, 2.1),  # the utterance's tail: the longest
+                prediction(3, "angry", 3.0, 3.8),
+            )
+        ]
+        kept = lasting_predictions(bodies)
+        assert [(p.t_start, p.t_end) for p in kept] == [(0.0, 2.1), (3.0, 3.8)]
