@@ -229,7 +229,8 @@ def _up(args: argparse.Namespace) -> int:
         stages = {name: dict(options) for name, options in settings.get("stages", {}).items()}
         stages["vad"] = {**stages.get("vad", {}), **vad}
         settings["stages"] = stages
-    plot = settings.pop("plot", None) or args.plot
+    plot = settings.pop("plot", None)
+    plot = args.plot or plot  # the flag overrides the file
     artifact = load_artifact(settings.get("model"))
     sinks = [parse_sink(text) for text in settings.pop("sinks", None) or ["console"]]
     if plot:

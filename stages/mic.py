@@ -107,8 +107,8 @@ def _resolve(sd, device: str) -> tuple[int, dict[str, Any]]:
                 f"device {index} is not an audio input; ser-stream devices lists the inputs"
             )
     else:
-        try:
-            index = sd._get_device_id(device, "input", raise_on_error=True)
+        try:  # sounddevice matches a name, or space-separated parts of it
+            index = int(sd.query_devices(device, kind="input")["index"])
         except ValueError as exc:
             first = str(exc).splitlines()[0]
             raise InputError(f"{first}; ser-stream devices lists the inputs") from exc
