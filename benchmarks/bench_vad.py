@@ -106,9 +106,7 @@ def build_stream(
     return audio.astype(np.float32), truth
 
 
-def frame_scores(
-    audio: np.ndarray, truth: np.ndarray, config, repeats: int = 1
-) -> tuple[dict, float]:
+def frame_scores(audio: np.ndarray, truth: np.ndarray, config) -> tuple[dict, float]:
     """Frame decisions of one engine against the truth; returns (scores, seconds per frame)."""
     from ser_stream.stages.vad import VADCore
 

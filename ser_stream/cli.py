@@ -118,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="first emotion of an utterance after this much speech (default 1; 0: full window)",
+        help="first emotion of an utterance after this much speech (default 0.8; 0: full window)",
     )
     up.add_argument("--plot", metavar="PATH.png", help="write the session's plot at its end")
     up.add_argument("--model", metavar="DIR", help="model artifact folder (default: shipped)")
@@ -345,7 +345,8 @@ def _capture(args: argparse.Namespace) -> int:
         raise InputError(f"capture needs --source ({SOURCE_FORMS})")
     source = parse_source(args.source, rate=args.rate, realtime=not args.fast)
     try:
-        check_source(source)
+        if source.kind != "mic":  # the microphone source opens and checks the device itself
+            check_source(source)
         if source.kind == "file":
             frames = file_frames(source.target)
         elif source.kind == "stdin":

