@@ -21,6 +21,7 @@ __all__ = [
     "DenoiseConfig",
     "DenoiseCore",
     "DenoiseStream",
+    "NoiseGate",
     "normalize_peak",
     "reduce_noise",
 ]
@@ -66,10 +67,65 @@ def normalize_peak(samples: np.ndarray, headroom_db: float = 0.1) -> np.ndarray:
     return (samples.astype(np.float64) * gain).astype(np.float32)
 
 
-def reduce_noise(
+_N_FFT = 512
+_PADDING = 1024
+"""Samples of context on each side of a window. noisereduce pads each chunk by 30000 samples
+by default, which triples the work on a 3 s window; one frame of context is all the gate
+needs."""
+
+_CHUNK = 600_000
+"""noisereduce's chunk size: longer audio is gated in chunks, and the noise clipped to it."""
+
+
+class NoiseGate:
+    """noisereduce's stationary spectral gate for one noise profile.
+
+    The noise statistics (STFT of the profile, mean and spread per frequency) are computed
+    once, when the gate is built; every window is then gated against them. The result is
+    ``noisereduce.reduce_noise(..., stationary=True, n_fft=512, padding=1024)``.
+    """
+
+    def __init__(self, noise: np.ndarray, sample_rate: int, config: DenoiseConfig) -> None:
+        """Compute the noise statistics of ``noise`` (float audio at ``sample_rate``)."""
+        from noisereduce.spectralgate.stationary import SpectralGateStationary
+
+        self._noise = noise
+        self._sample_rate = sample_rate
+        self._config = config
+        self._gate = SpectralGateStationary(
+            y=noise,
+            sr=sample_rate,
+            y_noise=noise,
+            n_std_thresh_stationary=config.n_std_thresh,
+            chunk_size=_CHUNK,
+            clip_noise_stationary=True,
+            padding=_PADDING,
+            n_fft=_N_FFT,
+            win_length=None,
+            hop_length=None,
+            time_constant_s=2.0,
+            freq_mask_smooth_hz=500,
+            time_mask_smooth_ms=50,
+            tmp_folder=None,
+            prop_decrease=config.prop_decrease,
+            use_tqdm=False,
+            n_jobs=1,
+        )
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        """Return ``samples`` (1-D float audio) with the noise gated out, as float32."""
+        if samples.size > _CHUNK:  # noisereduce would gate it chunk by chunk
+            return _noisereduce(samples, self._noise, self._sample_rate, self._config)
+        # Zero context on both sides, as noisereduce pads a lone chunk, then its gate.
+        padded = np.zeros((1, samples.size + 2 * _PADDING))
+        padded[0, _PADDING:-_PADDING] = samples
+        gated = self._gate.spectral_gating_stationary(padded)
+        return gated[0, _PADDING:-_PADDING].astype(np.float32)
+
+
+def _noisereduce(
     samples: np.ndarray, noise: np.ndarray, sample_rate: int, config: DenoiseConfig
 ) -> np.ndarray:
-    """Remove the stationary noise described by ``noise`` from ``samples``."""
     import noisereduce
 
     reduced = noisereduce.reduce_noise(
@@ -79,16 +135,28 @@ def reduce_noise(
         stationary=True,
         prop_decrease=config.prop_decrease,
         n_std_thresh_stationary=config.n_std_thresh,
-        n_fft=512,
-        # noisereduce pads each chunk by 30000 samples by default, which triples the work on
-        # a 3 s window; one frame of context on each side is all the gate needs.
-        padding=1024,
+        n_fft=_N_FFT,
+        padding=_PADDING,
     )
     return np.asarray(reduced, dtype=np.float32)
 
 
+def reduce_noise(
+    samples: np.ndarray, noise: np.ndarray, sample_rate: int, config: DenoiseConfig
+) -> np.ndarray:
+    """Remove the stationary noise described by ``noise`` from ``samples``.
+
+    One-off form of :class:`NoiseGate`; a stream reuses one gate while its profile holds.
+    """
+    return NoiseGate(noise, sample_rate, config)(np.asarray(samples, dtype=np.float32))
+
+
 class DenoiseCore:
-    """Pure and stateful (the noise profile of one stream)."""
+    """Pure and stateful: the noise profile of one stream, and its gate.
+
+    The gate (noise statistics) is built on the first window after the profile changed and
+    reused for every window until the next noise arrives.
+    """
 
     def __init__(self, config: DenoiseConfig | None = None, sample_rate: int = 16_000) -> None:
         self.config = config or DenoiseConfig()
@@ -100,6 +168,7 @@ class DenoiseCore:
     def reset(self) -> None:
         """Forget the noise profile."""
         self._noise = np.zeros(0, dtype=np.float32)
+        self._gate: NoiseGate | None = None
 
     @property
     def noise_profile(self) -> np.ndarray:
@@ -110,12 +179,15 @@ class DenoiseCore:
         """Learn from non-speech audio."""
         joined = np.concatenate([self._noise, np.asarray(noise.samples, dtype=np.float32)])
         self._noise = joined[-self._memory :] if self._memory else joined
+        self._gate = None  # the statistics are rebuilt on the next window
 
     def push(self, window: Window) -> Window:
         """Return ``window`` with noise reduced (once a profile exists) and normalized."""
         samples = np.asarray(window.samples, dtype=np.float32)
         if self.config.enabled and self._noise.size >= self._min_noise and samples.size:
-            samples = reduce_noise(samples, self._noise, self.sample_rate, self.config)
+            if self._gate is None:
+                self._gate = NoiseGate(self._noise, self.sample_rate, self.config)
+            samples = self._gate(samples)
         return replace(window, samples=normalize_peak(samples, self.config.headroom_db))
 
 
