@@ -7,6 +7,7 @@ matrix from the same audio.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -164,15 +165,7 @@ def extract_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     if "pitch" in config.kinds or "voicing" in config.kinds:
         pitch, voicing = _pitch_and_voicing(y, config)
     if needs_mel:
-        mel = librosa.feature.melspectrogram(
-            y=y,
-            sr=config.sample_rate,
-            n_fft=config.n_fft,
-            hop_length=config.hop_length,
-            n_mels=config.n_mels,
-            fmin=config.fmin,
-            fmax=config.fmax,
-        )
+        mel = _mel_spectrogram(y, config)
         mel_db = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
         mfcc = librosa.feature.mfcc(S=mel_db, n_mfcc=config.n_mfcc)
     for kind in config.kinds:
@@ -209,6 +202,41 @@ def extract_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
         centered = wide - wide.mean(axis=0)
         matrix = np.where(std > 1e-4, centered / np.maximum(std, 1e-4), 0.0)
     return np.ascontiguousarray(matrix, dtype=np.float32)
+
+
+def _mel_spectrogram(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """``librosa.feature.melspectrogram`` of ``y`` (power 2), with the filter bank cached.
+
+    The same steps as librosa's (power STFT, then the filter bank by ``einsum``); only the
+    filter bank, which librosa rebuilds on every call, is built once per setting.
+    """
+    import librosa
+
+    power = (
+        np.abs(
+            librosa.stft(
+                y,
+                n_fft=config.n_fft,
+                hop_length=config.hop_length,
+                window="hann",
+                center=True,
+                pad_mode="constant",
+            )
+        )
+        ** 2.0
+    )
+    basis = _mel_basis(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax)
+    return np.einsum("...ft,mf->...mt", power, basis, optimize=True)
+
+
+@functools.lru_cache(maxsize=16)
+def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """The mel filter bank of librosa for these settings, read-only (shared by every call)."""
+    import librosa
+
+    basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    basis.flags.writeable = False
+    return basis
 
 
 def _pitch_and_voicing(y: np.ndarray, config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
