@@ -128,9 +128,10 @@ class NoiseGate:
         kernel = gate._smoothing_filter if gate.smooth_mask else None
         self._smoothing = None if kernel is None else (kernel.sum(axis=1), kernel.sum(axis=0))
         self._window = get_window("hann", _N_FFT)
-        # scipy's stft scales by this (computed in complex, as scipy does); istft undoes it.
+        # scipy's stft scales by this (computed in complex, as scipy does).
         self._scale = float(np.sqrt(1.0 / self._window.astype(np.complex128).sum() ** 2).real)
-        self._window_sum = float(self._window.sum())
+        # istft undoes the scaling and windows each frame again: one product, one pass.
+        self._synthesis = self._window * float(self._window.sum())
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         """Return ``samples`` (1-D float audio) with the noise gated out, as float32."""
@@ -154,9 +155,7 @@ class NoiseGate:
         return spectrum
 
     def _mask(self, spectrum: np.ndarray) -> np.ndarray:
-        """Gain per frame and bin: 1 above the noise threshold, ``1 - prop_decrease`` below,
-        smoothed across neighbouring bins and frames.
-        """
+        """Smoothed gain per frame and bin: 1 above the noise threshold, else 1 - prop_decrease."""
         db = 20 * np.log10(np.abs(spectrum) + np.finfo(np.float64).eps)
         db = np.maximum(db, np.max(db, axis=0, keepdims=True) - _TOP_DB)
         prop = self._config.prop_decrease
@@ -175,8 +174,7 @@ class NoiseGate:
 
         n_frames = spectrum.shape[0]
         frames = fft.irfft(spectrum, n=_N_FFT, axis=-1)
-        frames *= self._window_sum
-        frames *= self._window
+        frames *= self._synthesis
         # Frame i covers hops i..i+3; adding the quarters last-first keeps scipy's order of
         # summation for every sample.
         quarters = frames.reshape(n_frames, 4, _HOP)
