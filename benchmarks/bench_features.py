@@ -1,6 +1,7 @@
 """Cost of the features stage per window: extraction and stream normalization.
 
 Run: ``.venv/bin/python -m benchmarks.bench_features [--model DIR] [--runs 300]``
+(``OPENBLAS_NUM_THREADS=1`` before it measures the stage with single-threaded BLAS)
 Writes ``benchmarks/reports/features.json``: the stage's cost per window with the model's
 feature set, and the same cost split into spectral features, prosody (pitch + voicing) and
 stream normalization, so a richer feature set shows what it adds.
@@ -9,6 +10,7 @@ stream normalization, so a richer feature set shows what it adds.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from dataclasses import replace
 
@@ -73,6 +75,8 @@ def main() -> None:
             f"stream normalization {analysis.normalize.mode}",
             "command": "python -m benchmarks.bench_features",
             "machine": machine(),
+            # Multi-threaded BLAS (the mel projection) has long stalls on a busy machine.
+            "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
             "stage_per_window": percentiles(stage),
             "parts_per_window": parts,
         },
