@@ -104,6 +104,7 @@ class NoiseGate:
         self._noise = noise
         self._sample_rate = sample_rate
         self._config = config
+        # The arguments noisereduce.reduce_noise passes, with its defaults where we set none.
         gate = SpectralGateStationary(
             y=noise,
             sr=sample_rate,
@@ -125,6 +126,7 @@ class NoiseGate:
         )
         self._threshold_db = gate.noise_thresh
         # The filter is outer(freq, time) / sum: its row and column sums are the two factors.
+        # (_smoothing_filter is noisereduce 3.0's attribute; the tests catch a change.)
         kernel = gate._smoothing_filter if gate.smooth_mask else None
         self._smoothing = None if kernel is None else (kernel.sum(axis=1), kernel.sum(axis=0))
         self._window = get_window("hann", _N_FFT)
