@@ -2,10 +2,13 @@
 
 Only pyzmq, json, numpy and soundfile. Start the pipeline, then this:
 
-    ser-stream up --source zmq:ipc:///tmp/my-audio
-    python examples/python_producer.py ipc:///tmp/my-audio recording.wav
+    ser-stream up --source zmq:ipc:///tmp/my-audio --streams 1
+    python examples/python_producer.py ipc:///tmp/my-audio recording.wav --stream alice
 
 Audio of any rate goes out in 20 ms chunks at real time (or --fast), then an end of stream.
+The pipeline keeps the stream id you give: run several producers at once, each with its own,
+and each gets its own predictions and summary (`--streams N` ends `up` after N streams;
+without it, `up` serves producers until Ctrl-C).
 """
 
 import argparse
@@ -17,9 +20,11 @@ import soundfile
 import zmq
 
 
-def message(kind: str, seq: int, fields: dict, array: np.ndarray | None = None) -> list[bytes]:
+def message(
+    kind: str, stream: str, seq: int, fields: dict, array: np.ndarray | None = None
+) -> list[bytes]:
     """The frames of one message: JSON header, then the int16 samples if any."""
-    header = {"v": 1, "kind": kind, "stream": "producer", "seq": seq, "ts": {}, **fields}
+    header = {"v": 1, "kind": kind, "stream": stream, "seq": seq, "ts": {}, **fields}
     if array is None:
         return [json.dumps(header).encode()]
     header.update(dtype="int16", shape=list(array.shape))
@@ -32,6 +37,7 @@ def main() -> None:
     parser.add_argument("endpoint")
     parser.add_argument("file")
     parser.add_argument("--fast", action="store_true", help="do not pace at real time")
+    parser.add_argument("--stream", default="producer", help="the stream id (default: producer)")
     args = parser.parse_args()
 
     audio, rate = soundfile.read(args.file, dtype="int16", always_2d=True)
@@ -44,11 +50,11 @@ def main() -> None:
     for start in range(0, mono.size, chunk):
         samples = mono[start : start + chunk]
         fields = {"sample_rate": rate, "t_start": start / rate}
-        push.send_multipart(message("audio", seq, fields, samples))
+        push.send_multipart(message("audio", args.stream, seq, fields, samples))
         seq += 1
         if not args.fast:
             time.sleep(samples.size / rate)
-    push.send_multipart(message("end_of_stream", seq, {"reason": "eof"}))
+    push.send_multipart(message("end_of_stream", args.stream, seq, {"reason": "eof"}))
     push.close(linger=30_000)  # let the last messages leave, even if the pipeline is slow to start
     context.term()
 

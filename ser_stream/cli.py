@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ser_stream.threads import limit_numeric_threads
+
+    limit_numeric_threads()  # before numpy loads (see ser_stream.threads)
     from ser_stream.logs import configure_logging
 
     configure_logging(args.log_level)
@@ -87,9 +90,25 @@ def _parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run the whole pipeline, one process per stage")
     up.add_argument(
         "--source",
+        action="append",
         default=None,
-        help="mic, mic:DEVICE, file:PATH, stdin or zmq:ENDPOINT "
+        help="mic, mic:DEVICE, file:PATH, stdin or zmq:ENDPOINT; repeat for several streams "
         "(default: the microphone if there is one, else the bundled sample)",
+    )
+    up.add_argument(
+        "--replicas",
+        action="append",
+        default=[],
+        metavar="STAGE=N",
+        help="processes of a stage, e.g. model=2 (repeatable; default 1 each)",
+    )
+    up.add_argument(
+        "--streams",
+        type=int,
+        default=None,
+        metavar="N",
+        help="end after N streams have ended (default: when the sources are done; "
+        "a zmq: source serves until Ctrl-C)",
     )
     up.add_argument("--config", metavar="FILE.toml", help="settings file (flags override it)")
     up.add_argument("--fast", action="store_true", default=None, help="do not pace a file")
@@ -136,13 +155,25 @@ def _parser() -> argparse.ArgumentParser:
 
     stage = commands.add_parser("stage", help="run one pipeline stage in this process")
     stage.add_argument("name", help="capture, vad, denoise, features or model")
-    stage.add_argument("--in", dest="input", help="upstream endpoint to connect")
+    stage.add_argument(
+        "--in", dest="inputs", action="append", default=[], help="upstream endpoint (repeatable)"
+    )
     stage.add_argument("--source", help="capture: mic[:DEVICE], file:PATH, stdin or zmq:ENDPOINT")
     stage.add_argument("--rate", type=int, default=16_000, help="capture: stdin PCM rate (Hz)")
     stage.add_argument("--fast", action="store_true", help="capture: do not pace at real time")
     stage.add_argument("--stream", default="stream-1", help="capture: the stream id")
-    stage.add_argument("--out", dest="output", required=True, help="endpoint to bind")
+    stage.add_argument(
+        "--out",
+        dest="outputs",
+        action="append",
+        required=True,
+        help="endpoint to bind; repeat for one per shard of the next stage",
+    )
     stage.add_argument("--publish", action="store_true", help="PUB output (for subscribers)")
+    stage.add_argument(
+        "--collect", action="store_true", help="connect --out to a collector that binds it"
+    )
+    stage.add_argument("--replica", type=int, default=0, help="which replica this is (from 0)")
     stage.add_argument("--model", metavar="DIR", help="model artifact folder (default: shipped)")
     stage.add_argument(
         "--set",
@@ -172,7 +203,7 @@ def _stage(args: argparse.Namespace) -> int:
     if args.name not in STAGES:
         names = ", ".join(["capture", *STAGES])
         raise InputError(f"no stage {args.name!r}; choose one of {names}")
-    if not args.input:
+    if not args.inputs:
         raise InputError(f"stage {args.name} needs --in ENDPOINT (its upstream)")
     options = {}
     for item in args.options:
@@ -187,7 +218,14 @@ def _stage(args: argparse.Namespace) -> int:
     runtime = StageRuntime(
         STAGES[args.name],
         context,
-        Endpoints(args.input, args.output, publish=args.publish, control=args.control),
+        Endpoints(
+            tuple(args.inputs),
+            tuple(args.outputs),
+            publish=args.publish,
+            collect=args.collect,
+            control=args.control,
+            replica=args.replica,
+        ),
         RuntimeSettings(hwm=args.hwm),
     )
     return asyncio.run(runtime.run())
@@ -215,6 +253,8 @@ def _up(args: argparse.Namespace) -> int:
         "publish": args.publish,
         "tcp": args.tcp or None,
         "rate": args.rate,
+        "replicas": _replicas(args.replicas) or None,
+        "streams": args.streams,
     }
     settings.update({key: value for key, value in flags.items() if value is not None})
     if args.no_stop_on_silence:
@@ -236,20 +276,38 @@ def _up(args: argparse.Namespace) -> int:
     if plot:
         sinks.append(PlotSink(plot))
     if "source" not in settings:
-        settings["source"] = _default_source(bundled_sample())
-    source = parse_source(settings["source"], rate=settings.get("rate", 16_000))
-    check_source(source)  # fail before any process starts
+        settings["source"] = [_default_source(bundled_sample())]
+    sources = [parse_source(text, rate=settings.get("rate", 16_000)) for text in settings["source"]]
+    for source in sources:
+        check_source(source)  # fail before any process starts
+    settings["sources"] = tuple(settings.pop("source"))
     settings["publish"] = settings.get("publish") or claim_publish_endpoint()
     config = PipelineConfig(**settings)
 
     def ready() -> None:
-        speak = " (speak now)" if source.kind == "mic" else ""
+        speak = " (speak now)" if any(source.kind == "mic" for source in sources) else ""
         print(
             f"ser-stream: ready{speak}; publishing on {config.publish}", file=sys.stderr, flush=True
         )
 
-    session = run_pipeline(config, sinks, artifact.labels, on_ready=ready)
-    return 1 if session.reason == "error" else 0
+    run = run_pipeline(config, sinks, artifact.labels, on_ready=ready)
+    failed = any(session.reason == "error" for session in run.streams.values())
+    return 1 if failed or run.reason == "error" else 0
+
+
+def _replicas(items: list[str]) -> dict[str, int]:
+    """``["model=2", "vad=2,features=3"]`` -> ``{"model": 2, "vad": 2, "features": 3}``."""
+    from ser_stream.errors import InputError
+
+    counts = {}
+    for item in ",".join(items).split(","):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise InputError(f"--replicas {item!r} is not STAGE=N (e.g. model=2)")
+        counts[name.strip()] = int(value)
+    return counts
 
 
 def _default_source(sample: Path) -> str:
@@ -332,6 +390,8 @@ def _capture(args: argparse.Namespace) -> int:
     from ser_stream.errors import InputError
     from ser_stream.runtime import RuntimeSettings, SourceRuntime
     from ser_stream.stages.capture import (
+        FAST_FRAME_MS,
+        FRAME_MS,
         SOURCE_FORMS,
         check_source,
         file_frames,
@@ -348,7 +408,9 @@ def _capture(args: argparse.Namespace) -> int:
         if source.kind != "mic":  # the microphone source opens and checks the device itself
             check_source(source)
         if source.kind == "file":
-            frames = file_frames(source.target)
+            frames = file_frames(
+                source.target, frame_ms=FRAME_MS if source.realtime else FAST_FRAME_MS
+            )
         elif source.kind == "stdin":
             frames = pcm_frames(rate=source.rate)
         elif source.kind == "mic":
@@ -360,7 +422,7 @@ def _capture(args: argparse.Namespace) -> int:
     runtime = SourceRuntime(
         args.stream,
         frames,
-        args.output,
+        args.outputs,
         # A microphone and a producer pace themselves.
         realtime=source.realtime and source.kind in ("file", "stdin"),
         settings=RuntimeSettings(hwm=args.hwm),

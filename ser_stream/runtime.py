@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -29,9 +30,21 @@ from ser_stream.errors import InputError, WireError
 from ser_stream.logs import get_logger
 from ser_stream.messages import Audio, EndOfStream, ErrorMsg, Event, Heartbeat
 from ser_stream.stage import StageContext, StageLogic, StageSpec
-from ser_stream.wire import MAX_PAYLOAD_BYTES, Envelope, Kind, decode, encode
+from ser_stream.wire import MAX_PAYLOAD_BYTES, Body, Envelope, Kind, decode, encode
 
-__all__ = ["Endpoints", "RuntimeSettings", "SourceRuntime", "StageRuntime", "ack_endpoint"]
+SourceItem = (
+    Audio | Event | ErrorMsg | Heartbeat | tuple[str, Audio | Event | ErrorMsg | EndOfStream]
+)
+"""What a source yields: a body of its own stream, or ``(stream, body)`` for one of many."""
+
+__all__ = [
+    "Endpoints",
+    "RuntimeSettings",
+    "SourceRuntime",
+    "StageRuntime",
+    "ack_endpoint",
+    "shard_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,16 +52,33 @@ class Endpoints:
     """Where a stage reads and writes.
 
     Attributes:
-        input: the upstream's bound endpoint, connected by this stage's PULL.
-        output: the endpoint this stage binds its PUSH (or PUB) on.
-        publish: PUB instead of PUSH: for the last stage, whose subscribers may be slow.
+        inputs: the upstream replicas' bound endpoints, all connected by this stage's PULL.
+        outputs: the endpoints this stage binds its PUSH (or PUB) on: one per shard of the
+            next stage; a stream always goes to the same one (see :func:`shard_of`).
+        publish: PUB instead of PUSH: for a last stage whose subscribers may be slow.
+        collect: connect the one output to a collector that binds it (the supervisor), which
+            takes everything and acknowledges nothing.
         control: a supervisor's endpoint: the stage says it is ready and alive there.
+        replica: which replica of the stage this is; the supervisor hears ``NAME.REPLICA``.
     """
 
-    input: str
-    output: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
     publish: bool = False
+    collect: bool = False
     control: str | None = None
+    replica: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.inputs or not self.outputs:
+            raise InputError("a stage needs at least one --in and one --out endpoint")
+        if (self.publish or self.collect) and len(self.outputs) != 1:
+            raise InputError("a publishing or collected stage has exactly one --out endpoint")
+
+
+def shard_of(stream: str, shards: int) -> int:
+    """The shard (replica of a stateful stage) that serves ``stream``; the same everywhere."""
+    return zlib.crc32(stream.encode()) % shards if shards > 1 else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +100,10 @@ class RuntimeSettings:
     linger_ms: int = 1000
     max_payload: int = MAX_PAYLOAD_BYTES
     max_batch: int = 32
+
+
+RECEIVED = ".in"
+"""Suffix of the timestamp a stage records when a message arrives (``features.in``)."""
 
 
 def ack_endpoint(endpoint: str) -> str:
@@ -120,6 +154,26 @@ async def _send_or_give_up(
             return False
 
 
+@dataclass
+class _Sockets:
+    """A stage's sockets; the ones for acknowledgements follow its data sockets."""
+
+    inbox: zmq.asyncio.Socket
+    outs: list[zmq.asyncio.Socket]
+    acks_up: list[zmq.asyncio.Socket]  # one PUSH per upstream endpoint: an ack goes to all
+    acks_down: zmq.asyncio.Socket | None  # PULL bound beside every output
+    control: zmq.asyncio.Socket | None
+
+    def out_for(self, stream: str) -> zmq.asyncio.Socket:
+        """The output (shard of the next stage) that carries ``stream``."""
+        return self.outs[shard_of(stream, len(self.outs))]
+
+    def all(self) -> list[zmq.asyncio.Socket]:
+        """Every socket, for closing."""
+        extra = [s for s in (self.acks_down, self.control) if s is not None]
+        return [self.inbox, *self.outs, *self.acks_up, *extra]
+
+
 class StageRuntime:
     """Runs one stage in this process until SIGTERM/SIGINT or :meth:`stop`."""
 
@@ -161,50 +215,68 @@ class StageRuntime:
             await asyncio.get_running_loop().run_in_executor(
                 None, self.spec.warm_up, self.logic.context
             )
-        self.log.info("ready", input=self.endpoints.input, output=self.endpoints.output)
+        self.log.info("ready", inputs=self.endpoints.inputs, outputs=self.endpoints.outputs)
         self._report_alive(sockets)
         try:
-            acks = asyncio.create_task(self._receive_acks(sockets["ack_in"]))
+            acks = None
+            if sockets.acks_down is not None:
+                acks = asyncio.create_task(self._receive_acks(sockets.acks_down))
             await self._serve(sockets)
             await self._drain_input(sockets)
-            await self._send_all(sockets["out"], self.logic.end_all("signal"))
+            await self._send_all(sockets, self.logic.end_all("signal"))
             await self._await_acks()
-            acks.cancel()
+            if acks is not None:
+                acks.cancel()
         finally:
-            for sock in sockets.values():
+            for sock in sockets.all():
                 sock.close(linger=self.settings.linger_ms)
             context.term()
             self.log.info("stopped", **dict(self.counters))
         return 0
 
-    def _open(self, context: zmq.asyncio.Context) -> dict[str, zmq.asyncio.Socket]:
-        hwm = self.settings.hwm
-        sockets = {
-            "in": context.socket(zmq.PULL),
-            "out": context.socket(zmq.PUB if self.endpoints.publish else zmq.PUSH),
-            "ack_out": context.socket(zmq.PUSH),
-            "ack_in": context.socket(zmq.PULL),
-        }
-        for sock in sockets.values():
-            sock.set_hwm(hwm)
+    def _open(self, context: zmq.asyncio.Context) -> _Sockets:
+        endpoints = self.endpoints
+
+        def socket(kind: int) -> zmq.asyncio.Socket:
+            sock = context.socket(kind)
+            sock.set_hwm(self.settings.hwm)
             sock.setsockopt(zmq.LINGER, self.settings.linger_ms)
-        sockets["in"].connect(self.endpoints.input)
-        sockets["ack_out"].connect(ack_endpoint(self.endpoints.input))
-        sockets["out"].bind(self.endpoints.output)
-        if not self.endpoints.publish:
-            sockets["ack_in"].bind(ack_endpoint(self.endpoints.output))
-        if self.endpoints.control:
-            sockets["control"] = context.socket(zmq.PUSH)
-            sockets["control"].setsockopt(zmq.LINGER, 0)
-            sockets["control"].connect(self.endpoints.control)
-        return sockets
+            return sock
 
-    def _report_alive(self, sockets: dict[str, zmq.asyncio.Socket]) -> None:
+        inbox = socket(zmq.PULL)
+        acks_up = []
+        for endpoint in endpoints.inputs:
+            inbox.connect(endpoint)
+            acks_up.append(socket(zmq.PUSH))
+            acks_up[-1].connect(ack_endpoint(endpoint))
+        outs, acks_down = [], None
+        if endpoints.collect:
+            outs.append(socket(zmq.PUSH))
+            outs[0].connect(endpoints.outputs[0])
+        else:
+            if not endpoints.publish:
+                acks_down = socket(zmq.PULL)
+            for endpoint in endpoints.outputs:
+                outs.append(socket(zmq.PUB if endpoints.publish else zmq.PUSH))
+                outs[-1].bind(endpoint)
+                if acks_down is not None:
+                    acks_down.bind(ack_endpoint(endpoint))
+        control = None
+        if endpoints.control:
+            control = context.socket(zmq.PUSH)
+            control.setsockopt(zmq.LINGER, 0)
+            control.connect(endpoints.control)
+        return _Sockets(inbox, outs, acks_up, acks_down, control)
+
+    def _report_alive(self, sockets: _Sockets) -> None:
         """Tell the supervisor this stage is up (never waits)."""
-        if "control" in sockets:
-            self._send_heartbeat(sockets["control"], "control_heartbeats_skipped")
+        if sockets.control is not None:
+            beat = Envelope("-", 0, Heartbeat(f"{self.spec.name}.{self.endpoints.replica}"))
+            self._send_heartbeat(sockets.control, "control_heartbeats_skipped", beat)
 
-    def _send_heartbeat(self, sock: zmq.asyncio.Socket, skipped: str) -> None:
+    def _send_heartbeat(
+        self, sock: zmq.asyncio.Socket, skipped: str, beat: Envelope | None = None
+    ) -> None:
         """Send a heartbeat without waiting; one nobody can take now is counted as skipped.
 
         An asyncio socket reports ``zmq.Again`` through the returned future, not by raising.
@@ -215,31 +287,32 @@ class StageRuntime:
                 self.counters[skipped] += 1
 
         try:
-            sock.send_multipart(encode(self.logic.heartbeat()), zmq.NOBLOCK).add_done_callback(
-                count
-            )
+            frames = encode(beat or self.logic.heartbeat())
+            sock.send_multipart(frames, zmq.NOBLOCK).add_done_callback(count)
         except zmq.Again:
             self.counters[skipped] += 1
 
-    async def _serve(self, sockets: dict[str, zmq.asyncio.Socket]) -> None:
+    async def _serve(self, sockets: _Sockets) -> None:
         assert self._stopping is not None
         timeout_ms = int(self.settings.heartbeat_s * 1000)
         last_sent = time.monotonic()
         while not self._stopping.is_set():
-            if not await sockets["in"].poll(timeout_ms, zmq.POLLIN):
+            if not await sockets.inbox.poll(timeout_ms, zmq.POLLIN):
                 self._report_alive(sockets)
                 if time.monotonic() - last_sent >= self.settings.heartbeat_s:
                     # Never wait for a heartbeat: no receiver or a full queue skips it.
-                    self._send_heartbeat(sockets["out"], "heartbeats_skipped")
+                    for out in sockets.outs:
+                        self._send_heartbeat(out, "heartbeats_skipped")
                     last_sent = time.monotonic()
                 continue
             # The asyncio integration is edge-triggered: drain everything that is ready, in
             # batches (the model stage classifies a batch of queued windows in one call).
+            size = self.settings.max_batch if self.spec.batches else 1
             while True:
                 batch = []
-                while len(batch) < self.settings.max_batch:
+                while len(batch) < size:
                     try:
-                        batch.append(await sockets["in"].recv_multipart(zmq.NOBLOCK))
+                        batch.append(await sockets.inbox.recv_multipart(zmq.NOBLOCK))
                     except zmq.Again:
                         break
                 if not batch:
@@ -247,29 +320,32 @@ class StageRuntime:
                 await self._process(batch, sockets)
                 last_sent = time.monotonic()
 
-    async def _drain_input(self, sockets: dict[str, zmq.asyncio.Socket]) -> None:
+    async def _drain_input(self, sockets: _Sockets) -> None:
         """On shutdown, finish what already arrived (bounded by the ack timeout)."""
         deadline = time.monotonic() + self.settings.ack_timeout_s
         while time.monotonic() < deadline:
             try:
-                frames = await sockets["in"].recv_multipart(zmq.NOBLOCK)
+                frames = await sockets.inbox.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             await self._process([frames], sockets)
 
-    async def _process(
-        self, batch: list[list[bytes]], sockets: dict[str, zmq.asyncio.Socket]
-    ) -> None:
+    async def _process(self, batch: list[list[bytes]], sockets: _Sockets) -> None:
         envelopes = []
+        received = time.time_ns()
         for frames in batch:
             try:
-                envelopes.append(decode(frames, max_payload=self.settings.max_payload))
+                envelope = decode(frames, max_payload=self.settings.max_payload)
             except WireError as exc:
                 self.counters["malformed_skipped"] += 1
                 self.log.warning("malformed message skipped", reason=str(exc))
                 report = ErrorMsg(f"malformed message skipped: {exc}", self.spec.name)
                 cause = Envelope("-", 0, report)
-                await self._send(sockets["out"], self.logic.error(cause, report.reason))
+                await self._send(sockets, self.logic.error(cause, report.reason))
+                continue
+            # When it arrived: the time before it is the wait in the queue (and the hop).
+            envelope.timestamps[f"{self.spec.name}{RECEIVED}"] = received
+            envelopes.append(envelope)
         if not envelopes:
             return
         loop = asyncio.get_running_loop()
@@ -280,11 +356,12 @@ class StageRuntime:
             outputs = []
             for envelope in envelopes:
                 outputs.extend(await loop.run_in_executor(None, self._handle_safely, envelope))
-        await self._send_all(sockets["out"], outputs)
+        await self._send_all(sockets, outputs)
         for envelope in envelopes:
             if envelope.kind is Kind.END_OF_STREAM:
-                ack = Envelope(envelope.stream, envelope.seq, EndOfStream("ack"))
-                await sockets["ack_out"].send_multipart(encode(ack))
+                ack = encode(Envelope(envelope.stream, envelope.seq, EndOfStream("ack")))
+                for sock in sockets.acks_up:  # only the replica that sent it is waiting
+                    await sock.send_multipart(ack)
 
     def _handle_safely(self, envelope: Envelope) -> list[Envelope]:
         try:
@@ -296,14 +373,15 @@ class StageRuntime:
             )
             return [self.logic.error(envelope, f"{type(exc).__name__}: {exc}")]
 
-    async def _send_all(self, sock: zmq.asyncio.Socket, outputs: list[Envelope]) -> None:
+    async def _send_all(self, sockets: _Sockets, outputs: list[Envelope]) -> None:
         for out in outputs:
-            await self._send(sock, out)
+            await self._send(sockets, out)
 
-    async def _send(self, sock: zmq.asyncio.Socket, envelope: Envelope) -> None:
+    async def _send(self, sockets: _Sockets, envelope: Envelope) -> None:
         """Send, waiting as long as the receiver needs (backpressure), except when draining."""
-        if envelope.kind is Kind.END_OF_STREAM and not self.endpoints.publish:
+        if envelope.kind is Kind.END_OF_STREAM and sockets.acks_down is not None:
             self._unacked.add(envelope.stream)
+        sock = sockets.out_for(envelope.stream)
         if not await _send_or_give_up(sock, envelope, self.settings, lambda: self._give_up_at):
             self.counters[f"lost_on_shutdown_{envelope.kind.value}"] += 1
             self.log.error(
@@ -343,27 +421,33 @@ class SourceRuntime:
     microphone drops in its own buffer instead, and says so with a ``gap`` event). A source
     that fails (:class:`InputError`) sends its reason and an ``error`` end of stream, so the
     session ends with the message, and the process exits with status 2. The process ends
-    after the end-of-stream marker is acknowledged downstream.
+    after its end-of-stream markers are acknowledged downstream.
+
+    A source of one stream yields bodies; a source of many (producers over ZeroMQ, each
+    naming its stream) yields ``(stream, body)`` pairs, an :class:`EndOfStream` among them
+    ending that stream. Each stream goes to the output of its shard of the next stage.
     """
 
     def __init__(
         self,
         stream: str,
-        frames: Iterator[Audio | Event | ErrorMsg | Heartbeat],
-        output: str,
+        frames: Iterator[SourceItem],
+        outputs: str | Sequence[str],
         *,
         realtime: bool,
         settings: RuntimeSettings | None = None,
     ) -> None:
         self.stream = stream
         self.frames = frames
-        self.output = output
+        self.outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
         self.realtime = realtime
         self.settings = settings or RuntimeSettings()
         self.counters: Counter = Counter()
         self.log = get_logger(stage="capture", stream=stream)
         self._stopping: asyncio.Event | None = None
         self._give_up_at = float("inf")
+        self._seq: dict[str, int] = {}
+        self._unacked: set[str] = set()
 
     def stop(self) -> None:
         """Stop reading; the stream ends with reason ``signal``."""
@@ -371,28 +455,35 @@ class SourceRuntime:
             self._stopping.set()
             self._give_up_at = time.monotonic() + self.settings.ack_timeout_s
 
-    async def _send(self, sock: zmq.asyncio.Socket, envelope: Envelope) -> None:
+    async def _send(self, outs: list[zmq.asyncio.Socket], stream: str, body: Body) -> None:
         """Wait for the next stage as long as it needs, unless stopping and it is gone."""
+        seq = self._seq.get(stream, 0)
+        self._seq[stream] = seq + 1
+        envelope = Envelope(stream, seq, body, {"capture": time.time_ns()})
+        if isinstance(body, EndOfStream):
+            self._unacked.add(stream)
+        sock = outs[shard_of(stream, len(outs))]
         if not await _send_or_give_up(sock, envelope, self.settings, lambda: self._give_up_at):
             self.counters[f"lost_on_shutdown_{envelope.kind.value}"] += 1
 
     async def run(self) -> int:
-        """Send every frame, then the end of stream; return the exit status."""
+        """Send every frame, then the end of each stream; return the exit status."""
         loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         _on_signals(self.stop)
         context = zmq.asyncio.Context()
-        out = context.socket(zmq.PUSH)
+        outs = [context.socket(zmq.PUSH) for _ in self.outputs]
         acks = context.socket(zmq.PULL)
-        for sock in (out, acks):
+        for sock in (*outs, acks):
             sock.set_hwm(self.settings.hwm)
             sock.setsockopt(zmq.LINGER, self.settings.linger_ms)
-        out.bind(self.output)
-        acks.bind(ack_endpoint(self.output))
-        self.log.info("ready", output=self.output, realtime=self.realtime)
-        seq = 0
+        for sock, endpoint in zip(outs, self.outputs, strict=True):
+            sock.bind(endpoint)
+            acks.bind(ack_endpoint(endpoint))
+        self.log.info("ready", outputs=self.outputs, realtime=self.realtime)
         reason = "eof"
         status = 0
+        open_streams: set[str] = set()
         started = time.monotonic()
         try:
             while True:
@@ -400,40 +491,56 @@ class SourceRuntime:
                     reason = "signal"
                     break
                 try:
-                    frame = await loop.run_in_executor(None, next, self.frames, None)
+                    item = await loop.run_in_executor(None, next, self.frames, None)
                 except InputError as exc:  # the source cannot go on: say why, then end
                     self.counters["source_failed"] += 1
-                    await self._send(out, Envelope(self.stream, seq, ErrorMsg(str(exc), "capture")))
-                    seq += 1
+                    await self._send(outs, self.stream, ErrorMsg(str(exc), "capture"))
                     reason, status = "error", 2
                     break
-                if frame is None:
+                if item is None:
                     break
+                stream, frame = item if isinstance(item, tuple) else (self.stream, item)
                 if isinstance(frame, Heartbeat):  # an idle source: look at the stop flag again
                     continue
+                if isinstance(frame, EndOfStream):  # one producer's stream is over
+                    open_streams.discard(stream)
+                    await self._send(outs, stream, frame)
+                    continue
+                open_streams.add(stream)
                 if isinstance(frame, ErrorMsg | Event):  # skipped input, lost audio: say so
                     self.counters[f"source_{type(frame).__name__.lower()}s"] += 1
-                    await self._send(out, Envelope(self.stream, seq, frame))
-                    seq += 1
+                    await self._send(outs, stream, frame)
                     continue
                 if self.realtime:
                     # A frame is "captured" when its last sample would have been heard.
                     due = started + frame.t_start + frame.samples.size / frame.sample_rate
                     await asyncio.sleep(max(0.0, due - time.monotonic()))
-                envelope = Envelope(self.stream, seq, frame, {"capture": time.time_ns()})
-                await self._send(out, envelope)
+                await self._send(outs, stream, frame)
                 self.counters["out_audio"] += 1
-                seq += 1
-            end = Envelope(self.stream, seq, EndOfStream(reason), {"capture": time.time_ns()})
-            await self._send(out, end)
-            wait_s = min(self.settings.ack_timeout_s, max(0.0, self._give_up_at - time.monotonic()))
-            acknowledged = await acks.poll(int(wait_s * 1000), zmq.POLLIN)
-            if not acknowledged:
-                self.counters["end_of_stream_unacknowledged"] += 1
-                self.log.error("end of stream not acknowledged downstream")
+            if self.stream in self._seq or not self._seq:
+                open_streams.add(self.stream)
+            for stream in sorted(open_streams):
+                await self._send(outs, stream, EndOfStream(reason))
+            await self._await_acks(acks)
         finally:
-            out.close(linger=self.settings.linger_ms)
+            for sock in outs:
+                sock.close(linger=self.settings.linger_ms)
             acks.close(linger=0)
             context.term()
             self.log.info("stopped", reason=reason, **dict(self.counters))
         return status
+
+    async def _await_acks(self, acks: zmq.asyncio.Socket) -> None:
+        wait_s = min(self.settings.ack_timeout_s, max(0.0, self._give_up_at - time.monotonic()))
+        deadline = time.monotonic() + wait_s
+        while self._unacked and time.monotonic() < deadline:
+            if await acks.poll(max(1, int((deadline - time.monotonic()) * 1000)), zmq.POLLIN):
+                try:
+                    self._unacked.discard(decode(await acks.recv_multipart()).stream)
+                except WireError:
+                    continue
+        if self._unacked:
+            self.counters["end_of_stream_unacknowledged"] += len(self._unacked)
+            self.log.error(
+                "end of stream not acknowledged downstream", streams=sorted(self._unacked)
+            )

@@ -1,7 +1,8 @@
 """Sinks of ``ser-stream up``: the live console view, the JSON-lines file and the plot.
 
 Both render the same records, the contract other programs rely on (``docs/records.md``):
-``prediction``, ``event``, ``error`` and, last, ``session_end``.
+``prediction``, ``event``, ``error``, ``stream_end`` when a stream ends and, last,
+``session_end``.
 """
 
 from __future__ import annotations
@@ -78,8 +79,11 @@ class Sink:
     def error(self, envelope: Envelope) -> None:
         """A stage reported a problem."""
 
+    def stream_end(self, stream: str, reason: str, summary: dict) -> None:
+        """One stream ended (the others go on); ``summary`` is that stream's summary."""
+
     def close(self, reason: str, summary: dict) -> None:
-        """The session ended; ``summary`` is the ``session_end`` summary."""
+        """The session ended; ``summary`` is the ``session_end`` summary of every stream."""
 
 
 class JSONLSink(Sink):
@@ -115,6 +119,10 @@ class JSONLSink(Sink):
         """Render one error."""
         self._write(error_record(envelope))
 
+    def stream_end(self, stream: str, reason: str, summary: dict) -> None:
+        """Write the end of one stream with its summary."""
+        self._write({"kind": "stream_end", "stream": stream, "reason": reason, "summary": summary})
+
     def close(self, reason: str, summary: dict) -> None:
         """Write the end of the session."""
         self._write({"kind": "session_end", "reason": reason, "summary": summary})
@@ -134,6 +142,8 @@ class ConsoleSink(Sink):
         self.out = out or sys.stdout
         self.live = self.out.isatty() if live is None else live
         self._view: LiveView | None = None
+        self._ended: list[str] = []
+        self._streams: set[str] = set()
 
     def open(self, labels: tuple[str, ...]) -> None:
         """Start the live panel (on a terminal)."""
@@ -143,12 +153,14 @@ class ConsoleSink(Sink):
     def prediction(self, envelope: Envelope, labels: tuple[str, ...]) -> None:
         """Render one prediction."""
         record = prediction_record(envelope, labels)
+        self._streams.add(envelope.stream)
         if self._view is not None:
             self._view.prediction(record)
             return
         top = sorted(record["probabilities"].items(), key=lambda kv: -kv[1])[:3]
         bars = "  ".join(f"{label:<9} {'█' * round(p * 10):<10} {p:4.0%}" for label, p in top)
-        self._print(f"[{record['t_start']:7.2f}-{record['t_end']:7.2f} s] {bars}")
+        stream = f"{envelope.stream} " if len(self._streams) > 1 else ""
+        self._print(f"{stream}[{record['t_start']:7.2f}-{record['t_end']:7.2f} s] {bars}")
 
     def event(self, envelope: Envelope) -> None:
         """Render one event."""
@@ -170,6 +182,15 @@ class ConsoleSink(Sink):
             self._view.error(reason)
             return
         self._print(f"error: {reason}")
+
+    def stream_end(self, stream: str, reason: str, summary: dict) -> None:
+        """With several streams, one line per stream that ends (the table comes at the end)."""
+        self._ended.append(stream)
+        if len(self._ended) > 1 or len(self._streams) > 1:
+            self._print(
+                f"stream {stream} ended ({reason}): {summary['predicted']} of "
+                f"{summary['windows']} windows predicted, dominant {summary['dominant']}"
+            )
 
     def close(self, reason: str, summary: dict) -> None:
         """Write the end of the session and its summary table."""
@@ -276,10 +297,15 @@ class LiveView:
 
 
 class PlotSink(Sink):
-    """``--plot PATH``: at the session's end, a PNG of its mean distribution and timeline."""
+    """``--plot PATH``: at the session's end, a PNG of its mean distribution and timeline.
+
+    With several streams it draws the first one (its own summary).
+    """
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
+        self._stream: str | None = None
+        self._summary: dict | None = None
         self._labels: tuple[str, ...] = ()
         self._predictions: list[dict] = []
         self._speech: list[tuple[str, float]] = []
@@ -291,20 +317,33 @@ class PlotSink(Sink):
         if not folder.is_dir():
             raise InputError(f"--plot {self.path}: no folder {folder}; create it or pick another")
 
+    def _mine(self, stream: str) -> bool:
+        if self._stream is None:
+            self._stream = stream
+        return stream == self._stream
+
     def prediction(self, envelope: Envelope, labels: tuple[str, ...]) -> None:
         """Keep one window's distribution."""
-        self._predictions.append(prediction_record(envelope, labels))
+        if self._mine(envelope.stream):
+            self._predictions.append(prediction_record(envelope, labels))
 
     def event(self, envelope: Envelope) -> None:
         """Keep speech starts and ends for shading."""
         body: Event = envelope.body  # type: ignore[assignment]
-        if body.name in ("speech_start", "speech_end"):
+        if body.name in ("speech_start", "speech_end") and self._mine(envelope.stream):
             self._speech.append((body.name, body.t))
+
+    def stream_end(self, stream: str, reason: str, summary: dict) -> None:
+        """Keep the drawn stream's own summary."""
+        if stream == self._stream:
+            self._summary, self._reason = summary, reason
 
     def close(self, reason: str, summary: dict) -> None:
         """Draw and write the PNG."""
         from ser_stream.plots import plot_session
 
+        if self._summary is not None and summary.get("streams", 1) > 1:
+            summary, reason = self._summary, self._reason
         try:
             plot_session(self.path, self._labels, self._predictions, self._speech, summary, reason)
         except OSError as exc:

@@ -62,6 +62,14 @@ class StageSpec:
         description: one line for ``--help``.
         warm_up: run once before the stage reports ready, so the first window does not pay
             for lazy imports and compiled kernels.
+        stateless: the stage keeps nothing per stream, so its replicas can share the load of
+            one stream (PUSH/PULL). Such a stage has one processor for all streams, turns each
+            accepted message into exactly one message, and keeps its sequence number, so the
+            collector downstream can put the stream back in order. Stateful stages are
+            sharded by stream id instead: a stream always reaches the same replica.
+        batches: the processor classifies messages that queued up in one call
+            (``push_batch``); other stages take them one by one and send each result at
+            once, so the next stage starts on it while this one goes on.
     """
 
     name: str
@@ -70,6 +78,11 @@ class StageSpec:
     build: Callable[[StageContext], StreamProcessor]
     description: str = ""
     warm_up: Callable[[StageContext], None] | None = None
+    stateless: bool = False
+    batches: bool = False
+
+
+_SHARED = "*"  # the one processor of a stateless stage
 
 
 @dataclass
@@ -86,12 +99,14 @@ class StageLogic:
 
     @property
     def open_streams(self) -> list[str]:
-        """Streams seen and not yet ended."""
-        return list(self._processors)
+        """Streams seen and not yet ended (a stateless stage holds none)."""
+        return [] if self.spec.stateless else list(self._processors)
 
     def handle(self, envelope: Envelope) -> list[Envelope]:
         """Process one incoming envelope; return what to send downstream, in order."""
         self.counters[f"in_{envelope.kind.value}"] += 1
+        if self.spec.stateless:
+            return self._handle_stateless(envelope)
         stream = envelope.stream
         if stream in self._ended:
             # The stage ended this stream itself (stop-on-silence): the rest is not wanted.
@@ -120,6 +135,21 @@ class StageLogic:
                 self._ended.add(stream)
                 break
         return outputs
+
+    def _handle_stateless(self, envelope: Envelope) -> list[Envelope]:
+        """One message in, one out, same sequence number; no stream is opened or ended."""
+        if envelope.kind is Kind.HEARTBEAT:
+            return []
+        if envelope.kind not in self.spec.accepts:
+            return [self._wrap(envelope.stream, envelope.body, envelope)]
+        try:
+            bodies = self._processor(envelope.stream).push(envelope.body)
+        except InputError as exc:
+            self.counters["dropped_input_error"] += 1
+            return [self.error(envelope, str(exc))]
+        if len(bodies) != 1:
+            raise RuntimeError(f"stateless stage {self.spec.name} gave {len(bodies)} messages")
+        return [self._wrap(envelope.stream, bodies[0], envelope)]
 
     def handle_many(self, envelopes: list[Envelope]) -> list[Envelope]:
         """Process envelopes that queued up; runs of one stream go to ``push_batch`` if offered.
@@ -158,7 +188,7 @@ class StageLogic:
     def end_all(self, reason: str) -> list[Envelope]:
         """Flush and end every open stream (shutdown): nothing held is lost silently."""
         outputs: list[Envelope] = []
-        for stream in list(self._processors):
+        for stream in self.open_streams:
             marker = Envelope(stream, 0, EndOfStream(reason))
             outputs.extend(self.handle(marker))
         return outputs
@@ -178,6 +208,8 @@ class StageLogic:
         return [self._wrap(stream, body, cause) for body in processor.flush()]
 
     def _processor(self, stream: str) -> StreamProcessor:
+        if self.spec.stateless:
+            stream = _SHARED
         processor = self._processors.get(stream)
         if processor is None:
             processor = self.spec.build(self.context)
@@ -186,8 +218,11 @@ class StageLogic:
         return processor
 
     def _wrap(self, stream: str, body: Body, cause: Envelope) -> Envelope:
-        seq = self._seq.get(stream, 0)
-        self._seq[stream] = seq + 1
+        if self.spec.stateless:
+            seq = cause.seq  # the collector restores the order replicas may have mixed
+        else:
+            seq = self._seq.get(stream, 0)
+            self._seq[stream] = seq + 1
         timestamps = dict(cause.timestamps)
         timestamps[self.spec.name] = self.clock()
         out = Envelope(stream, seq, body, timestamps)

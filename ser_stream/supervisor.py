@@ -1,16 +1,24 @@
 """``ser-stream up``: start every stage as its own process, watch them, and account for it all.
 
-The supervisor wires ipc:// endpoints in a private folder, starts vad, denoise, features and
-model (which publishes on a PUB socket), waits until the model publishes, then starts the
-capture. It subscribes to the published stream itself to feed the sinks and the session
-summary, restarts a stage that dies (with back-off), and shuts everything down at the end of
-input, at stop-on-silence, or on Ctrl-C / SIGTERM.
+The supervisor wires ipc:// endpoints in a private folder, starts the replicas of vad,
+denoise, features and model, waits until each reports ready, then starts one capture per
+source. The model's replicas push their results to the supervisor's collector, which puts
+every stream back in order, feeds the sinks and the per-stream accounting, and republishes
+each record on the PUB endpoint for anyone's subscribers. It restarts a stage that dies
+(with back-off), and shuts everything down when every stream has ended, or on Ctrl-C /
+SIGTERM.
+
+Replicas: a stateful stage (vad, denoise, features) is sharded by stream id, so a stream
+always reaches the same replica; every replica of the stage before binds one output per
+shard. A stateless stage (model) shares one output of each upstream replica (PUSH/PULL load
+balancing) and keeps sequence numbers, from which the collector restores the order.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -27,11 +35,14 @@ import zmq
 from ser_stream.errors import InputError, WireError
 from ser_stream.logs import get_logger
 from ser_stream.messages import EndOfStream, ErrorMsg, Event, Heartbeat, Prediction
+from ser_stream.ordering import Reorderer
 from ser_stream.sinks import Sink
-from ser_stream.wire import decode
+from ser_stream.threads import limit_numeric_threads
+from ser_stream.wire import Envelope, decode
 
 __all__ = [
     "PipelineConfig",
+    "Run",
     "Session",
     "claim_publish_endpoint",
     "default_publish_endpoint",
@@ -41,12 +52,13 @@ __all__ = [
 ]
 
 CHAIN = ("vad", "denoise", "features", "model")
-STREAM = "stream-1"
+STATELESS = frozenset({"model"})
+"""Stages that keep nothing per stream (each replica takes any message of any stream)."""
 
 
 _TOML_KEYS = {
     "source", "fast", "sinks", "stop_on_silence_s", "model", "publish", "tcp", "stages", "rate",
-    "max_restarts", "start_timeout_s", "plot",
+    "max_restarts", "start_timeout_s", "plot", "replicas", "streams",
 }  # fmt: skip
 
 
@@ -72,6 +84,8 @@ def load_toml(path: str) -> dict:
         raise InputError(f"{path}: unknown settings {sorted(unknown)}; known: {sorted(_TOML_KEYS)}")
     if data.get("stop_on_silence_s") is False:
         data["stop_on_silence_s"] = None
+    if isinstance(data.get("source"), str):
+        data["source"] = [data["source"]]
     return data
 
 
@@ -105,19 +119,24 @@ class PipelineConfig:
     """What ``up`` runs.
 
     Attributes:
-        source: ``mic[:DEVICE]``, ``file:PATH``, ``stdin`` or ``zmq:ENDPOINT``.
-        fast: do not pace the source at real time.
-        stop_on_silence_s: end the session after this much silence following speech (None: never).
+        sources: one or more of ``mic[:DEVICE]``, ``file:PATH``, ``stdin``, ``zmq:ENDPOINT``;
+            source N is stream ``stream-N``, except that each producer on a ``zmq:`` source
+            names its own streams.
+        fast: do not pace the sources at real time.
+        stop_on_silence_s: end a stream after this much silence following speech (None: never).
         model: model artifact folder (None: the shipped one).
         publish: endpoint for anyone's subscribers (``ser-stream tap``, your programs).
         tcp: connect the stages over tcp:// on loopback instead of ipc://.
         rate: sample rate of raw PCM on stdin, in Hz.
         stages: settings per stage name (e.g. ``{"vad": {"aggressiveness": 3}}``).
+        replicas: processes per stage name (default 1 each).
+        streams: end the session once this many streams have ended (None: when every
+            source is done; a ``zmq:`` source serves until Ctrl-C).
         max_restarts: restarts allowed per stage before the session gives up.
         start_timeout_s: how long the stages may take to come up.
     """
 
-    source: str
+    sources: tuple[str, ...]
     fast: bool = False
     stop_on_silence_s: float | None = 2.0
     model: str | None = None
@@ -125,13 +144,34 @@ class PipelineConfig:
     tcp: bool = False
     rate: int = 16_000
     stages: dict[str, dict] = field(default_factory=dict)
+    replicas: dict[str, int] = field(default_factory=dict)
+    streams: int | None = None
     max_restarts: int = 5
     start_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sources, str):
+            object.__setattr__(self, "sources", (self.sources,))
+        if not self.sources:
+            raise InputError("no source; give at least one --source")
+        for name, count in self.replicas.items():
+            if name not in CHAIN:
+                raise InputError(
+                    f"--replicas {name}: no such stage; choose from {', '.join(CHAIN)}"
+                )
+            if not isinstance(count, int) or not 1 <= count <= 32:
+                raise InputError(f"--replicas {name}={count}: give a whole number from 1 to 32")
+        if self.streams is not None and self.streams < 1:
+            raise InputError(f"--streams {self.streams}: give a positive number of streams")
+
+    def replicas_of(self, name: str) -> int:
+        """How many processes run stage ``name``."""
+        return self.replicas.get(name, 1)
 
 
 @dataclass
 class Session:
-    """What happened in one run: the facts behind the summary."""
+    """What happened to one stream: the facts behind its summary."""
 
     reason: str = "signal"
     windows: int | None = None
@@ -140,38 +180,90 @@ class Session:
     restarts: Counter = field(default_factory=Counter)
     duration_s: float = 0.0
     audio_dropped_s: float = 0.0
+    ended: bool = False
 
     def summary(self, labels: tuple[str, ...]) -> dict:
-        """The ``session_end`` summary: windows, dropped (and why), mean distribution.
+        """The stream's summary: windows, dropped (and why), mean distribution.
 
         The mean leaves out early windows that a longer window of the same start superseded
         (a live utterance is judged on 0.8 s, then 1.6 s, then 3 s of it): they are there to
         answer fast, and are less accurate than the window that replaces them.
         """
-        predicted = len(self.predictions)
-        emitted = self.windows if self.windows is not None else predicted
-        judged = lasting_predictions(self.predictions)
-        mean = (
-            np.mean([p.probabilities for p in judged], axis=0) if judged else np.zeros(len(labels))
-        )
-        dropped = max(0, emitted - predicted)
-        reasons = {}
-        if dropped:
-            reasons["lost_in_stage_failure" if self.restarts else "lost"] = dropped
-        return {
-            "dominant": labels[int(np.argmax(mean))] if self.predictions else None,
-            "windows": emitted,
-            "predicted": predicted,
-            "dropped": dropped,
-            "dropped_reasons": reasons,
-            "errors": len(self.errors),
-            "restarts": dict(self.restarts),
-            "mean_probabilities": {
-                k: round(float(v), 6) for k, v in zip(labels, mean, strict=True)
-            },
-            "duration_s": round(self.duration_s, 3),
-            "audio_dropped_s": round(self.audio_dropped_s, 3),
-        }
+        return _summarize([self], labels, self.restarts, self.duration_s)
+
+
+@dataclass
+class Run:
+    """One ``up``: every stream's session, the restarts, and what the processes used.
+
+    Attributes:
+        reason: why it ended: the stream's reason for one stream; for several, their common
+            reason, else ``error`` if one failed, else ``eof``; ``signal`` on Ctrl-C.
+        streams: the session of each stream, by stream id, in the order they appeared.
+        ordering: the collector's reordering counts (``reordered``, ``gap``, ``late``).
+        peak_rss_mb: peak resident memory of each process (Linux), ``supervisor`` included.
+        cpu_s: CPU time of each process, taken at the end like the memory.
+    """
+
+    reason: str = "signal"
+    streams: dict[str, Session] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    restarts: Counter = field(default_factory=Counter)
+    duration_s: float = 0.0
+    ordering: Counter = field(default_factory=Counter)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    cpu_s: dict[str, float] = field(default_factory=dict)
+
+    def session(self, stream: str) -> Session:
+        """The session of ``stream``, opened on its first record."""
+        if stream not in self.streams:
+            self.streams[stream] = Session(restarts=self.restarts)
+        return self.streams[stream]
+
+    def summary(self, labels: tuple[str, ...]) -> dict:
+        """The ``session_end`` summary over every stream (``streams`` says how many)."""
+        summary = _summarize(list(self.streams.values()), labels, self.restarts, self.duration_s)
+        summary["errors"] += len(self.errors)
+        summary["streams"] = len(self.streams)
+        return summary
+
+    def end_reason(self, signalled: bool) -> str:
+        """Why the run ended (see the class)."""
+        reasons = {session.reason for session in self.streams.values()}
+        if signalled or not reasons:
+            return "signal"
+        if len(reasons) == 1:
+            return reasons.pop()
+        return "error" if "error" in reasons else "eof"
+
+
+def _summarize(
+    sessions: list[Session], labels: tuple[str, ...], restarts: Counter, duration_s: float
+) -> dict:
+    predictions = [p for session in sessions for p in session.predictions]
+    predicted = len(predictions)
+    emitted = sum(
+        session.windows if session.windows is not None else len(session.predictions)
+        for session in sessions
+    )
+    judged = [p for session in sessions for p in lasting_predictions(session.predictions)]
+    mean = np.mean([p.probabilities for p in judged], axis=0) if judged else np.zeros(len(labels))
+    dropped = max(0, emitted - predicted)
+    reasons = {}
+    if dropped:
+        reasons["lost_in_stage_failure" if restarts else "lost"] = dropped
+    return {
+        "dominant": labels[int(np.argmax(mean))] if predictions else None,
+        "windows": emitted,
+        "predicted": predicted,
+        "dropped": dropped,
+        "dropped_reasons": reasons,
+        "errors": sum(len(session.errors) for session in sessions),
+        "restarts": dict(restarts),
+        "mean_probabilities": {k: round(float(v), 6) for k, v in zip(labels, mean, strict=True)},
+        "duration_s": round(duration_s, 3),
+        "audio_dropped_s": round(sum(session.audio_dropped_s for session in sessions), 3),
+    }
 
 
 def lasting_predictions(predictions: list[Prediction]) -> list[Prediction]:
@@ -188,84 +280,233 @@ def lasting_predictions(predictions: list[Prediction]) -> list[Prediction]:
 
 
 class _Stages:
-    """The child processes and their restarts."""
+    """The child processes, their endpoints and their restarts.
+
+    Processes are keyed ``(stage, replica)``; captures are ``("capture", N)``, one per source.
+    """
 
     def __init__(self, config: PipelineConfig, folder: Path) -> None:
         self.config = config
-        names = ("capture", *CHAIN, "control")
-        if config.tcp:
-            self.endpoint = {name: f"tcp://127.0.0.1:{_free_port_pair()}" for name in names}
-        else:
-            self.endpoint = {name: f"ipc://{folder}/{name}" for name in names}
-        if config.publish:
-            self.endpoint["model"] = config.publish
-        self.processes: dict[str, subprocess.Popen] = {}
+        self.folder = folder
+        self._endpoints: dict[str, str] = {}
+        self.processes: dict[tuple[str, int], subprocess.Popen] = {}
         self.restarts: Counter = Counter()
         self.log = get_logger(component="supervisor")
 
-    def command(self, name: str) -> list[str]:
+    def endpoint(self, key: str) -> str:
+        """The endpoint named ``key`` (stable for the session, restarts included)."""
+        if key not in self._endpoints:
+            if self.config.tcp:
+                self._endpoints[key] = f"tcp://127.0.0.1:{_free_port_pair()}"
+            else:
+                self._endpoints[key] = f"ipc://{self.folder}/{key}"
+        return self._endpoints[key]
+
+    def count(self, name: str) -> int:
+        """Processes of ``name``: sources for the capture, else replicas."""
+        return len(self.config.sources) if name == "capture" else self.config.replicas_of(name)
+
+    def outputs(self, name: str, replica: int) -> list[str]:
+        """What replica ``replica`` of ``name`` binds: one output per shard of the next stage."""
+        after = CHAIN[CHAIN.index(name) + 1] if name != "capture" else CHAIN[0]
+        if after in STATELESS:
+            return [self.endpoint(f"{name}.{replica}")]
+        return [self.endpoint(f"{name}.{replica}.s{k}") for k in range(self.count(after))]
+
+    def inputs(self, name: str, replica: int) -> list[str]:
+        """What replica ``replica`` of ``name`` connects to: its shard of every upstream."""
+        before = "capture" if name == CHAIN[0] else CHAIN[CHAIN.index(name) - 1]
+        if name in STATELESS:
+            return [self.endpoint(f"{before}.{u}") for u in range(self.count(before))]
+        return [self.endpoint(f"{before}.{u}.s{replica}") for u in range(self.count(before))]
+
+    @staticmethod
+    def stream_of(source: int) -> str:
+        """The stream id of the ``source``-th source (a ``zmq:`` source's own are named)."""
+        return f"stream-{source + 1}"
+
+    def label(self, name: str, replica: int) -> str:
+        """``model`` or, with replicas, ``model.1``."""
+        return f"{name}.{replica}" if self.count(name) > 1 else name
+
+    def command(self, name: str, replica: int) -> list[str]:
         base = [sys.executable, "-m", "ser_stream", "--log-level", "warning", "stage", name]
-        model = ["--model", self.config.model] if self.config.model else []
+        outs = (
+            [arg for out in self.outputs(name, replica) for arg in ("--out", out)]
+            if (name != CHAIN[-1])
+            else ["--out", self.endpoint("results"), "--collect"]
+        )
         if name == "capture":
             fast = ["--fast"] if self.config.fast else []
             fast += ["--rate", str(self.config.rate)]
-            return [*base, "--source", self.config.source, "--stream", STREAM, *fast,
-                    "--out", self.endpoint["capture"]]  # fmt: skip
-        upstream = "capture" if name == "vad" else CHAIN[CHAIN.index(name) - 1]
-        extra = ["--publish"] if name == "model" else []
+            return [*base, "--source", self.config.sources[replica], "--stream",
+                    self.stream_of(replica), *fast, *outs]  # fmt: skip
+        model = ["--model", self.config.model] if self.config.model else []
+        ins = [arg for endpoint in self.inputs(name, replica) for arg in ("--in", endpoint)]
+        extra = ["--replica", str(replica)]
         for key, value in self.config.stages.get(name, {}).items():
             extra += ["--set", f"{key}={json.dumps(value)}"]
+        if name == "vad" and self.config.fast:
+            extra += ["--set", "live=false"]  # a file job: the artifact's VAD, as predict
         if name == "vad":
             value = (
                 "null" if self.config.stop_on_silence_s is None else self.config.stop_on_silence_s
             )
             extra += ["--set", f"stop_on_silence_s={value}"]
-        return [*base, "--in", self.endpoint[upstream], "--out", self.endpoint[name],
-                "--control", self.endpoint["control"], *model, *extra]  # fmt: skip
+        return [*base, *ins, *outs, "--control", self.endpoint("control"), *model, *extra]
 
-    def start(self, name: str) -> None:
-        reads_stdin = name == "capture" and self.config.source == "stdin"
+    def start(self, name: str, replica: int) -> None:
+        reads_stdin = name == "capture" and self.config.sources[replica] == "stdin"
         stdin = None if reads_stdin else subprocess.DEVNULL
-        self.processes[name] = subprocess.Popen(
-            self.command(name), stdin=stdin, preexec_fn=_end_with_parent
+        self.processes[(name, replica)] = subprocess.Popen(
+            self.command(name, replica),
+            stdin=stdin,
+            env=limit_numeric_threads(dict(os.environ)),
+            preexec_fn=_end_with_parent,
         )
 
-    def check(self) -> None:
-        """Restart any stage that died (not the capture, whose exit is the end of input)."""
+    def start_chain(self) -> None:
         for name in CHAIN:
-            process = self.processes.get(name)
-            if process is None or process.poll() is None:
+            for replica in range(self.count(name)):
+                self.start(name, replica)
+
+    def start_captures(self) -> None:
+        for source in range(self.count("capture")):
+            self.start("capture", source)
+
+    def captures(self) -> list[subprocess.Popen]:
+        """The capture processes, one per source."""
+        return [p for (name, _), p in self.processes.items() if name == "capture"]
+
+    def check(self) -> None:
+        """Restart any stage replica that died (not a capture: its exit is the end of input)."""
+        for (name, replica), process in list(self.processes.items()):
+            if name == "capture" or process.poll() is None:
                 continue
-            self.restarts[name] += 1
-            if self.restarts[name] > self.config.max_restarts:
+            label = self.label(name, replica)
+            self.restarts[label] += 1
+            if self.restarts[label] > self.config.max_restarts:
                 raise InputError(
-                    f"stage {name} keeps dying (exit {process.returncode}); see its log"
+                    f"stage {label} keeps dying (exit {process.returncode}); see its log"
                 )
-            backoff = min(5.0, 0.25 * 2 ** (self.restarts[name] - 1))
-            self.log.error("stage died, restarting", stage=name, exit=process.returncode,
-                           restart=self.restarts[name], backoff_s=backoff)  # fmt: skip
+            backoff = min(5.0, 0.25 * 2 ** (self.restarts[label] - 1))
+            self.log.error("stage died, restarting", stage=label, exit=process.returncode,
+                           restart=self.restarts[label], backoff_s=backoff)  # fmt: skip
             time.sleep(backoff)
-            self.start(name)
+            self.start(name, replica)
+
+    def usage(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Peak resident memory (MB) and CPU time (s) of each live process and this one.
+
+        Read from ``/proc`` (Linux); empty elsewhere but for the supervisor.
+        """
+        peaks: dict[str, float] = {}
+        cpu: dict[str, float] = {}
+        ticks = os.sysconf("SC_CLK_TCK")
+        for (name, replica), process in self.processes.items():
+            label = self.label(name, replica) if name != "capture" else f"capture.{replica}"
+            try:
+                status = Path(f"/proc/{process.pid}/status").read_text()
+                stat = Path(f"/proc/{process.pid}/stat").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks[label] = round(int(line.split()[1]) / 1024, 1)
+            fields = stat.rsplit(")", 1)[1].split()
+            cpu[label] = round((int(fields[11]) + int(fields[12])) / ticks, 2)
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        peaks["supervisor"] = round(own.ru_maxrss / 1024, 1)
+        cpu["supervisor"] = round(own.ru_utime + own.ru_stime, 2)
+        return peaks, cpu
 
     def stop_all(self) -> None:
-        """Stop every process, upstream first.
+        """Stop every process, upstream first: the captures, then each stage's replicas.
 
         Each stage's last messages and end of stream then reach a neighbour that still runs
         and acknowledges them, so none waits out its acknowledgement timeout.
         """
         deadline = time.monotonic() + 20
         for name in ("capture", *CHAIN):
-            process = self.processes.get(name)
-            if process is None:
-                continue
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=max(0.1, min(5.0, deadline - time.monotonic())))
-            except subprocess.TimeoutExpired:
-                self.log.error("stage did not stop in time, killed", stage=name)
-                process.kill()
-                process.wait()
+            keys = [key for key in self.processes if key[0] == name]
+            for key in keys:
+                if self.processes[key].poll() is None:
+                    self.processes[key].send_signal(signal.SIGTERM)
+            for key in keys:
+                process = self.processes[key]
+                try:
+                    process.wait(timeout=max(0.1, min(5.0, deadline - time.monotonic())))
+                except subprocess.TimeoutExpired:
+                    self.log.error("stage did not stop in time, killed", stage=self.label(*key))
+                    process.kill()
+                    process.wait()
+
+
+class _Collector:
+    """The end of the pipeline: results in order per stream, to the sinks and subscribers."""
+
+    def __init__(
+        self, run: Run, sinks: list[Sink], labels: tuple[str, ...], publisher: zmq.Socket
+    ) -> None:
+        self.run = run
+        self.sinks = sinks
+        self.labels = labels
+        self.publisher = publisher
+        self.order: Reorderer[tuple[Envelope, list[bytes]]] = Reorderer()
+        run.ordering = self.order.counters
+        self.ended: list[str] = []
+
+    def take(self, frames: list[bytes]) -> None:
+        """One message from the model replicas."""
+        try:
+            envelope = decode(frames)
+        except WireError as exc:
+            self.run.errors.append(str(exc))
+            return
+        if isinstance(envelope.body, Heartbeat):
+            return
+        if envelope.stream == "-":  # a stage's report about a message it could not read
+            self._deliver(envelope, frames)
+            return
+        for item in self.order.push(envelope.stream, envelope.seq, (envelope, frames)):
+            self._deliver(*item)
+
+    def expire(self) -> None:
+        """Move on where a record is overdue (its replica died)."""
+        for item in self.order.expire():
+            self._deliver(*item)
+
+    def _deliver(self, envelope: Envelope, frames: list[bytes]) -> None:
+        try:
+            self.publisher.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:  # a PUB never blocks; a full subscriber misses it, as designed
+            pass
+        session = self.run.session(envelope.stream)
+        body = envelope.body
+        if isinstance(body, Prediction):
+            session.predictions.append(body)
+            for sink in self.sinks:
+                sink.prediction(envelope, self.labels)
+        elif isinstance(body, Event):
+            if body.name == "windows":
+                session.windows = int(body.data.get("count", 0))
+            elif body.name == "gap":
+                session.audio_dropped_s += float(body.data.get("dropped_s", 0.0))
+            for sink in self.sinks:
+                sink.event(envelope)
+        elif isinstance(body, ErrorMsg):
+            session.errors.append(body.reason)
+            for sink in self.sinks:
+                sink.error(envelope)
+        elif isinstance(body, EndOfStream) and not session.ended:
+            session.reason = body.reason
+            session.ended = True
+            self.ended.append(envelope.stream)
+            for item in self.order.forget(envelope.stream):
+                self._deliver(*item)
+            summary = session.summary(self.labels)
+            for sink in self.sinks:
+                sink.stream_end(envelope.stream, body.reason, summary)
 
 
 def run_pipeline(
@@ -274,12 +515,14 @@ def run_pipeline(
     labels: tuple[str, ...],
     *,
     on_ready: Callable[[], None] | None = None,
-) -> Session:
-    """Run one session to its end; every sink sees every record; return the session.
+    should_stop: Callable[[], bool] | None = None,
+) -> Run:
+    """Run one session to its end; every sink sees every record; return what happened.
 
-    ``on_ready`` is called once every stage is up and the capture has started.
+    ``on_ready`` is called once every stage is up and the captures have started;
+    ``should_stop`` is asked between records (a benchmark ends a session of producers so).
     """
-    session = Session()
+    run = Run()
     stop = {"signal": False}
     previous = {
         sig: signal.signal(sig, lambda *_: stop.update(signal=True))
@@ -289,65 +532,102 @@ def run_pipeline(
     context = zmq.Context()
     with tempfile.TemporaryDirectory(prefix="ser-stream-") as folder:
         stages = _Stages(config, Path(folder))
-        session.restarts = stages.restarts
-        sub = context.socket(zmq.SUB)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.setsockopt(zmq.LINGER, 0)
+        run.restarts = stages.restarts
+        results = context.socket(zmq.PULL)
+        results.setsockopt(zmq.LINGER, 0)
+        publisher = context.socket(zmq.PUB)
+        publisher.setsockopt(zmq.LINGER, 0)
         control = context.socket(zmq.PULL)
         control.setsockopt(zmq.LINGER, 0)
+        collector = _Collector(run, sinks, labels, publisher)
         try:
-            control.bind(stages.endpoint["control"])
-            for name in CHAIN:
-                stages.start(name)
-            sub.connect(stages.endpoint["model"])
-            _wait_ready(control, sub, stages, config.start_timeout_s, stop)
-            stages.start("capture")
+            control.bind(stages.endpoint("control"))
+            results.bind(stages.endpoint("results"))
+            publisher.bind(config.publish or stages.endpoint("publish"))
+            stages.start_chain()
+            _wait_ready(control, stages, config.start_timeout_s, stop)
+            stages.start_captures()
             for sink in sinks:
                 sink.open(labels)
             if on_ready is not None:
                 on_ready()
-            capture = _CaptureWatch(stages.processes["capture"])
-            while not stop["signal"]:
+            watches = [
+                _CaptureWatch(
+                    stages.processes[("capture", k)],
+                    None if source.startswith("zmq:") else stages.stream_of(k),
+                )
+                for k, source in enumerate(config.sources)
+            ]
+            expected = {
+                stages.stream_of(k)
+                for k, source in enumerate(config.sources)
+                if not source.startswith("zmq:")
+            }
+            while not stop["signal"] and not (should_stop and should_stop()):
                 stages.check()
-                capture.check()
-                if not sub.poll(200):
-                    continue
-                try:
-                    envelope = decode(sub.recv_multipart())
-                except WireError as exc:
-                    session.errors.append(str(exc))
-                    continue
-                body = envelope.body
-                if isinstance(body, Prediction):
-                    session.predictions.append(body)
-                    for sink in sinks:
-                        sink.prediction(envelope, labels)
-                elif isinstance(body, Event):
-                    if body.name == "windows":
-                        session.windows = int(body.data.get("count", 0))
-                    elif body.name == "gap":
-                        session.audio_dropped_s += float(body.data.get("dropped_s", 0.0))
-                    for sink in sinks:
-                        sink.event(envelope)
-                elif isinstance(body, ErrorMsg):
-                    session.errors.append(body.reason)
-                    for sink in sinks:
-                        sink.error(envelope)
-                elif isinstance(body, EndOfStream):
-                    session.reason = body.reason
+                for watch in watches:
+                    watch.check(run)
+                if results.poll(100):
+                    for _ in range(256):  # a burst, then look at the processes again
+                        try:
+                            collector.take(results.recv_multipart(zmq.NOBLOCK))
+                        except zmq.Again:
+                            break
+                collector.expire()
+                _stop_ended_captures(stages, config, collector.ended)
+                if _finished(run, config, stages, expected):
                     break
-                elif not isinstance(body, Heartbeat):
-                    continue
         finally:
-            session.duration_s = time.monotonic() - started
+            signalled = stop["signal"]
+            run.peak_rss_mb, run.cpu_s = stages.usage()
+            run.duration_s = time.monotonic() - started
             stages.stop_all()
+            _drain(results, collector)
             context.destroy(linger=0)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-    summary = session.summary(labels)
+    run.reason = run.end_reason(signalled)
+    summary = run.summary(labels)
     for sink in sinks:
-        sink.close(session.reason, summary)
-    return session
+        sink.close(run.reason, summary)
+    return run
+
+
+def _finished(run: Run, config: PipelineConfig, stages: _Stages, expected: set[str]) -> bool:
+    """Enough streams ended, or every source is done and every stream it began has ended."""
+    ended = {stream for stream, session in run.streams.items() if session.ended}
+    if config.streams is not None:
+        return len(ended) >= config.streams
+    if any(process.poll() is None for process in stages.captures()):
+        return False
+    return expected <= ended and set(run.streams) <= ended
+
+
+def _stop_ended_captures(stages: _Stages, config: PipelineConfig, ended: list[str]) -> None:
+    """A stream ended by the VAD (silence): stop its source, which would go on forever."""
+    while ended:
+        stream = ended.pop()
+        for k, source in enumerate(config.sources):
+            process = stages.processes.get(("capture", k))
+            if (
+                stages.stream_of(k) == stream
+                and not source.startswith("zmq:")
+                and process is not None
+                and process.poll() is None
+            ):
+                process.send_signal(signal.SIGTERM)
+
+
+def _drain(results: zmq.Socket, collector: _Collector) -> None:
+    """After the stages stopped: deliver what they sent on their way out."""
+    while results.poll(50):
+        try:
+            collector.take(results.recv_multipart(zmq.NOBLOCK))
+        except zmq.Again:
+            break
+    for stream in list(collector.order._streams):
+        for item in collector.order.forget(stream):
+            collector._deliver(*item)
 
 
 class _CaptureWatch:
@@ -359,13 +639,17 @@ class _CaptureWatch:
 
     GRACE_S = {True: 30.0, False: 3.0}  # after a clean exit / after a failure
 
-    def __init__(self, process: subprocess.Popen) -> None:
+    def __init__(self, process: subprocess.Popen, stream: str | None) -> None:
         self.process = process
+        self.stream = stream  # None: a zmq source, whose producers end their own streams
         self.exited_at: float | None = None
 
-    def check(self) -> None:
+    def check(self, run: Run) -> None:
         code = self.process.poll()
         if code is None:
+            return
+        session = run.streams.get(self.stream) if self.stream else None
+        if (session is not None and session.ended) or (self.stream is None and code == 0):
             return
         if self.exited_at is None:
             self.exited_at = time.monotonic()
@@ -401,12 +685,10 @@ def _free_port_pair() -> int:
     raise InputError("no free pair of loopback ports; free some or use ipc://")
 
 
-def _wait_ready(
-    control: zmq.Socket, sub: zmq.Socket, stages: _Stages, timeout_s: float, stop: dict
-) -> None:
-    """Every stage reports on the control socket; then the model's PUB must reach us."""
+def _wait_ready(control: zmq.Socket, stages: _Stages, timeout_s: float, stop: dict) -> None:
+    """Every replica of every stage reports on the control socket."""
     deadline = time.monotonic() + timeout_s
-    waiting = set(CHAIN)
+    waiting = {f"{name}.{r}" for name in CHAIN for r in range(stages.count(name))}
     while waiting and time.monotonic() < deadline and not stop["signal"]:
         stages.check()
         if control.poll(250):
@@ -416,14 +698,6 @@ def _wait_ready(
                 continue
             if isinstance(body, Heartbeat):
                 waiting.discard(body.stage)
-    subscribed = False
-    while not waiting and not subscribed and time.monotonic() < deadline and not stop["signal"]:
-        stages.check()  # the model publishes heartbeats while idle: then records reach us
-        if sub.poll(250):
-            try:
-                subscribed = isinstance(decode(sub.recv_multipart()).body, Heartbeat)
-            except WireError:
-                continue
-    if waiting or not subscribed:
-        names = ", ".join(sorted(waiting)) or "model (publishing)"
+    if waiting:
+        names = ", ".join(sorted(waiting))
         raise InputError(f"stages {names} did not come up within {timeout_s:.0f} s; see their logs")

@@ -20,7 +20,7 @@ import numpy as np
 
 from ser_stream.audio import SAMPLE_RATE, load_audio
 from ser_stream.errors import InputError
-from ser_stream.messages import Audio, ErrorMsg, Heartbeat
+from ser_stream.messages import Audio, EndOfStream, ErrorMsg, Heartbeat
 
 __all__ = [
     "FRAME_MS",
@@ -34,6 +34,10 @@ __all__ = [
 
 FRAME_MS = 30
 """Length of one captured frame."""
+
+FAST_FRAME_MS = 960
+"""Length of a frame when a file goes as fast as it can: fewer, larger messages (nothing waits
+for them at the speed of the audio), the same samples."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +110,13 @@ def frames_of(samples: np.ndarray, *, frame_ms: int = FRAME_MS) -> Iterator[Audi
         yield Audio(pcm[start : start + size], SAMPLE_RATE, start / SAMPLE_RATE)
 
 
-def file_frames(path: str) -> Iterator[Audio]:
+def file_frames(path: str, *, frame_ms: int = FRAME_MS) -> Iterator[Audio]:
     """Frames of an audio file of any format, rate and channel count.
 
     Raises:
         InputError: the file cannot be read (raised before the first frame).
     """
-    return frames_of(load_audio(path))
+    return frames_of(load_audio(path), frame_ms=frame_ms)
 
 
 def pcm_frames(
@@ -151,21 +155,22 @@ def pcm_frames(
 
 def zmq_frames(
     endpoint: str, *, idle_timeout_s: float | None = None
-) -> Iterator[Audio | ErrorMsg | Heartbeat]:
-    """Frames from an external producer that PUSHes ``audio`` messages to ``endpoint``.
+) -> Iterator[Heartbeat | ErrorMsg | tuple[str, Audio | ErrorMsg | EndOfStream]]:
+    """Streams from external producers that PUSH ``audio`` messages to ``endpoint``.
 
-    The capture binds a PULL socket there. Audio of any rate is resampled to 16 kHz as it
-    flows; the producer's ``end_of_stream`` ends the stream. A malformed message is logged
-    and skipped, and an :class:`ErrorMsg` saying why goes downstream for the accounting.
-    While no producer sends, a :class:`Heartbeat` comes every half second, so the caller can
-    notice a stop request.
+    The capture binds a PULL socket there; any number of producers connect, each naming its
+    stream in the messages' ``stream`` field, and each stream keeps that id through the
+    pipeline. Audio of any rate is resampled to 16 kHz as it flows; a producer's
+    ``end_of_stream`` ends its stream (only). A malformed message is logged and skipped, and
+    an :class:`ErrorMsg` saying why goes downstream for the accounting. While no producer
+    sends, a :class:`Heartbeat` comes every half second, so the caller can notice a stop
+    request.
     """
     import soxr
     import zmq
 
     from ser_stream.errors import WireError
     from ser_stream.logs import get_logger
-    from ser_stream.messages import EndOfStream
     from ser_stream.wire import decode
 
     log = get_logger(stage="capture", source=endpoint)
@@ -173,8 +178,8 @@ def zmq_frames(
     sock = context.socket(zmq.PULL)
     sock.setsockopt(zmq.LINGER, 0)
     sock.bind(endpoint)
-    resamplers: dict[int, soxr.ResampleStream] = {}
-    position = 0
+    resamplers: dict[tuple[str, int], soxr.ResampleStream] = {}
+    positions: dict[str, int] = {}
     idle_since = time.monotonic()
     try:
         while True:
@@ -190,26 +195,33 @@ def zmq_frames(
                 log.warning("malformed message skipped", reason=str(exc))
                 yield ErrorMsg(f"producer message skipped: {exc}; follow docs/wire.md", "capture")
                 continue
-            body = envelope.body
+            stream, body = envelope.stream, envelope.body
+            if stream == "-":
+                yield ErrorMsg("stream id '-' is reserved; name your stream otherwise", "capture")
+                continue
             if isinstance(body, EndOfStream):
-                return
+                positions.pop(stream, None)
+                for key in [key for key in resamplers if key[0] == stream]:
+                    del resamplers[key]
+                yield stream, EndOfStream(body.reason)
+                continue
             if not isinstance(body, Audio):
                 reason = f"producer sent {envelope.kind.value}, not audio; send audio messages"
-                log.warning("message skipped", reason=reason)
-                yield ErrorMsg(reason, "capture")
+                log.warning("message skipped", reason=reason, stream=stream)
+                yield stream, ErrorMsg(reason, "capture")
                 continue
             samples = np.asarray(body.samples)
             if samples.dtype != np.int16:
                 samples = np.round(np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
             if body.sample_rate != SAMPLE_RATE:
-                if body.sample_rate not in resamplers:
-                    resamplers[body.sample_rate] = soxr.ResampleStream(
-                        body.sample_rate, SAMPLE_RATE, 1, "int16"
-                    )
-                samples = resamplers[body.sample_rate].resample_chunk(samples)
+                key = (stream, body.sample_rate)
+                if key not in resamplers:
+                    resamplers[key] = soxr.ResampleStream(body.sample_rate, SAMPLE_RATE, 1, "int16")
+                samples = resamplers[key].resample_chunk(samples)
             if samples.size:
-                yield Audio(samples, SAMPLE_RATE, position / SAMPLE_RATE)
-                position += samples.size
+                position = positions.get(stream, 0)
+                yield stream, Audio(samples, SAMPLE_RATE, position / SAMPLE_RATE)
+                positions[stream] = position + samples.size
     finally:
         sock.close(linger=0)
         context.term()

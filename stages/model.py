@@ -140,4 +140,6 @@ SPEC = StageSpec(
     emits=frozenset({Kind.PREDICTION}),
     build=_build,
     description="emotion probabilities of feature windows (ONNX export of the Keras LSTM)",
+    stateless=True,
+    batches=True,
 )

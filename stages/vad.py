@@ -480,13 +480,16 @@ class VADStream:
 
 LIVE_DEFAULTS = {"engine": "silero", "first_window_s": 0.8}
 """What a live stream changes from the artifact's VAD settings (which ``predict`` follows):
-the engine that keeps finding speech in noise and a first emotion within a second."""
+the engine that keeps finding speech in noise and a first emotion within a second. A file
+run as fast as it goes (``live = false``) keeps the artifact's settings, as ``predict`` does."""
 
 
 def _build(context: StageContext) -> VADStream:
-    options = {**LIVE_DEFAULTS, **context.options}
-    if not options["first_window_s"]:  # 0 (or false in TOML): full windows from the start
-        options["first_window_s"] = None
+    options = dict(context.options)
+    if options.pop("live", True):
+        options = {**LIVE_DEFAULTS, **options}
+    if "first_window_s" in options and not options["first_window_s"]:
+        options["first_window_s"] = None  # 0 (or false in TOML): full windows from the start
     stop_after = options.pop("stop_on_silence_s", 2.0)
     config = replace(context.artifact.analysis.vad_with_windowing(), **options)
     if stop_after is not None:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from ser_stream.threads import limit_numeric_threads
+
+limit_numeric_threads()  # as every ser-stream process: the same float rounding in-process
+# ruff: noqa: E402 - the limit must come before numpy loads
+
 from pathlib import Path
 
 import pytest

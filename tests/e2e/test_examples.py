@@ -50,7 +50,7 @@ def test_producer_feeds_up_and_both_sinks_print_every_prediction(tmp_path, c_sin
     published = f"ipc://{tmp_path}/published"
     jsonl = tmp_path / "session.jsonl"
     pipeline = subprocess.Popen(
-        [SER_STREAM, "up", *SYNTHETIC_SPEECH_VAD, "--source", f"zmq:{audio_in}",
+        [SER_STREAM, "up", *SYNTHETIC_SPEECH_VAD, "--source", f"zmq:{audio_in}", "--streams", "1",
          "--publish", published, "--no-stop-on-silence", "--sink", f"jsonl:{jsonl}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -85,7 +85,7 @@ def test_producer_feeds_up_and_both_sinks_print_every_prediction(tmp_path, c_sin
     predictions = [r for r in records if r["kind"] == "prediction"]
     assert len(predictions) >= 2 and records[-1]["reason"] == "eof"
     for output in outputs:
-        lines = [line for line in output.splitlines() if line.startswith("stream-1 ")]
+        lines = [line for line in output.splitlines() if line.startswith("producer ")]
         assert len(lines) == 2, output
         for line, record in zip(lines, predictions[:2], strict=True):
             assert record["label"] in line and f"{record['t_start']:.2f}" in line
@@ -99,7 +99,7 @@ def test_a_malformed_producer_message_is_skipped_reported_and_counted(tmp_path):
     jsonl = tmp_path / "session.jsonl"
     pipeline = subprocess.Popen(
         [SER_STREAM, "up", *SYNTHETIC_SPEECH_VAD, "--source", f"zmq:{audio_in}", "--publish", f"ipc://{tmp_path}/pub",
-         "--no-stop-on-silence", "--sink", f"jsonl:{jsonl}"],
+         "--streams", "1", "--no-stop-on-silence", "--sink", f"jsonl:{jsonl}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     context = zmq.Context()

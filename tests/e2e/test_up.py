@@ -149,7 +149,7 @@ def test_unknown_settings_are_a_one_line_error(tmp_path):
 
 
 def test_raw_pcm_on_stdin_at_another_rate(tmp_path):
-    """--source stdin --rate 8000: raw 16-bit PCM is resampled and predicted."""
+    """--source stdin --rate 8000: raw 16-bit PCM is resampled and predicted, live (paced)."""
     import soxr
 
     audio = np.concatenate([noise(0.5), voiced(2.5, seed=5), noise(0.7, seed=6)])
@@ -158,7 +158,7 @@ def test_raw_pcm_on_stdin_at_another_rate(tmp_path):
     publish = ["--publish", f"ipc://{tmp_path}/pub"]
     result = subprocess.run(
         [SER_STREAM, "up", *SYNTHETIC_SPEECH_VAD, *publish, "--source", "stdin",
-         "--rate", "8000", "--fast", "--sink", f"jsonl:{out}"],
+         "--rate", "8000", "--sink", f"jsonl:{out}"],
         input=pcm, capture_output=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -1,0 +1,144 @@
+"""The supervisor's wiring of replicas, its settings and its per-stream accounting."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ser_stream.cli import _replicas
+from ser_stream.errors import InputError
+from ser_stream.labels import LABELS
+from ser_stream.messages import Prediction
+from ser_stream.runtime import shard_of
+from ser_stream.stages import STAGES
+from ser_stream.supervisor import (
+    CHAIN,
+    STATELESS,
+    PipelineConfig,
+    Run,
+    _Stages,
+)
+
+
+def stages(tmp_path: Path, sources=2, **replicas) -> _Stages:
+    config = PipelineConfig(sources=tuple(f"file:{i}.wav" for i in range(sources)),
+                            replicas=replicas)  # fmt: skip
+    return _Stages(config, tmp_path)
+
+
+def test_stateless_stages_are_the_ones_whose_spec_says_so():
+    assert {name for name in CHAIN if STAGES[name].stateless} == STATELESS
+
+
+@pytest.mark.parametrize("replicas", [{}, {"model": 3}, {"vad": 2, "denoise": 3, "features": 2}])
+def test_every_bound_output_is_read_by_exactly_the_right_replicas(tmp_path, replicas):
+    wiring = stages(tmp_path, **replicas)
+    names = ("capture", *CHAIN)
+    for upstream, downstream in zip(names, names[1:], strict=False):
+        bound = [e for u in range(wiring.count(upstream)) for e in wiring.outputs(upstream, u)]
+        assert len(bound) == len(set(bound))
+        readers = Counter(
+            e for d in range(wiring.count(downstream)) for e in wiring.inputs(downstream, d)
+        )
+        if downstream in STATELESS:  # every replica reads every upstream output
+            assert readers == dict.fromkeys(bound, wiring.count(downstream))
+        else:  # each shard output has exactly one reader: a stream meets one replica
+            assert readers == dict.fromkeys(bound, 1)
+            for d in range(wiring.count(downstream)):
+                assert len(wiring.inputs(downstream, d)) == wiring.count(upstream)
+
+
+def test_a_shard_output_leads_to_the_replica_of_the_same_shard(tmp_path):
+    wiring = stages(tmp_path, vad=3)
+    for source in range(2):
+        outputs = wiring.outputs("capture", source)
+        for shard, endpoint in enumerate(outputs):
+            assert endpoint in wiring.inputs("vad", shard)
+
+
+def test_shards_are_stable_and_spread():
+    assert shard_of("stream-1", 1) == 0
+    assert shard_of("abc", 4) == shard_of("abc", 4)
+    assert len({shard_of(f"stream-{i}", 4) for i in range(40)}) == 4
+
+
+def test_the_last_stage_pushes_to_the_collector(tmp_path):
+    wiring = stages(tmp_path, model=2)
+    for replica in range(2):
+        command = wiring.command("model", replica)
+        assert "--collect" in command
+        assert command[command.index("--out") + 1] == wiring.endpoint("results")
+        assert command[command.index("--replica") + 1] == str(replica)
+
+
+def test_endpoints_are_stable_for_restarts(tmp_path):
+    wiring = stages(tmp_path, features=2)
+    assert wiring.command("features", 1) == wiring.command("features", 1)
+
+
+@pytest.mark.parametrize(
+    ("replicas", "message"),
+    [({"capture": 2}, "no such stage"), ({"model": 0}, "1 to 32"), ({"vad": 99}, "1 to 32")],
+)
+def test_bad_replica_settings_are_refused_before_anything_starts(replicas, message):
+    with pytest.raises(InputError, match=message):
+        PipelineConfig(sources=("stdin",), replicas=replicas)
+
+
+def test_replicas_flag():
+    assert _replicas(["model=2", "vad=2,features=3"]) == {"model": 2, "vad": 2, "features": 3}
+    with pytest.raises(InputError, match="STAGE=N"):
+        _replicas(["model"])
+    with pytest.raises(InputError, match="STAGE=N"):
+        _replicas(["model=two"])
+
+
+def test_no_source_and_bad_streams_are_refused():
+    with pytest.raises(InputError, match="no source"):
+        PipelineConfig(sources=())
+    with pytest.raises(InputError, match="positive"):
+        PipelineConfig(sources=("stdin",), streams=0)
+
+
+def prediction(label: int, t_start: float, t_end: float) -> Prediction:
+    p = np.full(len(LABELS), 0.01, dtype=np.float32)
+    p[label] = 1 - 0.01 * (len(LABELS) - 1)
+    return Prediction(p, LABELS[label], t_start, t_end, 0)
+
+
+class TestRun:
+    def test_each_stream_is_summarized_alone_and_the_session_over_all(self):
+        run = Run()
+        one, two = run.session("a"), run.session("b")
+        one.predictions += [prediction(0, 0, 3), prediction(0, 1.5, 4.5)]
+        one.windows = 2
+        two.predictions += [prediction(3, 0, 3)]
+        two.windows = 2  # one window was lost
+        one.reason, two.reason = "eof", "eof"
+        assert one.summary(LABELS)["dominant"] == "neutral"
+        assert two.summary(LABELS)["dominant"] == "angry"
+        assert two.summary(LABELS)["dropped"] == 1
+        total = run.summary(LABELS)
+        assert (total["windows"], total["predicted"], total["dropped"]) == (4, 3, 1)
+        assert total["streams"] == 2 and total["dominant"] == "neutral"
+        assert run.end_reason(signalled=False) == "eof"
+
+    @pytest.mark.parametrize(
+        ("reasons", "signalled", "expected"),
+        [
+            (["silence"], False, "silence"),
+            (["silence", "silence"], False, "silence"),
+            (["eof", "error"], False, "error"),
+            (["eof", "silence"], False, "eof"),
+            (["eof"], True, "signal"),
+            ([], False, "signal"),
+        ],
+    )
+    def test_end_reason(self, reasons, signalled, expected):
+        run = Run()
+        for i, reason in enumerate(reasons):
+            run.session(str(i)).reason = reason
+        assert run.end_reason(signalled) == expected
