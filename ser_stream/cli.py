@@ -145,6 +145,27 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--tcp", action="store_true", help="tcp:// on loopback between stages")
     up.set_defaults(run=_up)
 
+    bench = commands.add_parser(
+        "bench", help="measure the whole pipeline: latency, throughput, streams, memory"
+    )
+    bench.add_argument("--json", metavar="PATH", help="also write the figures as JSON here")
+    bench.add_argument(
+        "--out", metavar="DIR", default="benchmarks/results", help="report folder (Markdown, PNG)"
+    )
+    bench.add_argument(
+        "--smoke", action="store_true", help="a short run (CI): seconds, not minutes"
+    )
+    bench.add_argument("--max-streams", type=int, help="stop the concurrent sweep here")
+    bench.add_argument(
+        "--replicas",
+        action="append",
+        default=[],
+        metavar="STAGE=N",
+        help="the second streams sweep's replicas (default features=2,model=2)",
+    )
+    bench.add_argument("--no-original", action="store_true", help="skip the original's approach")
+    bench.set_defaults(run=_bench)
+
     devices = commands.add_parser("devices", help="list the microphones (audio inputs)")
     devices.set_defaults(run=_devices)
 
@@ -308,6 +329,28 @@ def _replicas(items: list[str]) -> dict[str, int]:
             raise InputError(f"--replicas {item!r} is not STAGE=N (e.g. model=2)")
         counts[name.strip()] = int(value)
     return counts
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from ser_stream.bench.main import BenchOptions, run_bench
+
+    options = BenchOptions.smoke_run() if args.smoke else BenchOptions()
+    changes: dict = {"replicas": _replicas(args.replicas) or options.replicas}
+    if not args.smoke and changes["replicas"] is None:
+        changes["replicas"] = {"features": 2, "model": 2}
+    if args.max_streams:
+        changes["max_streams"] = args.max_streams
+    if args.no_original:
+        changes["original"] = False
+    options = replace(options, **changes)
+    out = Path(args.out)
+    result = run_bench(options, out, Path(args.json) if args.json else None)
+    print(f"ser-stream: report written to {out / 'bench.md'}", file=sys.stderr)
+    for name, row in result["targets"].items():
+        print(f"{name:<45} {row['figure']:>10}  {'met' if row['met'] else 'NOT met'}")
+    return 0
 
 
 def _default_source(sample: Path) -> str:

@@ -67,9 +67,10 @@ class StageSpec:
             accepted message into exactly one message, and keeps its sequence number, so the
             collector downstream can put the stream back in order. Stateful stages are
             sharded by stream id instead: a stream always reaches the same replica.
-        batches: the processor classifies messages that queued up in one call
-            (``push_batch``); other stages take them one by one and send each result at
-            once, so the next stage starts on it while this one goes on.
+        batches: messages that queued up are handled in one go (one hop to the worker
+            thread; the model classifies them in one ``push_batch`` call): for stages of many
+            small messages. Other stages take them one by one and send each result at once,
+            so the next stage starts on it while this one goes on.
     """
 
     name: str

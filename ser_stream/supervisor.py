@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -202,6 +201,7 @@ class Run:
         streams: the session of each stream, by stream id, in the order they appeared.
         ordering: the collector's reordering counts (``reordered``, ``gap``, ``late``).
         peak_rss_mb: peak resident memory of each process (Linux), ``supervisor`` included.
+        pss_mb: proportional memory of each process at the end (shared pages split).
         cpu_s: CPU time of each process, taken at the end like the memory.
     """
 
@@ -212,6 +212,7 @@ class Run:
     duration_s: float = 0.0
     ordering: Counter = field(default_factory=Counter)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    pss_mb: dict[str, float] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)
 
     def session(self, stream: str) -> Session:
@@ -395,30 +396,35 @@ class _Stages:
             time.sleep(backoff)
             self.start(name, replica)
 
-    def usage(self) -> tuple[dict[str, float], dict[str, float]]:
-        """Peak resident memory (MB) and CPU time (s) of each live process and this one.
+    def usage(self) -> dict[str, dict[str, float]]:
+        """Per live process and this one: ``peak_rss_mb``, ``pss_mb`` and ``cpu_s``.
 
-        Read from ``/proc`` (Linux); empty elsewhere but for the supervisor.
+        Read from ``/proc`` (Linux). RSS counts shared libraries in every process that maps
+        them; PSS splits each shared page between its processes, so PSS adds up to what the
+        pipeline really occupies.
         """
-        peaks: dict[str, float] = {}
-        cpu: dict[str, float] = {}
+        usage: dict[str, dict[str, float]] = {"peak_rss_mb": {}, "pss_mb": {}, "cpu_s": {}}
         ticks = os.sysconf("SC_CLK_TCK")
+        pids = {"supervisor": os.getpid()}
         for (name, replica), process in self.processes.items():
             label = self.label(name, replica) if name != "capture" else f"capture.{replica}"
+            pids[label] = process.pid
+        for label, pid in pids.items():
             try:
-                status = Path(f"/proc/{process.pid}/status").read_text()
-                stat = Path(f"/proc/{process.pid}/stat").read_text()
+                status = Path(f"/proc/{pid}/status").read_text()
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
             except OSError:
                 continue
             for line in status.splitlines():
                 if line.startswith("VmHWM:"):
-                    peaks[label] = round(int(line.split()[1]) / 1024, 1)
+                    usage["peak_rss_mb"][label] = round(int(line.split()[1]) / 1024, 1)
+            for line in rollup.splitlines():
+                if line.startswith("Pss:"):
+                    usage["pss_mb"][label] = round(int(line.split()[1]) / 1024, 1)
             fields = stat.rsplit(")", 1)[1].split()
-            cpu[label] = round((int(fields[11]) + int(fields[12])) / ticks, 2)
-        own = resource.getrusage(resource.RUSAGE_SELF)
-        peaks["supervisor"] = round(own.ru_maxrss / 1024, 1)
-        cpu["supervisor"] = round(own.ru_utime + own.ru_stime, 2)
-        return peaks, cpu
+            usage["cpu_s"][label] = round((int(fields[11]) + int(fields[12])) / ticks, 2)
+        return usage
 
     def stop_all(self) -> None:
         """Stop every process, upstream first: the captures, then each stage's replicas.
@@ -579,7 +585,12 @@ def run_pipeline(
                     break
         finally:
             signalled = stop["signal"]
-            run.peak_rss_mb, run.cpu_s = stages.usage()
+            usage = stages.usage()
+            run.peak_rss_mb, run.pss_mb, run.cpu_s = (
+                usage["peak_rss_mb"],
+                usage["pss_mb"],
+                usage["cpu_s"],
+            )
             run.duration_s = time.monotonic() - started
             stages.stop_all()
             _drain(results, collector)

@@ -503,4 +503,5 @@ SPEC = StageSpec(
     emits=frozenset({Kind.WINDOW, Kind.NOISE, Kind.EVENT, Kind.END_OF_STREAM}),
     build=_build,
     description="voice activity: speech windows, noise and speech events",
+    batches=True,  # 30 ms frames: one hop to the worker thread per burst, not per frame
 )

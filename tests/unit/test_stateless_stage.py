@@ -85,6 +85,6 @@ def test_a_stateless_processor_that_gives_two_messages_is_a_bug_not_a_silent_reo
         StageLogic(spec, StageContext("twice")).handle(Envelope("a", 0, Event("x", 1.0)))
 
 
-def test_the_model_is_the_stateless_batching_stage():
+def test_the_model_is_stateless_and_the_stages_of_small_messages_batch():
     assert [n for n, s in STAGES.items() if s.stateless] == ["model"]
-    assert [n for n, s in STAGES.items() if s.batches] == ["model"]
+    assert [n for n, s in STAGES.items() if s.batches] == ["vad", "model"]
