@@ -472,7 +472,11 @@ class _Collector:
         if isinstance(envelope.body, Heartbeat):
             return
         if envelope.stream == "-":  # a stage's report about a message it could not read
-            self._deliver(envelope, frames)
+            if isinstance(envelope.body, ErrorMsg):
+                self.run.errors.append(envelope.body.reason)
+                self._publish(frames)
+                for sink in self.sinks:
+                    sink.error(envelope)
             return
         for item in self.order.push(envelope.stream, envelope.seq, (envelope, frames)):
             self._deliver(*item)
@@ -482,11 +486,14 @@ class _Collector:
         for item in self.order.expire():
             self._deliver(*item)
 
-    def _deliver(self, envelope: Envelope, frames: list[bytes]) -> None:
+    def _publish(self, frames: list[bytes]) -> None:
         try:
             self.publisher.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:  # a PUB never blocks; a full subscriber misses it, as designed
             pass
+
+    def _deliver(self, envelope: Envelope, frames: list[bytes]) -> None:
+        self._publish(frames)
         session = self.run.session(envelope.stream)
         body = envelope.body
         if isinstance(body, Prediction):

@@ -216,7 +216,7 @@ def _rss(run: Run) -> dict:
 
 
 def _produce(endpoint: str, count: int, seconds: float, report: dict) -> None:
-    """``count`` live producers on one socket: 30 ms frames at real time, staggered starts.
+    """``count`` live producers on one socket: 30 ms frames at real time, independent timing.
 
     A live producer cannot wait: a frame the pipeline cannot take at once is dropped and
     counted, and so is any lateness behind the audio clock.
@@ -228,6 +228,9 @@ def _produce(endpoint: str, count: int, seconds: float, report: dict) -> None:
     audio = np.round(bench_audio(seconds, seed=2) * 32767).astype("<i2")
     rng = np.random.default_rng(3)
     offsets = rng.uniform(0.0, 1.5, count)  # streams do not start in lockstep
+    # nor talk in lockstep: each starts somewhere else in the speech, as independent callers
+    cycle = round((load_audio(str(bundled_sample())).size / SAMPLE_RATE + 1.5) * SAMPLE_RATE)
+    shifts = rng.integers(0, min(cycle, audio.size), count)
     frame = SAMPLE_RATE * 30 // 1000
     context = zmq.Context()
     push = context.socket(zmq.PUSH)
@@ -251,7 +254,9 @@ def _produce(endpoint: str, count: int, seconds: float, report: dict) -> None:
             due = offsets[i] + (sent[i] + 1) * frame / SAMPLE_RATE
             while sent[i] < frames and due <= now:
                 worst_late = max(worst_late, now - due)
-                chunk = audio[sent[i] * frame : (sent[i] + 1) * frame]
+                at = (shifts[i] + sent[i] * frame) % audio.size
+                chunk = np.roll(audio, -at)[:frame] if at + frame > audio.size else (
+                    audio[at : at + frame])  # fmt: skip
                 fields = {"sample_rate": SAMPLE_RATE, "t_start": sent[i] * frame / SAMPLE_RATE,
                           "dtype": "int16", "shape": [chunk.size]}  # fmt: skip
                 try:

@@ -11,16 +11,19 @@ import pytest
 from ser_stream.cli import _replicas
 from ser_stream.errors import InputError
 from ser_stream.labels import LABELS
-from ser_stream.messages import Prediction
+from ser_stream.messages import EndOfStream, ErrorMsg, Prediction
 from ser_stream.runtime import shard_of
+from ser_stream.sinks import Sink
 from ser_stream.stages import STAGES
 from ser_stream.supervisor import (
     CHAIN,
     STATELESS,
     PipelineConfig,
     Run,
+    _Collector,
     _Stages,
 )
+from ser_stream.wire import Envelope, encode
 
 
 def stages(tmp_path: Path, sources=2, **replicas) -> _Stages:
@@ -142,3 +145,55 @@ class TestRun:
         for i, reason in enumerate(reasons):
             run.session(str(i)).reason = reason
         assert run.end_reason(signalled) == expected
+
+
+class Recording(Sink):
+    def __init__(self) -> None:
+        self.seen: list[tuple] = []
+
+    def prediction(self, envelope, labels):
+        self.seen.append(("prediction", envelope.stream, envelope.seq))
+
+    def error(self, envelope):
+        self.seen.append(("error", envelope.stream, envelope.seq))
+
+    def stream_end(self, stream, reason, summary):
+        self.seen.append(("end", stream, summary["predicted"]))
+
+
+class TestCollector:
+    def collector(self):
+        import zmq
+
+        context = zmq.Context.instance()
+        publisher = context.socket(zmq.PUB)
+        publisher.setsockopt(zmq.LINGER, 0)
+        run, sink = Run(), Recording()
+        return _Collector(run, [sink], LABELS, publisher), run, sink, publisher
+
+    def test_replicas_out_of_order_reach_the_sinks_in_order_then_the_end(self):
+        collector, run, sink, publisher = self.collector()
+        try:
+            arrivals = [("a", 1), ("b", 0), ("a", 2), ("a", 0), ("b", 1)]
+            for stream, seq in arrivals:
+                collector.take(encode(Envelope(stream, seq, prediction(0, seq, seq + 3))))
+            collector.take(encode(Envelope("a", 3, EndOfStream("eof"))))
+        finally:
+            publisher.close()
+        assert [s for s in sink.seen if s[1] == "a"] == [
+            ("prediction", "a", 0), ("prediction", "a", 1), ("prediction", "a", 2), ("end", "a", 3)
+        ]  # fmt: skip
+        assert [s for s in sink.seen if s[1] == "b"] == [("prediction", "b", 0),
+                                                         ("prediction", "b", 1)]  # fmt: skip
+        assert run.streams["a"].ended and not run.streams["b"].ended
+        assert run.ordering["reordered"] == 2
+
+    def test_a_report_about_an_unreadable_message_is_no_stream(self):
+        collector, run, sink, publisher = self.collector()
+        try:
+            collector.take(encode(Envelope("-", 0, ErrorMsg("malformed message skipped", "vad"))))
+            collector.take([b"not a message"])
+        finally:
+            publisher.close()
+        assert run.streams == {} and len(run.errors) == 2
+        assert sink.seen == [("error", "-", 0)]
