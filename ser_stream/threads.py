@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import MutableMapping
 
-__all__ = ["NUMERIC_THREAD_VARIABLES", "limit_numeric_threads"]
+__all__ = ["NUMERIC_THREAD_VARIABLES", "limit_numeric_threads", "unlimited_environment"]
 
 NUMERIC_THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -32,5 +32,19 @@ def limit_numeric_threads(
     """
     env = os.environ if env is None else env
     for name in NUMERIC_THREAD_VARIABLES:
-        env.setdefault(name, "1")
+        if name not in env:
+            env[name] = "1"
+            if env is os.environ:
+                _SET_HERE.add(name)
     return env
+
+
+_SET_HERE: set[str] = set()
+
+
+def unlimited_environment() -> dict[str, str]:
+    """This process's environment without the limits :func:`limit_numeric_threads` added.
+
+    For running something else as it would run on its own (the bench's comparison).
+    """
+    return {k: v for k, v in os.environ.items() if k not in _SET_HERE}
