@@ -480,6 +480,8 @@ def _failing(exc: Exception):
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import gc
+
     from ser_stream.predict import predict_files
     from ser_stream.warmup import kernels_cached
 
@@ -502,6 +504,9 @@ def _predict(args: argparse.Namespace) -> int:
             count = len(result.windows)
             windows = f"{count} window" + ("" if count == 1 else "s")
             print(f"{result.file}: {result.label}  ({shares}; {windows})")
+    # The process ends next: frozen objects skip the interpreter's final collection passes
+    # over everything librosa, numba and scipy allocated (~0.2 s of a one-file run).
+    gc.freeze()
     return 1 if failed else 0
 
 
