@@ -71,7 +71,9 @@ def main() -> None:
         {
             "what": f"ser-stream predict --json on {args.files} files of 3.0 s, start-up included",
             "command": f"python -m benchmarks.bench_predict --files {args.files}",
-            "measured": args.ser_stream,
+            "measured": "ser-stream of this venv"
+            if args.ser_stream == SER_STREAM
+            else args.ser_stream,
             "machine": machine(),
             "exit_status": result.returncode,
             "files": len(records),
