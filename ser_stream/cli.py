@@ -161,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="STAGE=N",
-        help="the replicas of a second streams sweep (default denoise=2,features=2)",
+        help="the replicas of a second streams sweep (default vad=2)",
     )
     bench.add_argument("--no-original", action="store_true", help="skip the original's approach")
     bench.set_defaults(run=_bench)
@@ -339,7 +339,7 @@ def _bench(args: argparse.Namespace) -> int:
     options = BenchOptions.smoke_run() if args.smoke else BenchOptions()
     changes: dict = {"replicas": _replicas(args.replicas) or options.replicas}
     if not args.smoke and changes["replicas"] is None:
-        changes["replicas"] = {"denoise": 2, "features": 2}
+        changes["replicas"] = {"vad": 2}  # Silero, the live default, is what many streams wait on
     if args.max_streams:
         changes["max_streams"] = args.max_streams
     if args.no_original:

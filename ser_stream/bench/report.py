@@ -107,8 +107,9 @@ def markdown(result: dict) -> str:
     for vad, row in result["throughput"].items():
         lines.append(f"| {vad} | {row['audio_s']:.0f} s | {row['wall_s']:.2f} s | "
                      f"{row['x_realtime']:.0f}× |")  # fmt: skip
-    lines += ["", "## Memory (peak RSS under `--fast` load, one stream)", "", "| process | MB |",
-              "|---|---|"]  # fmt: skip
+    lines += ["", "## Memory (peak RSS under `--fast` load, one stream)", "",
+              "`supervisor` is the bench's own process here, which runs the supervisor.", "",
+              "| process | MB |", "|---|---|"]  # fmt: skip
     for name, mb in result["rss_mb"].items():
         lines.append(f"| {name} | {mb:.0f} |")
     lines.append(
@@ -126,7 +127,7 @@ def markdown(result: dict) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         for r in rows:
-            lost = r["dropped_windows"] + max(0, r["dropped_frames"])
+            lost = r["dropped_windows"] + max(0, r["dropped_frames"]) + r["streams_unfinished"]
             lines.append(f"| {r['streams']} | {_pct(r['latency_ms'])} | {r['windows']} | "
                          f"{lost} | {r['cpu_cores']} | {r['rss_mb']['total']:.0f} MB | "
                          f"{'yes' if r['ok'] else 'no'} |")  # fmt: skip
