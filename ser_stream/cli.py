@@ -19,9 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from ser_stream.threads import limit_numeric_threads
+    if args.run in (_up, _stage, _predict, _bench):  # training keeps the libraries' pools
+        from ser_stream.threads import limit_numeric_threads
 
-    limit_numeric_threads()  # before numpy loads (see ser_stream.threads)
+        limit_numeric_threads()  # before numpy loads (see ser_stream.threads)
     from ser_stream.logs import configure_logging
 
     configure_logging(args.log_level)
@@ -468,6 +469,7 @@ def _capture(args: argparse.Namespace) -> int:
         args.outputs,
         # A microphone and a producer pace themselves.
         realtime=source.realtime and source.kind in ("file", "stdin"),
+        named_streams=source.kind == "zmq",
         settings=RuntimeSettings(hwm=args.hwm),
     )
     return asyncio.run(runtime.run())

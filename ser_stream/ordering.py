@@ -3,13 +3,14 @@
 Replicas of a stateless stage share a stream's messages and may finish them out of order;
 they keep each message's sequence number, so whoever collects their outputs can put every
 stream back in order. A message that never comes (its replica died) holds the stream only
-for ``timeout_s``; then the stream moves on and the skipped numbers are counted as a gap.
+for ``timeout_s``; then the stream moves on and the skipped numbers are counted as a gap. The
+timeout is long (10 s): a replica that is merely busy must not be taken for a dead one.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -30,15 +31,19 @@ class Reorderer(Generic[T]):
 
     Attributes:
         counters: ``reordered`` (items that waited for an earlier one), ``gap`` (sequence
-            numbers given up on), ``late`` (items that came after their number was skipped,
-            or from an upstream that restarted its numbering; released at once).
+            numbers given up on), ``late`` (items that came after their number was skipped;
+            released at once), ``renumbered`` (the upstream restarted its numbering at 0),
+            ``after_end`` (items of a stream that had already ended; released at once).
     """
 
-    def __init__(self, timeout_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
+    ENDED_MEMORY = 10_000  # streams remembered as ended, so a straggler opens no new state
+
+    def __init__(self, timeout_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
         self.timeout_s = timeout_s
         self.clock = clock
         self.counters: Counter = Counter()
         self._streams: dict[str, _Stream[T]] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
 
     @property
     def held(self) -> int:
@@ -47,7 +52,16 @@ class Reorderer(Generic[T]):
 
     def push(self, stream: str, seq: int, item: T) -> list[T]:
         """Take one item; return the items now due, in order."""
+        if stream in self._ended:
+            self.counters["after_end"] += 1
+            return [item]
         state = self._streams.setdefault(stream, _Stream())
+        if seq == 0 and state.expected > 0:  # the upstream restarted: a new numbering
+            self.counters["renumbered"] += 1
+            released = [state.held[n][0] for n in sorted(state.held)]
+            state.held.clear()
+            state.expected = 1
+            return [*released, item]
         if seq < state.expected or seq in state.held:
             self.counters["late"] += 1
             return [item]
@@ -70,10 +84,17 @@ class Reorderer(Generic[T]):
 
     def forget(self, stream: str) -> list[T]:
         """The stream ended: release whatever it still holds, in order, and drop its state."""
+        self._ended[stream] = None
+        while len(self._ended) > self.ENDED_MEMORY:
+            self._ended.popitem(last=False)
         state = self._streams.pop(stream, None)
         if state is None:
             return []
         return [state.held[seq][0] for seq in sorted(state.held)]
+
+    def flush_all(self) -> list[T]:
+        """Release everything held, stream by stream, in order (shutdown)."""
+        return [item for stream in list(self._streams) for item in self.forget(stream)]
 
     @staticmethod
     def _release(state: _Stream[T]) -> list[T]:

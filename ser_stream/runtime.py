@@ -32,10 +32,9 @@ from ser_stream.messages import Audio, EndOfStream, ErrorMsg, Event, Heartbeat
 from ser_stream.stage import StageContext, StageLogic, StageSpec
 from ser_stream.wire import MAX_PAYLOAD_BYTES, Body, Envelope, Kind, decode, encode
 
-SourceItem = (
-    Audio | Event | ErrorMsg | Heartbeat | tuple[str, Audio | Event | ErrorMsg | EndOfStream]
-)
-"""What a source yields: a body of its own stream, or ``(stream, body)`` for one of many."""
+SourceItem = Audio | Event | ErrorMsg | Heartbeat | tuple
+"""What a source yields: a body of its own stream, or ``(stream, body)`` for one of many,
+or ``(stream, body, timestamps)`` with a producer's own timestamps to keep."""
 
 __all__ = [
     "Endpoints",
@@ -174,6 +173,55 @@ class _Sockets:
         return [self.inbox, *self.outs, *self.acks_up, *extra]
 
 
+class _Unacknowledged:
+    """Ends of stream sent and not yet acknowledged, to resend when one was lost.
+
+    A stage that died holding an end of stream would leave its stream open for ever; the
+    sender resends any end unacknowledged after the acknowledgement timeout (a repeat is
+    harmless: a stage that already ended the stream ignores it and acknowledges again).
+    """
+
+    def __init__(self) -> None:
+        self.sent: dict[str, tuple[Envelope, float]] = {}
+
+    def add(self, envelope: Envelope) -> None:
+        self.sent[envelope.stream] = (envelope, time.monotonic())
+
+    def acknowledged(self, stream: str) -> None:
+        self.sent.pop(stream, None)
+
+    def overdue(self, after_s: float) -> list[Envelope]:
+        """Ends to resend now (their clock starts again)."""
+        now = time.monotonic()
+        due = [envelope for envelope, at in self.sent.values() if now - at > after_s]
+        for envelope in due:
+            self.sent[envelope.stream] = (envelope, now)
+        return due
+
+    async def receive(self, sock: zmq.asyncio.Socket, log, poll_ms: int) -> None:
+        """Take acknowledgements as they come (runs until cancelled)."""
+        while True:
+            if not await sock.poll(poll_ms, zmq.POLLIN):
+                continue
+            try:
+                self.acknowledged(decode(await sock.recv_multipart()).stream)
+            except WireError as exc:
+                log.warning("malformed acknowledgement skipped", reason=str(exc))
+
+    async def wait(self, timeout_s: float, counters: Counter, log) -> None:
+        """At shutdown: wait for the last acknowledgements, then report what is missing."""
+        deadline = time.monotonic() + timeout_s
+        while self.sent and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self.sent:
+            counters["end_of_stream_unacknowledged"] += len(self.sent)
+            log.error(
+                "end of stream not acknowledged downstream",
+                streams=sorted(self.sent),
+                reason="the next stage is gone or stuck; its tail may be lost",
+            )
+
+
 class StageRuntime:
     """Runs one stage in this process until SIGTERM/SIGINT or :meth:`stop`."""
 
@@ -189,7 +237,7 @@ class StageRuntime:
         self.settings = settings or RuntimeSettings()
         self.logic = StageLogic(spec, context)
         self.log = get_logger(stage=spec.name)
-        self._unacked: set[str] = set()
+        self._unacked = _Unacknowledged()
         self._stopping: asyncio.Event | None = None
         self._give_up_at = float("inf")
 
@@ -220,11 +268,14 @@ class StageRuntime:
         try:
             acks = None
             if sockets.acks_down is not None:
-                acks = asyncio.create_task(self._receive_acks(sockets.acks_down))
+                poll_ms = int(self.settings.heartbeat_s * 1000)
+                acks = asyncio.create_task(
+                    self._unacked.receive(sockets.acks_down, self.log, poll_ms)
+                )
             await self._serve(sockets)
             await self._drain_input(sockets)
             await self._send_all(sockets, self.logic.end_all("signal"))
-            await self._await_acks()
+            await self._unacked.wait(self.settings.ack_timeout_s, self.counters, self.log)
             if acks is not None:
                 acks.cancel()
         finally:
@@ -272,12 +323,12 @@ class StageRuntime:
         """Tell the supervisor this stage is up (never waits)."""
         if sockets.control is not None:
             beat = Envelope("-", 0, Heartbeat(f"{self.spec.name}.{self.endpoints.replica}"))
-            self._send_heartbeat(sockets.control, "control_heartbeats_skipped", beat)
+            self._send_now(sockets.control, "control_heartbeats_skipped", beat)
 
-    def _send_heartbeat(
+    def _send_now(
         self, sock: zmq.asyncio.Socket, skipped: str, beat: Envelope | None = None
     ) -> None:
-        """Send a heartbeat without waiting; one nobody can take now is counted as skipped.
+        """Send without waiting (a heartbeat unless told); one nobody takes now is counted.
 
         An asyncio socket reports ``zmq.Again`` through the returned future, not by raising.
         """
@@ -297,12 +348,13 @@ class StageRuntime:
         timeout_ms = int(self.settings.heartbeat_s * 1000)
         last_sent = time.monotonic()
         while not self._stopping.is_set():
+            await self._resend_overdue(sockets)
             if not await sockets.inbox.poll(timeout_ms, zmq.POLLIN):
                 self._report_alive(sockets)
                 if time.monotonic() - last_sent >= self.settings.heartbeat_s:
                     # Never wait for a heartbeat: no receiver or a full queue skips it.
                     for out in sockets.outs:
-                        self._send_heartbeat(out, "heartbeats_skipped")
+                        self._send_now(out, "heartbeats_skipped")
                     last_sent = time.monotonic()
                 continue
             # The asyncio integration is edge-triggered: drain everything that is ready, in
@@ -312,13 +364,19 @@ class StageRuntime:
                 batch = []
                 while len(batch) < size:
                     try:
-                        batch.append(await sockets.inbox.recv_multipart(zmq.NOBLOCK))
+                        frames = await sockets.inbox.recv_multipart(zmq.NOBLOCK)
+                        batch.append((frames, time.time_ns()))
                     except zmq.Again:
                         break
                 if not batch:
                     break
                 await self._process(batch, sockets)
                 last_sent = time.monotonic()
+
+    async def _resend_overdue(self, sockets: _Sockets) -> None:
+        for envelope in self._unacked.overdue(self.settings.ack_timeout_s):
+            self.counters["end_of_stream_resent"] += 1
+            await self._send(sockets, envelope)
 
     async def _drain_input(self, sockets: _Sockets) -> None:
         """On shutdown, finish what already arrived (bounded by the ack timeout)."""
@@ -328,12 +386,11 @@ class StageRuntime:
                 frames = await sockets.inbox.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            await self._process([frames], sockets)
+            await self._process([(frames, time.time_ns())], sockets)
 
-    async def _process(self, batch: list[list[bytes]], sockets: _Sockets) -> None:
+    async def _process(self, batch: list[tuple[list[bytes], int]], sockets: _Sockets) -> None:
         envelopes = []
-        received = time.time_ns()
-        for frames in batch:
+        for frames, received in batch:
             try:
                 envelope = decode(frames, max_payload=self.settings.max_payload)
             except WireError as exc:
@@ -349,29 +406,29 @@ class StageRuntime:
         if not envelopes:
             return
         loop = asyncio.get_running_loop()
-        try:
-            # Cores do blocking numeric work: never on the loop.
-            outputs = await loop.run_in_executor(None, self.logic.handle_many, envelopes)
-        except Exception:  # find the failing message; the others still go through
-            outputs = []
-            for envelope in envelopes:
-                outputs.extend(await loop.run_in_executor(None, self._handle_safely, envelope))
+        # Cores do blocking numeric work: never on the loop.
+        outputs = await loop.run_in_executor(
+            None, self.logic.handle_many, envelopes, self._log_failure
+        )
         await self._send_all(sockets, outputs)
         for envelope in envelopes:
             if envelope.kind is Kind.END_OF_STREAM:
-                ack = encode(Envelope(envelope.stream, envelope.seq, EndOfStream("ack")))
-                for sock in sockets.acks_up:  # only the replica that sent it is waiting
-                    await sock.send_multipart(ack)
+                self._acknowledge(sockets, envelope)
 
-    def _handle_safely(self, envelope: Envelope) -> list[Envelope]:
-        try:
-            return self.logic.handle(envelope)
-        except Exception as exc:  # a failing message must not take the stage down
-            self.counters[f"failed_{envelope.kind.value}"] += 1
-            self.log.error(
-                "message failed", kind=envelope.kind.value, stream=envelope.stream, reason=repr(exc)
-            )
-            return [self.logic.error(envelope, f"{type(exc).__name__}: {exc}")]
+    def _acknowledge(self, sockets: _Sockets, envelope: Envelope) -> None:
+        """Tell every upstream replica (the one that sent it stops waiting); never blocks.
+
+        An upstream that is gone or not reading cannot hold this stage up: a skipped
+        acknowledgement is counted, and the sender resends its end of stream.
+        """
+        ack = Envelope(envelope.stream, envelope.seq, EndOfStream("ack"))
+        for sock in sockets.acks_up:
+            self._send_now(sock, "acks_skipped", ack)
+
+    def _log_failure(self, envelope: Envelope, exc: Exception) -> None:
+        self.log.error(
+            "message failed", kind=envelope.kind.value, stream=envelope.stream, reason=repr(exc)
+        )
 
     async def _send_all(self, sockets: _Sockets, outputs: list[Envelope]) -> None:
         for out in outputs:
@@ -380,7 +437,7 @@ class StageRuntime:
     async def _send(self, sockets: _Sockets, envelope: Envelope) -> None:
         """Send, waiting as long as the receiver needs (backpressure), except when draining."""
         if envelope.kind is Kind.END_OF_STREAM and sockets.acks_down is not None:
-            self._unacked.add(envelope.stream)
+            self._unacked.add(envelope)
         sock = sockets.out_for(envelope.stream)
         if not await _send_or_give_up(sock, envelope, self.settings, lambda: self._give_up_at):
             self.counters[f"lost_on_shutdown_{envelope.kind.value}"] += 1
@@ -388,29 +445,6 @@ class StageRuntime:
                 "message lost on shutdown",
                 kind=envelope.kind.value,
                 reason="the next stage stopped taking messages",
-            )
-
-    async def _receive_acks(self, sock: zmq.asyncio.Socket) -> None:
-        while True:
-            if not await sock.poll(int(self.settings.heartbeat_s * 1000), zmq.POLLIN):
-                continue
-            try:
-                ack = decode(await sock.recv_multipart())
-            except WireError as exc:
-                self.log.warning("malformed acknowledgement skipped", reason=str(exc))
-                continue
-            self._unacked.discard(ack.stream)
-
-    async def _await_acks(self) -> None:
-        deadline = time.monotonic() + self.settings.ack_timeout_s
-        while self._unacked and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        if self._unacked:
-            self.counters["end_of_stream_unacknowledged"] += len(self._unacked)
-            self.log.error(
-                "end of stream not acknowledged downstream",
-                streams=sorted(self._unacked),
-                reason="the next stage is gone or stuck; its tail may be lost",
             )
 
 
@@ -423,9 +457,10 @@ class SourceRuntime:
     session ends with the message, and the process exits with status 2. The process ends
     after its end-of-stream markers are acknowledged downstream.
 
-    A source of one stream yields bodies; a source of many (producers over ZeroMQ, each
-    naming its stream) yields ``(stream, body)`` pairs, an :class:`EndOfStream` among them
-    ending that stream. Each stream goes to the output of its shard of the next stage.
+    A source of one stream yields bodies; a source of many (``named_streams``: producers
+    over ZeroMQ, each naming its stream) yields ``(stream, body)`` pairs, an
+    :class:`EndOfStream` among them ending that stream, and reports that belong to no stream
+    under ``-``. Each stream goes to the output of its shard of the next stage.
     """
 
     def __init__(
@@ -435,9 +470,11 @@ class SourceRuntime:
         outputs: str | Sequence[str],
         *,
         realtime: bool,
+        named_streams: bool = False,
         settings: RuntimeSettings | None = None,
     ) -> None:
         self.stream = stream
+        self.named_streams = named_streams
         self.frames = frames
         self.outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
         self.realtime = realtime
@@ -447,7 +484,7 @@ class SourceRuntime:
         self._stopping: asyncio.Event | None = None
         self._give_up_at = float("inf")
         self._seq: dict[str, int] = {}
-        self._unacked: set[str] = set()
+        self._unacked = _Unacknowledged()
 
     def stop(self) -> None:
         """Stop reading; the stream ends with reason ``signal``."""
@@ -455,14 +492,23 @@ class SourceRuntime:
             self._stopping.set()
             self._give_up_at = time.monotonic() + self.settings.ack_timeout_s
 
-    async def _send(self, outs: list[zmq.asyncio.Socket], stream: str, body: Body) -> None:
+    async def _send(
+        self,
+        outs: list[zmq.asyncio.Socket],
+        stream: str,
+        body: Body,
+        stamps: dict[str, int] | None = None,
+    ) -> None:
         """Wait for the next stage as long as it needs, unless stopping and it is gone."""
         seq = self._seq.get(stream, 0)
         self._seq[stream] = seq + 1
-        envelope = Envelope(stream, seq, body, {"capture": time.time_ns()})
-        if isinstance(body, EndOfStream):
-            self._unacked.add(stream)
-        sock = outs[shard_of(stream, len(outs))]
+        timestamps = {**(stamps or {}), "capture": time.time_ns()}
+        await self._send_envelope(outs, Envelope(stream, seq, body, timestamps))
+
+    async def _send_envelope(self, outs: list[zmq.asyncio.Socket], envelope: Envelope) -> None:
+        if envelope.kind is Kind.END_OF_STREAM:
+            self._unacked.add(envelope)
+        sock = outs[shard_of(envelope.stream, len(outs))]
         if not await _send_or_give_up(sock, envelope, self.settings, lambda: self._give_up_at):
             self.counters[f"lost_on_shutdown_{envelope.kind.value}"] += 1
 
@@ -485,8 +531,13 @@ class SourceRuntime:
         status = 0
         open_streams: set[str] = set()
         started = time.monotonic()
+        poll_ms = int(self.settings.heartbeat_s * 1000)
+        receiving = asyncio.create_task(self._unacked.receive(acks, self.log, poll_ms))
         try:
             while True:
+                for envelope in self._unacked.overdue(self.settings.ack_timeout_s):
+                    self.counters["end_of_stream_resent"] += 1
+                    await self._send_envelope(outs, envelope)
                 if self._stopping.is_set():
                     reason = "signal"
                     break
@@ -499,14 +550,20 @@ class SourceRuntime:
                     break
                 if item is None:
                     break
-                stream, frame = item if isinstance(item, tuple) else (self.stream, item)
+                stamps: dict[str, int] = {}
+                if isinstance(item, tuple):
+                    stream, frame, *rest = item
+                    stamps = dict(rest[0]) if rest else {}
+                else:
+                    stream, frame = self.stream, item
                 if isinstance(frame, Heartbeat):  # an idle source: look at the stop flag again
                     continue
                 if isinstance(frame, EndOfStream):  # one producer's stream is over
                     open_streams.discard(stream)
                     await self._send(outs, stream, frame)
                     continue
-                open_streams.add(stream)
+                if stream != "-":  # "-": a report about no stream (a malformed message)
+                    open_streams.add(stream)
                 if isinstance(frame, ErrorMsg | Event):  # skipped input, lost audio: say so
                     self.counters[f"source_{type(frame).__name__.lower()}s"] += 1
                     await self._send(outs, stream, frame)
@@ -515,32 +572,19 @@ class SourceRuntime:
                     # A frame is "captured" when its last sample would have been heard.
                     due = started + frame.t_start + frame.samples.size / frame.sample_rate
                     await asyncio.sleep(max(0.0, due - time.monotonic()))
-                await self._send(outs, stream, frame)
+                await self._send(outs, stream, frame, stamps)
                 self.counters["out_audio"] += 1
-            if self.stream in self._seq or not self._seq:
+            if not self.named_streams:  # its one stream ends, even if nothing was read
                 open_streams.add(self.stream)
             for stream in sorted(open_streams):
                 await self._send(outs, stream, EndOfStream(reason))
-            await self._await_acks(acks)
+            wait_s = min(self.settings.ack_timeout_s, max(0.0, self._give_up_at - time.monotonic()))
+            await self._unacked.wait(wait_s, self.counters, self.log)
         finally:
+            receiving.cancel()
             for sock in outs:
                 sock.close(linger=self.settings.linger_ms)
             acks.close(linger=0)
             context.term()
             self.log.info("stopped", reason=reason, **dict(self.counters))
         return status
-
-    async def _await_acks(self, acks: zmq.asyncio.Socket) -> None:
-        wait_s = min(self.settings.ack_timeout_s, max(0.0, self._give_up_at - time.monotonic()))
-        deadline = time.monotonic() + wait_s
-        while self._unacked and time.monotonic() < deadline:
-            if await acks.poll(max(1, int((deadline - time.monotonic()) * 1000)), zmq.POLLIN):
-                try:
-                    self._unacked.discard(decode(await acks.recv_multipart()).stream)
-                except WireError:
-                    continue
-        if self._unacked:
-            self.counters["end_of_stream_unacknowledged"] += len(self._unacked)
-            self.log.error(
-                "end of stream not acknowledged downstream", streams=sorted(self._unacked)
-            )

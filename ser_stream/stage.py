@@ -152,21 +152,24 @@ class StageLogic:
             raise RuntimeError(f"stateless stage {self.spec.name} gave {len(bodies)} messages")
         return [self._wrap(envelope.stream, bodies[0], envelope)]
 
-    def handle_many(self, envelopes: list[Envelope]) -> list[Envelope]:
-        """Process envelopes that queued up; runs of one stream go to ``push_batch`` if offered.
+    def handle_many(
+        self,
+        envelopes: list[Envelope],
+        on_failure: Callable[[Envelope, Exception], None] | None = None,
+    ) -> list[Envelope]:
+        """Process envelopes that queued up; runs go to ``push_batch`` where it is offered.
 
         Gives the same outputs as :meth:`handle` on each in turn (the model stage classifies
-        a run of windows in one call).
+        a run of windows in one call: of one stream, or of any streams when the stage is
+        stateless). A message whose processing fails gives an error record instead of
+        outputs (``on_failure`` hears of it); the others go through, each processed once.
         """
         outputs: list[Envelope] = []
         i = 0
         while i < len(envelopes):
             first = envelopes[i]
             j = i + 1
-            while j < len(envelopes) and (envelopes[j].stream, envelopes[j].kind) == (
-                first.stream,
-                first.kind,
-            ):
+            while j < len(envelopes) and self._same_run(first, envelopes[j]):
                 j += 1
             run = envelopes[i:j]
             batched = (
@@ -175,16 +178,37 @@ class StageLogic:
                 and first.stream not in self._ended
                 and hasattr(self._processor(first.stream), "push_batch")
             )
+            results = None
             if batched:
+                try:
+                    results = self._processor(first.stream).push_batch([e.body for e in run])
+                except Exception:  # a stateless batch: find the failing one on its own
+                    results = None
+            if results is not None:
                 self.counters[f"in_{first.kind.value}"] += len(run)
-                results = self._processor(first.stream).push_batch([e.body for e in run])
                 for cause, bodies in zip(run, results, strict=True):
-                    outputs.extend(self._wrap(first.stream, body, cause) for body in bodies)
+                    outputs.extend(self._wrap(cause.stream, body, cause) for body in bodies)
             else:
                 for envelope in run:
-                    outputs.extend(self.handle(envelope))
+                    outputs.extend(self._guarded(envelope, on_failure))
             i = j
         return outputs
+
+    def _same_run(self, first: Envelope, other: Envelope) -> bool:
+        if self.spec.stateless:  # one processor serves every stream
+            return other.kind is first.kind
+        return (other.stream, other.kind) == (first.stream, first.kind)
+
+    def _guarded(
+        self, envelope: Envelope, on_failure: Callable[[Envelope, Exception], None] | None
+    ) -> list[Envelope]:
+        try:
+            return self.handle(envelope)
+        except Exception as exc:  # a failing message must not take the stage down
+            self.counters[f"failed_{envelope.kind.value}"] += 1
+            if on_failure is not None:
+                on_failure(envelope, exc)
+            return [self.error(envelope, f"{type(exc).__name__}: {exc}")]
 
     def end_all(self, reason: str) -> list[Envelope]:
         """Flush and end every open stream (shutdown): nothing held is lost silently."""

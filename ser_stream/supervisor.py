@@ -85,7 +85,26 @@ def load_toml(path: str) -> dict:
         data["stop_on_silence_s"] = None
     if isinstance(data.get("source"), str):
         data["source"] = [data["source"]]
+    _check_types(path, data)
     return data
+
+
+def _check_types(path: str, data: dict) -> None:
+    """The settings whose shape matters, checked before anything starts."""
+    problems = []
+    source = data.get("source", [])
+    if not isinstance(source, list) or not all(isinstance(s, str) for s in source):
+        problems.append("source must be a string or a list of strings")
+    replicas = data.get("replicas", {})
+    if not isinstance(replicas, dict) or not all(
+        isinstance(n, int) and not isinstance(n, bool) for n in replicas.values()
+    ):
+        problems.append("replicas must be a table of stage = number (e.g. model = 2)")
+    streams = data.get("streams")
+    if streams is not None and (not isinstance(streams, int) or isinstance(streams, bool)):
+        problems.append("streams must be a whole number")
+    if problems:
+        raise InputError(f"{path}: {'; '.join(problems)}")
 
 
 def default_publish_endpoint() -> str:
@@ -162,6 +181,12 @@ class PipelineConfig:
                 raise InputError(f"--replicas {name}={count}: give a whole number from 1 to 32")
         if self.streams is not None and self.streams < 1:
             raise InputError(f"--streams {self.streams}: give a positive number of streams")
+        producers = any(source.startswith("zmq:") for source in self.sources)
+        if self.streams is not None and not producers and self.streams > len(self.sources):
+            raise InputError(
+                f"--streams {self.streams}: only {len(self.sources)} sources and no zmq: "
+                "source; the session ends when they do"
+            )
 
     def replicas_of(self, name: str) -> int:
         """How many processes run stage ``name``."""
@@ -364,6 +389,9 @@ class _Stages:
             stdin=stdin,
             env=limit_numeric_threads(dict(os.environ)),
             preexec_fn=_end_with_parent,
+            # Out of the terminal's process group: Ctrl-C reaches the supervisor only, which
+            # stops them upstream first (a capture reading the terminal stays in it).
+            start_new_session=not reads_stdin,
         )
 
     def start_chain(self) -> None:
@@ -426,11 +454,13 @@ class _Stages:
             usage["cpu_s"][label] = round((int(fields[11]) + int(fields[12])) / ticks, 2)
         return usage
 
-    def stop_all(self) -> None:
+    def stop_all(self, while_waiting: Callable[[], None] = lambda: None) -> None:
         """Stop every process, upstream first: the captures, then each stage's replicas.
 
         Each stage's last messages and end of stream then reach a neighbour that still runs
         and acknowledges them, so none waits out its acknowledgement timeout.
+        ``while_waiting`` runs as the processes end (the collector keeps taking results, so
+        the last stage is never blocked sending its tail).
         """
         deadline = time.monotonic() + 20
         for name in ("capture", *CHAIN):
@@ -440,8 +470,12 @@ class _Stages:
                     self.processes[key].send_signal(signal.SIGTERM)
             for key in keys:
                 process = self.processes[key]
+                stop_at = time.monotonic() + max(0.1, min(5.0, deadline - time.monotonic()))
+                while process.poll() is None and time.monotonic() < stop_at:
+                    while_waiting()
+                    time.sleep(0.01)
                 try:
-                    process.wait(timeout=max(0.1, min(5.0, deadline - time.monotonic())))
+                    process.wait(timeout=0.01)
                 except subprocess.TimeoutExpired:
                     self.log.error("stage did not stop in time, killed", stage=self.label(*key))
                     process.kill()
@@ -452,15 +486,43 @@ class _Collector:
     """The end of the pipeline: results in order per stream, to the sinks and subscribers."""
 
     def __init__(
-        self, run: Run, sinks: list[Sink], labels: tuple[str, ...], publisher: zmq.Socket
+        self,
+        run: Run,
+        sinks: list[Sink],
+        labels: tuple[str, ...],
+        publisher: zmq.Socket,
+        expected: set[str] = frozenset(),  # type: ignore[assignment]
     ) -> None:
         self.run = run
         self.sinks = sinks
         self.labels = labels
         self.publisher = publisher
+        self.expected = expected  # streams that start with the session (not producers')
+        self.ready_at = time.monotonic()
         self.order: Reorderer[tuple[Envelope, list[bytes]]] = Reorderer()
         run.ordering = self.order.counters
         self.ended: list[str] = []
+        self._opened_at: dict[str, float] = {}
+
+    def end_the_rest(self, reason: str) -> None:
+        """At the end of the session: release what is held and end every open stream."""
+        for item in self.order.flush_all():
+            self._deliver(*item)
+        for stream, session in list(self.run.streams.items()):
+            if not session.ended:
+                self._end(stream, session, reason)
+
+    def _end(self, stream: str, session: Session, reason: str) -> None:
+        session.reason = reason
+        session.ended = True
+        opened = self.ready_at if stream in self.expected else self._opened_at.get(stream)
+        session.duration_s = time.monotonic() - (opened or self.ready_at)
+        self.ended.append(stream)
+        for item in self.order.forget(stream):
+            self._deliver(*item)
+        summary = session.summary(self.labels)
+        for sink in self.sinks:
+            sink.stream_end(stream, reason, summary)
 
     def take(self, frames: list[bytes]) -> None:
         """One message from the model replicas."""
@@ -494,6 +556,8 @@ class _Collector:
 
     def _deliver(self, envelope: Envelope, frames: list[bytes]) -> None:
         self._publish(frames)
+        if envelope.stream not in self.run.streams:
+            self._opened_at[envelope.stream] = time.monotonic()
         session = self.run.session(envelope.stream)
         body = envelope.body
         if isinstance(body, Prediction):
@@ -512,14 +576,7 @@ class _Collector:
             for sink in self.sinks:
                 sink.error(envelope)
         elif isinstance(body, EndOfStream) and not session.ended:
-            session.reason = body.reason
-            session.ended = True
-            self.ended.append(envelope.stream)
-            for item in self.order.forget(envelope.stream):
-                self._deliver(*item)
-            summary = session.summary(self.labels)
-            for sink in self.sinks:
-                sink.stream_end(envelope.stream, body.reason, summary)
+            self._end(envelope.stream, session, body.reason)
 
 
 def run_pipeline(
@@ -534,6 +591,8 @@ def run_pipeline(
 
     ``on_ready`` is called once every stage is up and the captures have started;
     ``should_stop`` is asked between records (a benchmark ends a session of producers so).
+    Every stream gets its ``stream_end`` and the sinks their ``session_end``, also when the
+    session fails (the failure is raised after that).
     """
     run = Run()
     stop = {"signal": False}
@@ -543,6 +602,8 @@ def run_pipeline(
     }
     started = time.monotonic()
     context = zmq.Context()
+    failure: InputError | None = None
+    opened: list[Sink] = []
     with tempfile.TemporaryDirectory(prefix="ser-stream-") as folder:
         stages = _Stages(config, Path(folder))
         run.restarts = stages.restarts
@@ -552,16 +613,26 @@ def run_pipeline(
         publisher.setsockopt(zmq.LINGER, 0)
         control = context.socket(zmq.PULL)
         control.setsockopt(zmq.LINGER, 0)
-        collector = _Collector(run, sinks, labels, publisher)
+        expected = {
+            stages.stream_of(k)
+            for k, source in enumerate(config.sources)
+            if not source.startswith("zmq:")
+        }
+        collector = _Collector(run, sinks, labels, publisher, expected)
         try:
             control.bind(stages.endpoint("control"))
             results.bind(stages.endpoint("results"))
             publisher.bind(config.publish or stages.endpoint("publish"))
             stages.start_chain()
             _wait_ready(control, stages, config.start_timeout_s, stop)
+            if stop["signal"]:
+                return run
+            ready_cpu = stages.usage()["cpu_s"]
             stages.start_captures()
             for sink in sinks:
                 sink.open(labels)
+                opened.append(sink)
+            collector.ready_at = time.monotonic()
             if on_ready is not None:
                 on_ready()
             watches = [
@@ -571,11 +642,6 @@ def run_pipeline(
                 )
                 for k, source in enumerate(config.sources)
             ]
-            expected = {
-                stages.stream_of(k)
-                for k, source in enumerate(config.sources)
-                if not source.startswith("zmq:")
-            }
             while not stop["signal"] and not (should_stop and should_stop()):
                 stages.check()
                 for watch in watches:
@@ -590,32 +656,43 @@ def run_pipeline(
                 _stop_ended_captures(stages, config, collector.ended)
                 if _finished(run, config, stages, expected):
                     break
+        except InputError as exc:
+            failure = exc
         finally:
             signalled = stop["signal"]
-            usage = stages.usage()
-            run.peak_rss_mb, run.pss_mb, run.cpu_s = (
-                usage["peak_rss_mb"],
-                usage["pss_mb"],
-                usage["cpu_s"],
-            )
+            if opened:
+                usage = stages.usage()
+                run.peak_rss_mb, run.pss_mb = usage["peak_rss_mb"], usage["pss_mb"]
+                run.cpu_s = {  # the session's work: start-up and warm-up left out
+                    name: round(max(0.0, cpu - ready_cpu.get(name, 0.0)), 2)
+                    for name, cpu in usage["cpu_s"].items()
+                }
             run.duration_s = time.monotonic() - started
-            stages.stop_all()
+            stages.stop_all(while_waiting=lambda: _drain(results, collector))
             _drain(results, collector)
+            collector.end_the_rest("error" if failure else "signal")
             context.destroy(linger=0)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-    run.reason = run.end_reason(signalled)
+    if failure is not None:
+        run.errors.append(str(failure))
+    run.reason = "error" if failure is not None else run.end_reason(signalled)
+    get_logger(component="supervisor").info(
+        "usage", peak_rss_mb=run.peak_rss_mb, pss_mb=run.pss_mb, cpu_s=run.cpu_s
+    )
     summary = run.summary(labels)
-    for sink in sinks:
+    for sink in opened:
         sink.close(run.reason, summary)
+    if failure is not None:
+        raise failure
     return run
 
 
 def _finished(run: Run, config: PipelineConfig, stages: _Stages, expected: set[str]) -> bool:
     """Enough streams ended, or every source is done and every stream it began has ended."""
     ended = {stream for stream, session in run.streams.items() if session.ended}
-    if config.streams is not None:
-        return len(ended) >= config.streams
+    if config.streams is not None and len(ended) >= config.streams:
+        return True
     if any(process.poll() is None for process in stages.captures()):
         return False
     return expected <= ended and set(run.streams) <= ended
@@ -637,15 +714,13 @@ def _stop_ended_captures(stages: _Stages, config: PipelineConfig, ended: list[st
 
 
 def _drain(results: zmq.Socket, collector: _Collector) -> None:
-    """After the stages stopped: deliver what they sent on their way out."""
-    while results.poll(50):
-        try:
-            collector.take(results.recv_multipart(zmq.NOBLOCK))
-        except zmq.Again:
-            break
-    for stream in list(collector.order._streams):
-        for item in collector.order.forget(stream):
-            collector._deliver(*item)
+    """Deliver what is already waiting (the stages' last words on their way out)."""
+    while results.poll(20):
+        for _ in range(256):
+            try:
+                collector.take(results.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
 
 
 class _CaptureWatch:
@@ -686,19 +761,28 @@ def _end_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+_HANDED_OUT: set[int] = set()  # ports given to endpoints not bound yet
+
+
 def _free_port_pair() -> int:
-    """A loopback port that is free, with the next one (its ack channel) free too."""
+    """A loopback port that is free, with the next one (its ack channel) free too.
+
+    Never one already handed out (with its neighbours): endpoints are bound later.
+    """
     import socket
 
     for _ in range(50):
         with socket.socket() as first:
             first.bind(("127.0.0.1", 0))
             port = first.getsockname()[1]
+            if {port - 1, port, port + 1} & _HANDED_OUT:
+                continue
             try:
                 with socket.socket() as second:
                     second.bind(("127.0.0.1", port + 1))
             except OSError:
                 continue
+            _HANDED_OUT.update((port, port + 1))
             return port
     raise InputError("no free pair of loopback ports; free some or use ipc://")
 

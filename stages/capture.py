@@ -153,18 +153,25 @@ def pcm_frames(
             return
 
 
+PRODUCER_SILENT_S = 10.0
+"""A producer's stream that sends nothing this long is ended (its producer is gone): a live
+producer sends audio all the time, silence included."""
+
+
 def zmq_frames(
-    endpoint: str, *, idle_timeout_s: float | None = None
-) -> Iterator[Heartbeat | ErrorMsg | tuple[str, Audio | ErrorMsg | EndOfStream]]:
+    endpoint: str, *, idle_timeout_s: float | None = None, silent_s: float = PRODUCER_SILENT_S
+) -> Iterator[Heartbeat | tuple]:
     """Streams from external producers that PUSH ``audio`` messages to ``endpoint``.
 
     The capture binds a PULL socket there; any number of producers connect, each naming its
     stream in the messages' ``stream`` field, and each stream keeps that id through the
     pipeline. Audio of any rate is resampled to 16 kHz as it flows; a producer's
-    ``end_of_stream`` ends its stream (only). A malformed message is logged and skipped, and
-    an :class:`ErrorMsg` saying why goes downstream for the accounting. While no producer
-    sends, a :class:`Heartbeat` comes every half second, so the caller can notice a stop
-    request.
+    ``end_of_stream`` ends its stream (only), and so does ``silent_s`` without a message
+    from it (reason ``error``, with an error record saying so). A malformed message is logged
+    and skipped, and an :class:`ErrorMsg` saying why goes downstream under stream ``-`` for
+    the accounting. The ``ts`` a producer puts on its audio travel on with it (the capture
+    adds its own). While no producer sends, a :class:`Heartbeat` comes every half second,
+    so the caller can notice a stop request.
     """
     import soxr
     import zmq
@@ -180,9 +187,28 @@ def zmq_frames(
     sock.bind(endpoint)
     resamplers: dict[tuple[str, int], soxr.ResampleStream] = {}
     positions: dict[str, int] = {}
+    heard: dict[str, float] = {}  # when each open stream last sent something
     idle_since = time.monotonic()
+
+    def close(stream: str, reason: str) -> Iterator[tuple[str, Audio | EndOfStream]]:
+        """The end of one stream: the resamplers' last samples, then its end of stream."""
+        heard.pop(stream, None)
+        for key in [key for key in resamplers if key[0] == stream]:
+            tail = resamplers.pop(key).resample_chunk(np.zeros(0, np.int16), last=True)
+            if tail.size:
+                yield stream, Audio(tail, SAMPLE_RATE, positions.get(stream, 0) / SAMPLE_RATE)
+                positions[stream] = positions.get(stream, 0) + tail.size
+        positions.pop(stream, None)
+        yield stream, EndOfStream(reason)
+
     try:
         while True:
+            for stream, at in list(heard.items()):
+                if time.monotonic() - at > silent_s:
+                    log.warning("producer went silent", stream=stream, seconds=silent_s)
+                    message = f"the producer of stream {stream} sent nothing for {silent_s:.0f} s; "
+                    yield stream, ErrorMsg(message + "its stream was ended", "capture")
+                    yield from close(stream, "error")
             if not sock.poll(500):
                 if idle_timeout_s is not None and time.monotonic() - idle_since > idle_timeout_s:
                     return
@@ -193,18 +219,22 @@ def zmq_frames(
                 envelope = decode(sock.recv_multipart())
             except WireError as exc:
                 log.warning("malformed message skipped", reason=str(exc))
-                yield ErrorMsg(f"producer message skipped: {exc}; follow docs/wire.md", "capture")
+                yield (
+                    "-",
+                    ErrorMsg(f"producer message skipped: {exc}; follow docs/wire.md", "capture"),
+                )
                 continue
             stream, body = envelope.stream, envelope.body
             if stream == "-":
-                yield ErrorMsg("stream id '-' is reserved; name your stream otherwise", "capture")
+                yield (
+                    "-",
+                    ErrorMsg("stream id '-' is reserved; name your stream otherwise", "capture"),
+                )
                 continue
             if isinstance(body, EndOfStream):
-                positions.pop(stream, None)
-                for key in [key for key in resamplers if key[0] == stream]:
-                    del resamplers[key]
-                yield stream, EndOfStream(body.reason)
+                yield from close(stream, body.reason)
                 continue
+            heard[stream] = time.monotonic()
             if not isinstance(body, Audio):
                 reason = f"producer sent {envelope.kind.value}, not audio; send audio messages"
                 log.warning("message skipped", reason=reason, stream=stream)
@@ -220,7 +250,10 @@ def zmq_frames(
                 samples = resamplers[key].resample_chunk(samples)
             if samples.size:
                 position = positions.get(stream, 0)
-                yield stream, Audio(samples, SAMPLE_RATE, position / SAMPLE_RATE)
+                audio = Audio(samples, SAMPLE_RATE, position / SAMPLE_RATE)
+                # the producer's own timestamps travel on (a producer's clock: "produced")
+                yield (stream, audio, envelope.timestamps) if envelope.timestamps else (
+                    stream, audio)  # fmt: skip
                 positions[stream] = position + samples.size
     finally:
         sock.close(linger=0)

@@ -60,6 +60,7 @@ def run_bench(options: BenchOptions, out: Path, json_path: Path | None = None) -
         result["per_stage_ms"] = live["per_stage_ms"]
         result["first_emotion"] = live["first_emotion_s"]
         result["first_emotion_s"] = live["first_emotion_s"].get("p50")
+        result["end_of_utterance"] = live["end_of_utterance_s"]
         result["cpu_ms_per_audio_s"] = round(live["cpu_s_per_audio_s"] * 1000, 1)
         result["live"] = {k: live[k] for k in ("audio_s", "windows", "predicted")}
 
@@ -70,8 +71,9 @@ def run_bench(options: BenchOptions, out: Path, json_path: Path | None = None) -
             row, _ = pipeline.measure_throughput(options.fast_s, folder, stages=stages)
             result["throughput"][vad] = row
         result["throughput_x_realtime"] = result["throughput"]["webrtc"]["x_realtime"]
-        result["rss_mb"] = result["throughput"]["webrtc"]["rss_mb"]
-        result["pss_mb_total"] = result["throughput"]["webrtc"]["pss_mb"]
+        memory = pipeline.measure_memory(options.fast_s, folder)
+        result["rss_mb"] = memory["rss_mb"]
+        result["pss_mb_total"] = memory["pss_mb"]
 
         counts = [n for n in STREAM_COUNTS if n <= options.max_streams]
         log.info("concurrent streams", counts=counts)
@@ -110,7 +112,8 @@ def _memory_slope(rows: list[dict]) -> float | None:
     """MB of resident memory each extra stream adds, fitted over the sweep."""
     import numpy as np
 
-    points = [(r["streams"], r["rss_mb"]["total"]) for r in rows]
+    # the stage processes only: the supervisor here is the bench's own process
+    points = [(r["streams"], r["rss_mb"]["total"] - r["rss_mb"].get("supervisor", 0)) for r in rows]
     if len(points) < 2:
         return None
     x, y = np.array(points, dtype=float).T

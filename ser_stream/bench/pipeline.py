@@ -171,6 +171,30 @@ def first_emotion_s(recorder: Recorder) -> list[float]:
     return delays
 
 
+def end_of_utterance_s(recorder: Recorder) -> list[float]:
+    """For each utterance: its last speech sample to the arrival of its final window.
+
+    Beyond the pipeline's latency this holds the VAD's wait to be sure speech has ended
+    (its hangover): the final window is complete only once that is decided.
+    """
+    if not recorder.predictions:
+        return []
+    first = recorder.predictions[0]
+    stream_zero_ns = first.envelope.timestamps["capture"] - first.envelope.body.t_end * 1e9  # type: ignore[union-attr]
+    delays = []
+    for arrival in recorder.events:
+        event: Event = arrival.envelope.body  # type: ignore[assignment]
+        if event.name != "speech_end":
+            continue
+        final = next(
+            (p for p in recorder.predictions if abs(p.envelope.body.t_end - event.t) < 0.05),  # type: ignore[union-attr]
+            None,
+        )
+        if final is not None:
+            delays.append((final.at_ns - (stream_zero_ns + event.t * 1e9)) / 1e9)
+    return delays
+
+
 def measure_latency(seconds: float, folder: Path, **options) -> tuple[dict, Recorder, Run]:
     """One live stream at real time: end-to-end and per-stage latency, first emotion."""
     wav = write_wav(folder / "live.wav", bench_audio(seconds))
@@ -183,6 +207,7 @@ def measure_latency(seconds: float, folder: Path, **options) -> tuple[dict, Reco
         "latency_ms": percentiles(recorder.latencies_ms()),
         "per_stage_ms": per_stage_ms(recorder),
         "first_emotion_s": percentiles(delays),
+        "end_of_utterance_s": percentiles(end_of_utterance_s(recorder)),
         "windows": summary["windows"],
         "predicted": summary["predicted"],
         "cpu_s_per_audio_s": round(sum(run.cpu_s.values()) / seconds, 4),
@@ -242,9 +267,14 @@ def _produce(endpoint: str, count: int, seconds: float, report: dict) -> None:
     dropped = 0
     worst_late = 0.0
     start = time.monotonic()
+    wall_start = time.time_ns()
 
-    def message(kind: str, stream: int, seq: int, fields: dict, body: bytes | None) -> list:
-        header = {"v": 1, "kind": kind, "stream": f"bench-{stream}", "seq": seq, "ts": {}}
+    def message(
+        kind: str, stream: int, seq: int, fields: dict, body: bytes | None, due: float = 0.0
+    ) -> list:
+        # "produced": when the frame's last sample was due at the producer (its real time)
+        stamps = {"produced": int(wall_start + due * 1e9)} if due else {}
+        header = {"v": 1, "kind": kind, "stream": f"bench-{stream}", "seq": seq, "ts": stamps}
         header.update(fields)
         return [json.dumps(header).encode()] + ([body] if body is not None else [])
 
@@ -260,8 +290,8 @@ def _produce(endpoint: str, count: int, seconds: float, report: dict) -> None:
                 fields = {"sample_rate": SAMPLE_RATE, "t_start": sent[i] * frame / SAMPLE_RATE,
                           "dtype": "int16", "shape": [chunk.size]}  # fmt: skip
                 try:
-                    push.send_multipart(message("audio", i, int(sent[i]), fields, chunk.tobytes()),
-                                        zmq.NOBLOCK)  # fmt: skip
+                    frames_out = message("audio", i, int(sent[i]), fields, chunk.tobytes(), due)
+                    push.send_multipart(frames_out, zmq.NOBLOCK)
                 except zmq.Again:
                     dropped += 1
                 sent[i] += 1
@@ -290,7 +320,14 @@ def measure_streams(
         )
         started = {}
 
-        def start(producer=producer, started=started) -> None:
+        def start(producer=producer, started=started, endpoint=endpoint) -> None:
+            # Live producers talk only once the capture listens (its ipc file exists):
+            # audio queued during the capture's start-up is no latency of the pipeline.
+            socket_file = Path(endpoint.removeprefix("ipc://"))
+            deadline = time.monotonic() + 60
+            while not socket_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.2)
             started["t"] = time.monotonic()
             producer.start()
 
@@ -310,7 +347,7 @@ def measure_streams(
         producer.join(timeout=30)
         wall = time.monotonic() - started["t"]
         summary = run.summary(_labels())
-        latency = percentiles(recorder.latencies_ms())
+        latency = percentiles(_producer_latencies_ms(recorder))
         unfinished = count - sum(1 for session in run.streams.values() if session.ended)
         lost = summary["dropped"] + int(report.get("dropped_frames", 0)) + unfinished
         ok = latency.get("p95", float("inf")) <= limit_ms and lost == 0
@@ -333,6 +370,48 @@ def measure_streams(
         if not ok:
             break
     return rows
+
+
+def _producer_latencies_ms(recorder: Recorder) -> list[float]:
+    """From when the frame that completed each window was due at its producer, to the sink.
+
+    Unlike the capture's stamp this includes any wait in the producer's queue before the
+    capture took the frame: a pipeline that falls behind real time shows it.
+    """
+    return [
+        (a.at_ns - a.envelope.timestamps["produced"]) / 1e6
+        for a in recorder.predictions
+        if "produced" in a.envelope.timestamps
+    ]
+
+
+def measure_memory(seconds: float, folder: Path) -> dict:
+    """Peak memory of every process of a real ``ser-stream up --fast`` (its own supervisor).
+
+    The other measurements run the supervisor inside the bench's process; this one runs
+    ``up`` as the user would and takes the usage its supervisor logs at the end.
+    """
+    import json
+    import subprocess
+    import sys
+
+    wav = write_wav(folder / "memory.wav", bench_audio(seconds, seed=1))
+    command = [sys.executable, "-m", "ser_stream", "--log-level", "info", "up", "--fast",
+               "--source", f"file:{wav}", "--sink", f"jsonl:{folder / 'memory.jsonl'}",
+               "--publish", f"ipc://{folder}/memory-publish"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    for line in result.stderr.splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("event") == "usage":
+            rss = record["peak_rss_mb"]
+            return {
+                "rss_mb": {"total": round(sum(rss.values()), 1), **rss},
+                "pss_mb": round(sum(record["pss_mb"].values()), 1),
+            }
+    raise RuntimeError(f"ser-stream up reported no usage: {result.stderr[-500:]}")
 
 
 class _DutyCycle(threading.Thread):

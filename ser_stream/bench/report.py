@@ -61,7 +61,8 @@ def _plot_streams(path: Path, sweeps: dict) -> None:
 def _pct(figures: dict, unit: str = "ms") -> str:
     if not figures.get("n"):
         return "n/a"
-    return " / ".join(f"{figures[k]:.1f}" for k in ("p50", "p95", "p99")) + f" {unit}"
+    digits = 2 if unit == "s" else 1
+    return " / ".join(f"{figures[k]:.{digits}f}" for k in ("p50", "p95", "p99")) + f" {unit}"
 
 
 def markdown(result: dict) -> str:
@@ -95,7 +96,11 @@ def markdown(result: dict) -> str:
     lines += [
         "",
         f"Time to first emotion after speech onset: median {first.get('p50', 0) / 1:.2f} s, "
-        f"max {first.get('max', 0):.2f} s over {first['n']} utterances.",
+        f"max {first.get('max', 0):.2f} s over {first['n']} utterances. The latency above "
+        "runs from the capture of the frame that completed a window; an utterance's final "
+        "window is complete only once the VAD is sure the speech ended, so from the last "
+        f"speech sample its emotion takes {_pct(result['end_of_utterance'], 's')} "
+        "(the VAD's hangover, then the pipeline).",
         "",
         "![latency](bench_latency.png)",
         "",
@@ -107,8 +112,7 @@ def markdown(result: dict) -> str:
     for vad, row in result["throughput"].items():
         lines.append(f"| {vad} | {row['audio_s']:.0f} s | {row['wall_s']:.2f} s | "
                      f"{row['x_realtime']:.0f}× |")  # fmt: skip
-    lines += ["", "## Memory (peak RSS under `--fast` load, one stream)", "",
-              "`supervisor` is the bench's own process here, which runs the supervisor.", "",
+    lines += ["", "## Memory (peak RSS of `ser-stream up --fast`, one stream)", "",
               "| process | MB |", "|---|---|"]  # fmt: skip
     for name, mb in result["rss_mb"].items():
         lines.append(f"| {name} | {mb:.0f} |")

@@ -77,3 +77,39 @@ class TestPCM:
     def test_empty_input_gives_no_frame(self):
         """Nothing in, nothing out."""
         assert list(pcm_frames(io.BytesIO(b""))) == []
+
+
+def test_a_producer_that_goes_silent_has_its_stream_ended_and_the_others_go_on(tmp_path):
+    import json
+    import threading
+    import time
+
+    import zmq
+
+    from ser_stream.messages import EndOfStream, ErrorMsg
+    from ser_stream.stages.capture import zmq_frames
+
+    endpoint = f"ipc://{tmp_path}/in"
+    frames = zmq_frames(endpoint, idle_timeout_s=3.0, silent_s=1.0)
+    items = []
+    reader = threading.Thread(target=lambda: items.extend(frames))
+    reader.start()
+    context = zmq.Context()
+    push = context.socket(zmq.PUSH)
+    push.connect(endpoint)
+    pcm = np.zeros(480, "<i2")
+    for stream in ("gone", "here"):
+        header = {"v": 1, "kind": "audio", "stream": stream, "seq": 0, "ts": {}}
+        header.update(sample_rate=16_000, t_start=0.0, dtype="int16", shape=[480])
+        push.send_multipart([json.dumps(header).encode(), pcm.tobytes()])
+    time.sleep(0.5)
+    end = {"v": 1, "kind": "end_of_stream", "stream": "here", "seq": 1, "ts": {}, "reason": "eof"}
+    push.send_multipart([json.dumps(end).encode()])
+    reader.join(timeout=20)
+    push.close(linger=0)
+    context.term()
+    tagged = [item for item in items if isinstance(item, tuple)]
+    ends = {stream: body.reason for stream, body in tagged if isinstance(body, EndOfStream)}
+    assert ends == {"here": "eof", "gone": "error"}
+    errors = [body.reason for stream, body in tagged if isinstance(body, ErrorMsg)]
+    assert len(errors) == 1 and "gone" in errors[0] and "sent nothing" in errors[0]

@@ -58,11 +58,26 @@ def test_a_missing_number_holds_the_stream_only_until_the_timeout():
     assert reorderer.counters["late"] == 1
 
 
-def test_an_upstream_that_restarts_its_numbering_is_not_held():
+def test_an_upstream_that_restarts_its_numbering_keeps_its_order():
     reorderer = Reorderer(clock=Clock())
     for seq in range(5):
         reorderer.push("s", seq, seq)
     assert reorderer.push("s", 0, "again") == ["again"]
+    assert reorderer.push("s", 2, "two") == []
+    assert reorderer.push("s", 1, "one") == ["one", "two"]
+    assert reorderer.counters["renumbered"] == 1
+
+
+def test_a_busy_replica_is_waited_for_and_a_straggler_after_the_end_opens_nothing():
+    clock = Clock()
+    reorderer = Reorderer(clock=clock)
+    reorderer.push("s", 1, "one")
+    clock.now = 5.0  # a slow replica is not a dead one
+    assert reorderer.expire() == []
+    assert reorderer.push("s", 0, "zero") == ["zero", "one"]
+    reorderer.forget("s")
+    assert reorderer.push("s", 7, "straggler") == ["straggler"]
+    assert reorderer.counters["after_end"] == 1 and reorderer.held == 0 and not reorderer._streams
 
 
 def test_forget_releases_what_is_held_and_drops_the_stream():

@@ -197,3 +197,36 @@ class TestCollector:
             publisher.close()
         assert run.streams == {} and len(run.errors) == 2
         assert sink.seen == [("error", "-", 0)]
+
+
+def test_more_streams_than_file_sources_would_never_end_and_is_refused():
+    with pytest.raises(InputError, match="only 1 sources"):
+        PipelineConfig(sources=("file:a.wav",), streams=2)
+    PipelineConfig(sources=("zmq:ipc:///tmp/x",), streams=50)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('replicas = "model=2"', "replicas must be a table"),
+        ('streams = "3"', "streams must be a whole number"),
+        ("source = 3", "source must be a string"),
+    ],
+)
+def test_settings_of_the_wrong_shape_are_one_line_errors(tmp_path, text, message):
+    from ser_stream.supervisor import load_toml
+
+    path = tmp_path / "up.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(InputError, match=message):
+        load_toml(str(path))
+
+
+def test_a_source_list_and_a_replicas_table_are_read(tmp_path):
+    from ser_stream.supervisor import load_toml
+
+    path = tmp_path / "up.toml"
+    path.write_text('source = ["file:a.wav", "file:b.wav"]\nstreams = 2\n[replicas]\nmodel = 2\n')
+    assert load_toml(str(path)) == {
+        "source": ["file:a.wav", "file:b.wav"], "streams": 2, "replicas": {"model": 2}
+    }  # fmt: skip
