@@ -23,6 +23,7 @@ from enum import Enum
 import numpy as np
 
 from ser_stream.errors import WireError
+from ser_stream.labels import LABELS
 from ser_stream.messages import (
     Audio,
     EndOfStream,
@@ -172,10 +173,22 @@ def decode(
 ) -> Envelope:
     """Parse and validate the frames of one message.
 
+    Messages come from other programs: nothing in them may raise anything but
+    :class:`WireError` (a stage that let another exception escape would die of one message).
+
     Raises:
         WireError: anything off — frame count, size, JSON, version, kind, fields, types,
             array dtype or shape — with a one-line reason.
     """
+    try:
+        return _decode(frames, max_payload)
+    except WireError:
+        raise
+    except (RecursionError, ValueError, TypeError, OverflowError, MemoryError) as exc:
+        raise WireError(f"malformed message ({type(exc).__name__})") from None
+
+
+def _decode(frames: list[bytes] | list[memoryview], max_payload: int) -> Envelope:
     if not 1 <= len(frames) <= 2:
         raise WireError(f"message has {len(frames)} frames; expected a header and an array")
     raw_header = bytes(frames[0])
@@ -187,7 +200,7 @@ def decode(
         raise WireError(f"header is not UTF-8 JSON ({exc.__class__.__name__})") from exc
     if not isinstance(header, dict):
         raise WireError("header is not a JSON object")
-    if header.get("v") != VERSION:
+    if not _is_int(header.get("v")) or header.get("v") != VERSION:
         raise WireError(f"wire version {header.get('v')!r} is not {VERSION}; upgrade the sender")
     try:
         kind = Kind(header.get("kind"))
@@ -229,14 +242,15 @@ def decode(
 
 
 def _array(header: dict, payload: bytes | memoryview, max_payload: int) -> np.ndarray:
-    dtype = _DTYPES.get(header.get("dtype"))  # type: ignore[arg-type]
+    name = header.get("dtype")
+    dtype = _DTYPES.get(name) if isinstance(name, str) else None
     if dtype is None:
         raise WireError(f"dtype {header.get('dtype')!r} is not one of {sorted(_DTYPES)}")
     shape = header.get("shape")
     if (
         not isinstance(shape, list)
         or not 1 <= len(shape) <= 3
-        or not all(_is_int(n) and n >= 0 for n in shape)
+        or not all(_is_int(n) and 0 <= n <= max(max_payload, MAX_PAYLOAD_BYTES) for n in shape)
     ):
         raise WireError(f"shape {shape!r} is not a list of 1-3 non-negative integers")
     size = len(payload)
@@ -252,6 +266,19 @@ def _array(header: dict, payload: bytes | memoryview, max_payload: int) -> np.nd
 
 
 def _check_body(kind: Kind, values: dict) -> None:
+    if kind is Kind.EVENT:
+        for key, value in values["data"].items():
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise WireError(f"event data {key!r} is not a number")
+            if not math.isfinite(value):
+                raise WireError(f"event data {key!r} is not finite")
+    if kind is Kind.PREDICTION:
+        probabilities = values["probabilities"]
+        if probabilities.shape != (len(LABELS),):
+            raise WireError(
+                f"prediction has probabilities of shape {list(probabilities.shape)}; "
+                f"expected one per label ({len(LABELS)})"
+            )
     if kind is Kind.AUDIO:
         if values["sample_rate"] <= 0 or values["samples"].ndim != 1:
             raise WireError("audio needs a positive sample_rate and mono samples (1-D)")
