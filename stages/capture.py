@@ -252,8 +252,7 @@ def zmq_frames(
                 position = positions.get(stream, 0)
                 audio = Audio(samples, SAMPLE_RATE, position / SAMPLE_RATE)
                 # the producer's own timestamps travel on (a producer's clock: "produced")
-                yield (stream, audio, envelope.timestamps) if envelope.timestamps else (
-                    stream, audio)  # fmt: skip
+                yield stream, audio, envelope.timestamps
                 positions[stream] = position + samples.size
     finally:
         sock.close(linger=0)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ser_stream.audio import SAMPLE_RATE, bundled_sample, load_audio
 from ser_stream.bench.stats import percentiles
-from ser_stream.messages import Event, Prediction
+from ser_stream.messages import Event
 from ser_stream.runtime import RECEIVED
 from ser_stream.sinks import Sink
 from ser_stream.supervisor import CHAIN, PipelineConfig, Run, run_pipeline
@@ -98,6 +98,14 @@ class Recorder(Sink):
             if "capture" in a.envelope.timestamps
         )
 
+    def wall_ns(self, t: float) -> float:
+        """When stream time ``t`` was heard, from the first prediction's capture stamp.
+
+        A window's capture stamp is the moment its last sample (``t_end``) was heard.
+        """
+        first = self.predictions[0]
+        return first.envelope.timestamps["capture"] + (t - first.envelope.body.t_end) * 1e9  # type: ignore[union-attr]
+
     def latencies_ms(self) -> list[float]:
         """Capture of each window's last sample to its prediction at this sink."""
         return [
@@ -143,16 +151,9 @@ def per_stage_ms(recorder: Recorder) -> dict:
 
 
 def first_emotion_s(recorder: Recorder) -> list[float]:
-    """For each utterance: speech onset to the arrival of its first emotion, in seconds.
-
-    The wall-clock time of the onset comes from the predictions themselves: a window's
-    capture stamp is the moment its last sample (``t_end``) was heard.
-    """
+    """For each utterance: speech onset to the arrival of its first emotion, in seconds."""
     if not recorder.predictions:
         return []
-    first = recorder.predictions[0]
-    body: Prediction = first.envelope.body  # type: ignore[assignment]
-    stream_zero_ns = first.envelope.timestamps["capture"] - body.t_end * 1e9
     delays = []
     for arrival in recorder.events:
         event: Event = arrival.envelope.body  # type: ignore[assignment]
@@ -167,7 +168,7 @@ def first_emotion_s(recorder: Recorder) -> list[float]:
             None,
         )
         if answer is not None:
-            delays.append((answer - (stream_zero_ns + event.t * 1e9)) / 1e9)
+            delays.append((answer - recorder.wall_ns(event.t)) / 1e9)
     return delays
 
 
@@ -179,8 +180,6 @@ def end_of_utterance_s(recorder: Recorder) -> list[float]:
     """
     if not recorder.predictions:
         return []
-    first = recorder.predictions[0]
-    stream_zero_ns = first.envelope.timestamps["capture"] - first.envelope.body.t_end * 1e9  # type: ignore[union-attr]
     delays = []
     for arrival in recorder.events:
         event: Event = arrival.envelope.body  # type: ignore[assignment]
@@ -191,7 +190,7 @@ def end_of_utterance_s(recorder: Recorder) -> list[float]:
             None,
         )
         if final is not None:
-            delays.append((final.at_ns - (stream_zero_ns + event.t * 1e9)) / 1e9)
+            delays.append((final.at_ns - recorder.wall_ns(event.t)) / 1e9)
     return delays
 
 
