@@ -252,7 +252,9 @@ def zmq_frames(
                 position = positions.get(stream, 0)
                 audio = Audio(samples, SAMPLE_RATE, position / SAMPLE_RATE)
                 # the producer's own timestamps travel on (a producer's clock: "produced")
-                yield stream, audio, envelope.timestamps
+                # a producer's own timestamps ride along only when it sent some
+                yield (stream, audio, envelope.timestamps) if envelope.timestamps else (
+                    stream, audio)  # fmt: skip
                 positions[stream] = position + samples.size
     finally:
         sock.close(linger=0)
