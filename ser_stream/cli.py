@@ -393,7 +393,7 @@ def _tap(args: argparse.Namespace) -> int:
     from ser_stream.errors import WireError
     from ser_stream.sinks import error_record, event_record, prediction_record
     from ser_stream.supervisor import default_publish_endpoint
-    from ser_stream.wire import Kind, decode
+    from ser_stream.wire import MAX_FRAME_BYTES, Kind, decode
 
     endpoint = args.endpoint or default_publish_endpoint()
     labels = LABELS
@@ -401,6 +401,7 @@ def _tap(args: argparse.Namespace) -> int:
     sub = context.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
     sub.connect(endpoint)
     print(f"ser-stream: listening on {endpoint}", file=sys.stderr, flush=True)
     render = {

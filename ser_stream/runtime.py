@@ -30,7 +30,16 @@ from ser_stream.errors import InputError, WireError
 from ser_stream.logs import get_logger
 from ser_stream.messages import Audio, EndOfStream, ErrorMsg, Event, Heartbeat
 from ser_stream.stage import StageContext, StageLogic, StageSpec
-from ser_stream.wire import MAX_PAYLOAD_BYTES, Body, Envelope, Kind, decode, encode
+from ser_stream.wire import (
+    MAX_FRAME_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_PAYLOAD_BYTES,
+    Body,
+    Envelope,
+    Kind,
+    decode,
+    encode,
+)
 
 SourceItem = Audio | Event | ErrorMsg | Heartbeat | tuple
 """What a source yields: a body of its own stream, or ``(stream, body)`` for one of many,
@@ -295,6 +304,7 @@ class StageRuntime:
             return sock
 
         inbox = socket(zmq.PULL)
+        inbox.setsockopt(zmq.MAXMSGSIZE, max(MAX_HEADER_BYTES, self.settings.max_payload))
         acks_up = []
         for endpoint in endpoints.inputs:
             inbox.connect(endpoint)
@@ -307,6 +317,7 @@ class StageRuntime:
         else:
             if not endpoints.publish:
                 acks_down = socket(zmq.PULL)
+                acks_down.setsockopt(zmq.MAXMSGSIZE, MAX_HEADER_BYTES)
             for endpoint in endpoints.outputs:
                 outs.append(socket(zmq.PUB if endpoints.publish else zmq.PUSH))
                 outs[-1].bind(endpoint)
@@ -520,6 +531,7 @@ class SourceRuntime:
         context = zmq.asyncio.Context()
         outs = [context.socket(zmq.PUSH) for _ in self.outputs]
         acks = context.socket(zmq.PULL)
+        acks.setsockopt(zmq.MAXMSGSIZE, MAX_HEADER_BYTES)
         for sock in (*outs, acks):
             sock.set_hwm(self.settings.hwm)
             sock.setsockopt(zmq.LINGER, self.settings.linger_ms)

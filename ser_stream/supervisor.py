@@ -35,9 +35,10 @@ from ser_stream.errors import InputError, WireError
 from ser_stream.logs import get_logger
 from ser_stream.messages import EndOfStream, ErrorMsg, Event, Heartbeat, Prediction
 from ser_stream.ordering import Reorderer
+from ser_stream.private import open_lock, runtime_dir
 from ser_stream.sinks import Sink
 from ser_stream.threads import limit_numeric_threads
-from ser_stream.wire import Envelope, decode
+from ser_stream.wire import MAX_FRAME_BYTES, MAX_HEADER_BYTES, Envelope, decode
 
 __all__ = [
     "PipelineConfig",
@@ -108,11 +109,15 @@ def _check_types(path: str, data: dict) -> None:
 
 
 def default_publish_endpoint() -> str:
-    """Where ``up`` publishes and ``tap`` listens unless told otherwise (one per user)."""
-    return f"ipc://{tempfile.gettempdir()}/ser-stream-{os.getuid()}.pub"
+    """Where ``up`` publishes and ``tap`` listens unless told otherwise (one per user).
+
+    It lives in the user's private runtime folder (see :mod:`ser_stream.private`): no other
+    user can bind it first or subscribe to it.
+    """
+    return f"ipc://{runtime_dir()}/pub"
 
 
-_CLAIM: list = []  # the open lock file of this process's claim on the default endpoint
+_CLAIM: list[int] = []  # the lock file descriptor of this process's claim on the default endpoint
 
 
 def claim_publish_endpoint() -> str:
@@ -122,12 +127,13 @@ def claim_publish_endpoint() -> str:
     """
     import fcntl
 
-    lock = open(f"{tempfile.gettempdir()}/ser-stream-{os.getuid()}.pub.lock", "w")  # noqa: SIM115
+    folder = runtime_dir()
+    lock = open_lock(folder / "pub.lock")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        lock.close()
-        return f"ipc://{tempfile.gettempdir()}/ser-stream-{os.getuid()}-{os.getpid()}.pub"
+        os.close(lock)
+        return f"ipc://{folder}/pub-{os.getpid()}"
     _CLAIM.append(lock)  # held until the process exits
     return default_publish_endpoint()
 
@@ -604,15 +610,17 @@ def run_pipeline(
     context = zmq.Context()
     failure: InputError | None = None
     opened: list[Sink] = []
-    with tempfile.TemporaryDirectory(prefix="ser-stream-") as folder:
+    with tempfile.TemporaryDirectory(prefix="up-", dir=runtime_dir()) as folder:
         stages = _Stages(config, Path(folder))
         run.restarts = stages.restarts
         results = context.socket(zmq.PULL)
         results.setsockopt(zmq.LINGER, 0)
+        results.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
         publisher = context.socket(zmq.PUB)
         publisher.setsockopt(zmq.LINGER, 0)
         control = context.socket(zmq.PULL)
         control.setsockopt(zmq.LINGER, 0)
+        control.setsockopt(zmq.MAXMSGSIZE, MAX_HEADER_BYTES)
         expected = {
             stages.stream_of(k)
             for k, source in enumerate(config.sources)

@@ -37,6 +37,7 @@ from ser_stream.messages import (
 )
 
 __all__ = [
+    "MAX_FRAME_BYTES",
     "MAX_HEADER_BYTES",
     "MAX_PAYLOAD_BYTES",
     "VERSION",
@@ -52,6 +53,9 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 """Largest array accepted (16 MiB: over 8 minutes of 16 kHz float32 audio)."""
 MAX_STREAM_ID = 128
+MAX_FRAME_BYTES = max(MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES)
+"""Largest frame a receiving socket takes (``ZMQ_MAXMSGSIZE``): a peer that sends a larger one
+is disconnected before the frame is read into memory."""
 
 Body = Audio | Window | Noise | Features | Prediction | Event | EndOfStream | ErrorMsg | Heartbeat
 

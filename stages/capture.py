@@ -178,12 +178,13 @@ def zmq_frames(
 
     from ser_stream.errors import WireError
     from ser_stream.logs import get_logger
-    from ser_stream.wire import decode
+    from ser_stream.wire import MAX_FRAME_BYTES, decode
 
     log = get_logger(stage="capture", source=endpoint)
     context = zmq.Context()
     sock = context.socket(zmq.PULL)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
     sock.bind(endpoint)
     resamplers: dict[tuple[str, int], soxr.ResampleStream] = {}
     positions: dict[str, int] = {}
