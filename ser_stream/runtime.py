@@ -31,7 +31,6 @@ from ser_stream.logs import get_logger
 from ser_stream.messages import Audio, EndOfStream, ErrorMsg, Event, Heartbeat
 from ser_stream.stage import StageContext, StageLogic, StageSpec
 from ser_stream.wire import (
-    MAX_FRAME_BYTES,
     MAX_HEADER_BYTES,
     MAX_PAYLOAD_BYTES,
     Body,
