@@ -6,13 +6,21 @@ format, so conversion happens once, here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ser_stream.errors import InputError
 
-__all__ = ["SAMPLE_RATE", "bundled_sample", "load_audio", "peak_dbfs", "to_canonical"]
+__all__ = [
+    "SAMPLE_RATE",
+    "bundled_sample",
+    "load_audio",
+    "peak_dbfs",
+    "stream_audio",
+    "to_canonical",
+]
 
 SAMPLE_RATE = 16_000
 """The one sample rate every core works at, in Hz."""
@@ -91,6 +99,62 @@ def load_audio(path: str | Path, *, target_rate: int = SAMPLE_RATE) -> np.ndarra
         return to_canonical(samples, int(sample_rate), target_rate=target_rate)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from exc
+
+
+def stream_audio(
+    path: str | Path, *, start_s: float = 0.0, block_s: float = 1.0
+) -> Iterator[np.ndarray]:
+    """Read an audio file block by block, as :func:`load_audio` converts it, from ``start_s``.
+
+    Memory stays at a block whatever the file's length (a long recording is never held
+    whole). The file is opened before this returns, so a missing, empty or corrupt file
+    raises here; a block of NaN samples later raises when it is reached.
+
+    Raises:
+        InputError: as :func:`load_audio`, with the file's name.
+    """
+    import soundfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file; check the path")
+    try:
+        handle = soundfile.SoundFile(str(path))
+        if handle.frames == 0:
+            raise InputError(f"{path}: audio is empty; pass at least one sample")
+        if start_s > 0:
+            handle.seek(min(handle.frames, round(start_s * handle.samplerate)))
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(
+            f"{path}: cannot decode audio ({reason}); pass a valid wav, flac, ogg or mp3 file"
+        ) from exc
+    return _blocks(path, handle, max(1, round(block_s * handle.samplerate)))
+
+
+def _blocks(path: Path, handle, block: int) -> Iterator[np.ndarray]:
+    import soxr
+
+    rate = int(handle.samplerate)
+    resampler = (
+        None
+        if rate == SAMPLE_RATE
+        else soxr.ResampleStream(rate, SAMPLE_RATE, 1, "float32", quality="HQ")
+    )
+    with handle:
+        while True:
+            samples = handle.read(block, dtype="float32", always_2d=True)
+            last = samples.shape[0] < block
+            if samples.shape[0] and not np.all(np.isfinite(samples)):
+                raise InputError(f"{path}: audio contains NaN or infinite samples; fix or "
+                                 "re-export the source")  # fmt: skip
+            audio = np.clip(samples.mean(axis=1, dtype=np.float32), -1.0, 1.0)
+            if resampler is not None:
+                audio = np.clip(resampler.resample_chunk(audio, last=last), -1.0, 1.0)
+            if audio.size:
+                yield np.ascontiguousarray(audio, dtype=np.float32)
+            if last:
+                return
 
 
 def peak_dbfs(samples: np.ndarray) -> float:

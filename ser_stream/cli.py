@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from ser_stream.errors import SerStreamError
+from ser_stream.errors import OutputClosed, SerStreamError
 from ser_stream.labels import LABELS
 
 __all__ = ["main"]
@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         return args.run(args)
+    except OutputClosed:  # `ser-stream ... | head`: the reader has what it wanted
+        return 0
     except SerStreamError as exc:
         print(f"ser-stream: {exc}", file=sys.stderr)
         return 2
@@ -185,6 +187,13 @@ def _parser() -> argparse.ArgumentParser:
     stage.add_argument("--fast", action="store_true", help="capture: do not pace at real time")
     stage.add_argument("--stream", default="stream-1", help="capture: the stream id")
     stage.add_argument(
+        "--start-s",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="capture: start a file this far in (a restarted capture resumes)",
+    )
+    stage.add_argument(
         "--out",
         dest="outputs",
         action="append",
@@ -196,6 +205,12 @@ def _parser() -> argparse.ArgumentParser:
         "--collect", action="store_true", help="connect --out to a collector that binds it"
     )
     stage.add_argument("--replica", type=int, default=0, help="which replica this is (from 0)")
+    stage.add_argument(
+        "--generation",
+        type=int,
+        default=0,
+        help="restarts of this stage before this process (its sequence numbers start anew)",
+    )
     stage.add_argument("--model", metavar="DIR", help="model artifact folder (default: shipped)")
     stage.add_argument(
         "--set",
@@ -249,6 +264,7 @@ def _stage(args: argparse.Namespace) -> int:
             replica=args.replica,
         ),
         RuntimeSettings(hwm=args.hwm),
+        generation=args.generation,
     )
     return asyncio.run(runtime.run())
 
@@ -454,10 +470,12 @@ def _capture(args: argparse.Namespace) -> int:
             check_source(source)
         if source.kind == "file":
             frames = file_frames(
-                source.target, frame_ms=FRAME_MS if source.realtime else FAST_FRAME_MS
+                source.target,
+                frame_ms=FRAME_MS if source.realtime else FAST_FRAME_MS,
+                start_s=args.start_s,
             )
         elif source.kind == "stdin":
-            frames = pcm_frames(rate=source.rate)
+            frames = pcm_frames(rate=source.rate, start_s=args.start_s)
         elif source.kind == "mic":
             frames = mic_frames(source.target)
         else:
@@ -472,6 +490,9 @@ def _capture(args: argparse.Namespace) -> int:
         realtime=source.realtime and source.kind in ("file", "stdin"),
         named_streams=source.kind == "zmq",
         settings=RuntimeSettings(hwm=args.hwm),
+        control=args.control,
+        replica=args.replica,
+        generation=args.generation,
     )
     return asyncio.run(runtime.run())
 

@@ -5,7 +5,14 @@ Each message is one line that says what happened and what to do about it.
 
 from __future__ import annotations
 
-__all__ = ["SerStreamError", "InputError", "ModelError", "WireError", "StageFailed"]
+__all__ = [
+    "SerStreamError",
+    "InputError",
+    "ModelError",
+    "OutputClosed",
+    "WireError",
+    "StageFailed",
+]
 
 
 class SerStreamError(Exception):
@@ -26,3 +33,7 @@ class WireError(SerStreamError):
 
 class StageFailed(SerStreamError):
     """A stage that can no longer work; its process exits and the supervisor restarts it."""
+
+
+class OutputClosed(SerStreamError):
+    """The reader of the output went away (``ser-stream up | head``): end quietly."""

@@ -127,6 +127,13 @@ class ErrorMsg:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """A stage is alive; sent when it has nothing else to say."""
+    """A stage is alive: sent downstream when idle, and to the supervisor every second.
+
+    Attributes:
+        stage: who sends it (``vad``, or ``vad.0`` to the supervisor).
+        position_s: a capture's heartbeat to the supervisor: seconds of its stream sent so
+            far (a capture that is restarted resumes a file there).
+    """
 
     stage: str
+    position_s: float = 0.0

@@ -15,9 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-__all__ = ["Reorderer"]
+__all__ = ["GENERATION_SHIFT", "Reorderer", "first_seq"]
 
 T = TypeVar("T")
+
+
+GENERATION_SHIFT = 32
+"""A process numbers its messages from ``generation << GENERATION_SHIFT``, its generation
+being how many times its stage was restarted: numbers never repeat across a restart."""
+
+
+def first_seq(generation: int) -> int:
+    """The first sequence number of a process of this generation."""
+    return generation << GENERATION_SHIFT
 
 
 @dataclass
@@ -56,19 +66,21 @@ class Reorderer(Generic[T]):
             self.counters["after_end"] += 1
             return [item]
         state = self._streams.setdefault(stream, _Stream())
-        if seq == 0 and state.expected > 0:  # the upstream restarted: a new numbering
-            self.counters["renumbered"] += 1
+        released: list[T] = []
+        if seq >> GENERATION_SHIFT > state.expected >> GENERATION_SHIFT:
+            # The upstream restarted (or this stream began after it did): a new numbering.
+            if state.expected or state.held:
+                self.counters["renumbered"] += 1
             released = [state.held[n][0] for n in sorted(state.held)]
             state.held.clear()
-            state.expected = 1
-            return [*released, item]
+            state.expected = first_seq(seq >> GENERATION_SHIFT)
         if seq < state.expected or seq in state.held:
             self.counters["late"] += 1
-            return [item]
+            return [*released, item]
         if seq > state.expected:
             self.counters["reordered"] += 1
         state.held[seq] = (item, self.clock())
-        return self._release(state)
+        return [*released, *self._release(state)]
 
     def expire(self) -> list[T]:
         """Give up waiting where an item is overdue; return what that releases."""

@@ -28,7 +28,8 @@ import zmq.asyncio
 
 from ser_stream.errors import InputError, WireError
 from ser_stream.logs import get_logger
-from ser_stream.messages import Audio, EndOfStream, ErrorMsg, Event, Heartbeat
+from ser_stream.messages import Audio, EndOfStream, ErrorMsg, Event, Heartbeat, Window
+from ser_stream.ordering import first_seq
 from ser_stream.stage import StageContext, StageLogic, StageSpec
 from ser_stream.wire import (
     MAX_HEADER_BYTES,
@@ -50,7 +51,9 @@ __all__ = [
     "SourceRuntime",
     "StageRuntime",
     "ack_endpoint",
+    "ledger_entry",
     "shard_of",
+    "window_id",
 ]
 
 
@@ -109,6 +112,20 @@ class RuntimeSettings:
     max_batch: int = 32
 
 
+LEDGER_EVENT = "window_emitted"
+"""The event a stage sends the supervisor for every window it emits (see :func:`ledger_entry`)."""
+
+
+def ledger_entry(window: Window) -> Event:
+    """The supervisor's record of one emitted window: its span is its id in the stream."""
+    return Event(LEDGER_EVENT, window.t_end, {"t_start": window.t_start, "t_end": window.t_end})
+
+
+def window_id(t_start: float, t_end: float) -> tuple[float, float]:
+    """A window's id in its stream: its span, rounded so that JSON round trips agree."""
+    return round(t_start, 4), round(t_end, 4)
+
+
 RECEIVED = ".in"
 """Suffix of the timestamp a stage records when a message arrives (``features.in``)."""
 
@@ -159,6 +176,37 @@ async def _send_or_give_up(
         if time.monotonic() > give_up_at():
             sending.cancel()
             return False
+
+
+def _send_without_waiting(
+    sock: zmq.asyncio.Socket, envelope: Envelope, counters: Counter, skipped: str
+) -> None:
+    """Send now or never: a message nobody takes now is counted under ``skipped``.
+
+    An asyncio socket reports ``zmq.Again`` through the returned future, not by raising.
+    """
+
+    def count(future) -> None:
+        if not future.cancelled() and isinstance(future.exception(), zmq.Again):
+            counters[skipped] += 1
+
+    try:
+        sock.send_multipart(encode(envelope), zmq.NOBLOCK).add_done_callback(count)
+    except zmq.Again:
+        counters[skipped] += 1
+
+
+async def _beat_to(
+    sock: zmq.asyncio.Socket, beat: Callable[[], Envelope], every_s: float, counters: Counter
+) -> None:
+    """Tell the supervisor every ``every_s`` that this process lives (runs until cancelled).
+
+    It runs on the event loop whatever the process is busy with (cores work in a thread,
+    sends wait on the loop), so a silence means the process stopped or hung.
+    """
+    while True:
+        _send_without_waiting(sock, beat(), counters, "control_heartbeats_skipped")
+        await asyncio.sleep(every_s)
 
 
 @dataclass
@@ -239,11 +287,13 @@ class StageRuntime:
         context: StageContext,
         endpoints: Endpoints,
         settings: RuntimeSettings | None = None,
+        *,
+        generation: int = 0,
     ) -> None:
         self.spec = spec
         self.endpoints = endpoints
         self.settings = settings or RuntimeSettings()
-        self.logic = StageLogic(spec, context)
+        self.logic = StageLogic(spec, context, generation=generation)
         self.log = get_logger(stage=spec.name)
         self._unacked = _Unacknowledged()
         self._stopping: asyncio.Event | None = None
@@ -272,7 +322,12 @@ class StageRuntime:
                 None, self.spec.warm_up, self.logic.context
             )
         self.log.info("ready", inputs=self.endpoints.inputs, outputs=self.endpoints.outputs)
-        self._report_alive(sockets)
+        beating = None
+        if sockets.control is not None:
+            beat = Envelope("-", 0, Heartbeat(f"{self.spec.name}.{self.endpoints.replica}"))
+            beating = asyncio.create_task(
+                _beat_to(sockets.control, lambda: beat, self.settings.heartbeat_s, self.counters)
+            )
         try:
             acks = None
             if sockets.acks_down is not None:
@@ -287,6 +342,8 @@ class StageRuntime:
             if acks is not None:
                 acks.cancel()
         finally:
+            if beating is not None:
+                beating.cancel()
             for sock in sockets.all():
                 sock.close(linger=self.settings.linger_ms)
             context.term()
@@ -329,38 +386,19 @@ class StageRuntime:
             control.connect(endpoints.control)
         return _Sockets(inbox, outs, acks_up, acks_down, control)
 
-    def _report_alive(self, sockets: _Sockets) -> None:
-        """Tell the supervisor this stage is up (never waits)."""
-        if sockets.control is not None:
-            beat = Envelope("-", 0, Heartbeat(f"{self.spec.name}.{self.endpoints.replica}"))
-            self._send_now(sockets.control, "control_heartbeats_skipped", beat)
-
     def _send_now(
         self, sock: zmq.asyncio.Socket, skipped: str, beat: Envelope | None = None
     ) -> None:
-        """Send without waiting (a heartbeat unless told); one nobody takes now is counted.
-
-        An asyncio socket reports ``zmq.Again`` through the returned future, not by raising.
-        """
-
-        def count(future) -> None:
-            if not future.cancelled() and isinstance(future.exception(), zmq.Again):
-                self.counters[skipped] += 1
-
-        try:
-            frames = encode(beat or self.logic.heartbeat())
-            sock.send_multipart(frames, zmq.NOBLOCK).add_done_callback(count)
-        except zmq.Again:
-            self.counters[skipped] += 1
+        """Send without waiting (a heartbeat unless told); one nobody takes now is counted."""
+        _send_without_waiting(sock, beat or self.logic.heartbeat(), self.counters, skipped)
 
     async def _serve(self, sockets: _Sockets) -> None:
         assert self._stopping is not None
-        timeout_ms = int(self.settings.heartbeat_s * 1000)
+        timeout_ms = 100  # short: a stop request is noticed at once
         last_sent = time.monotonic()
         while not self._stopping.is_set():
             await self._resend_overdue(sockets)
             if not await sockets.inbox.poll(timeout_ms, zmq.POLLIN):
-                self._report_alive(sockets)
                 if time.monotonic() - last_sent >= self.settings.heartbeat_s:
                     # Never wait for a heartbeat: no receiver or a full queue skips it.
                     for out in sockets.outs:
@@ -445,9 +483,19 @@ class StageRuntime:
             await self._send(sockets, out)
 
     async def _send(self, sockets: _Sockets, envelope: Envelope) -> None:
-        """Send, waiting as long as the receiver needs (backpressure), except when draining."""
+        """Send, waiting as long as the receiver needs (backpressure), except when draining.
+
+        A window is entered in the supervisor's ledger before it leaves: what a stage that
+        dies later loses is then measured, not guessed.
+        """
         if envelope.kind is Kind.END_OF_STREAM and sockets.acks_down is not None:
             self._unacked.add(envelope)
+        if envelope.kind is Kind.WINDOW and sockets.control is not None:
+            entry = Envelope(envelope.stream, envelope.seq, ledger_entry(envelope.body))
+            if not await _send_or_give_up(
+                sockets.control, entry, self.settings, lambda: self._give_up_at
+            ):
+                self.counters["ledger_entries_lost_on_shutdown"] += 1
         sock = sockets.out_for(envelope.stream)
         if not await _send_or_give_up(sock, envelope, self.settings, lambda: self._give_up_at):
             self.counters[f"lost_on_shutdown_{envelope.kind.value}"] += 1
@@ -482,8 +530,14 @@ class SourceRuntime:
         realtime: bool,
         named_streams: bool = False,
         settings: RuntimeSettings | None = None,
+        control: str | None = None,
+        replica: int = 0,
+        generation: int = 0,
     ) -> None:
+        self.generation = generation
         self.stream = stream
+        self.control = control
+        self.replica = replica
         self.named_streams = named_streams
         self.frames = frames
         self.outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
@@ -495,6 +549,10 @@ class SourceRuntime:
         self._give_up_at = float("inf")
         self._seq: dict[str, int] = {}
         self._unacked = _Unacknowledged()
+        self._position_s = 0.0  # stream time sent so far (a one-stream source)
+
+    def _heartbeat(self) -> Envelope:
+        return Envelope("-", 0, Heartbeat(f"capture.{self.replica}", self._position_s))
 
     def stop(self) -> None:
         """Stop reading; the stream ends with reason ``signal``."""
@@ -510,7 +568,7 @@ class SourceRuntime:
         stamps: dict[str, int] | None = None,
     ) -> None:
         """Wait for the next stage as long as it needs, unless stopping and it is gone."""
-        seq = self._seq.get(stream, 0)
+        seq = self._seq.get(stream, first_seq(self.generation))
         self._seq[stream] = seq + 1
         timestamps = {**(stamps or {}), "capture": time.time_ns()}
         await self._send_envelope(outs, Envelope(stream, seq, body, timestamps))
@@ -537,6 +595,11 @@ class SourceRuntime:
         for sock, endpoint in zip(outs, self.outputs, strict=True):
             sock.bind(endpoint)
             acks.bind(ack_endpoint(endpoint))
+        control = None
+        if self.control is not None:
+            control = context.socket(zmq.PUSH)
+            control.setsockopt(zmq.LINGER, 0)
+            control.connect(self.control)
         self.log.info("ready", outputs=self.outputs, realtime=self.realtime)
         reason = "eof"
         status = 0
@@ -544,6 +607,12 @@ class SourceRuntime:
         started = time.monotonic()
         poll_ms = int(self.settings.heartbeat_s * 1000)
         receiving = asyncio.create_task(self._unacked.receive(acks, self.log, poll_ms))
+        beating = None
+        if control is not None:
+            beating = asyncio.create_task(
+                _beat_to(control, self._heartbeat, self.settings.heartbeat_s, self.counters)
+            )
+        first_t: float | None = None
         try:
             while True:
                 for envelope in self._unacked.overdue(self.settings.ack_timeout_s):
@@ -579,11 +648,15 @@ class SourceRuntime:
                     self.counters[f"source_{type(frame).__name__.lower()}s"] += 1
                     await self._send(outs, stream, frame)
                     continue
+                t_end = frame.t_start + frame.samples.size / frame.sample_rate
                 if self.realtime:
-                    # A frame is "captured" when its last sample would have been heard.
-                    due = started + frame.t_start + frame.samples.size / frame.sample_rate
-                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+                    # A frame is "captured" when its last sample would have been heard (from
+                    # the first frame: a resumed file starts later in its stream).
+                    first_t = frame.t_start if first_t is None else first_t
+                    await asyncio.sleep(max(0.0, started + t_end - first_t - time.monotonic()))
                 await self._send(outs, stream, frame, stamps)
+                if stream == self.stream:
+                    self._position_s = t_end
                 self.counters["out_audio"] += 1
             if not self.named_streams:  # its one stream ends, even if nothing was read
                 open_streams.add(self.stream)
@@ -593,6 +666,10 @@ class SourceRuntime:
             await self._unacked.wait(wait_s, self.counters, self.log)
         finally:
             receiving.cancel()
+            if beating is not None:
+                beating.cancel()
+            if control is not None:
+                control.close(linger=0)
             for sock in outs:
                 sock.close(linger=self.settings.linger_ms)
             acks.close(linger=0)

@@ -8,11 +8,12 @@ Both render the same records, the contract other programs rely on (``docs/record
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TextIO
 
-from ser_stream.errors import InputError
+from ser_stream.errors import InputError, OutputClosed
 from ser_stream.messages import ErrorMsg, Event, Prediction
 from ser_stream.wire import Envelope
 
@@ -144,6 +145,7 @@ class ConsoleSink(Sink):
         self._view: LiveView | None = None
         self._ended: list[str] = []
         self._streams: set[str] = set()
+        self._closed = False  # the reader went away
 
     def open(self, labels: tuple[str, ...]) -> None:
         """Start the live panel (on a terminal)."""
@@ -207,7 +209,19 @@ class ConsoleSink(Sink):
             self._print(line)
 
     def _print(self, line: str) -> None:
-        print(line, file=self.out, flush=True)
+        if self._closed:
+            return
+        try:
+            print(line, file=self.out, flush=True)
+        except BrokenPipeError:
+            # The reader is gone (``up | head``): nothing more can be shown, and the
+            # interpreter must not complain at exit while flushing what is left.
+            self._closed = True
+            if self.out is sys.stdout:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+            raise OutputClosed("the output was closed; stopping") from None
 
 
 def summary_table(summary: dict, reason: str) -> list[str]:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from ser_stream.errors import InputError
 from ser_stream.messages import EndOfStream, ErrorMsg, Heartbeat
+from ser_stream.ordering import first_seq
 from ser_stream.wire import Body, Envelope, Kind
 
 __all__ = ["StageContext", "StageLogic", "StageSpec", "StreamProcessor"]
@@ -93,6 +94,7 @@ class StageLogic:
     spec: StageSpec
     context: StageContext
     clock: Callable[[], int] = time.time_ns
+    generation: int = 0  # restarts of this stage before this process: numbers never repeat
     counters: Counter = field(default_factory=Counter)
     _processors: dict[str, StreamProcessor] = field(default_factory=dict)
     _seq: dict[str, int] = field(default_factory=dict)
@@ -246,7 +248,7 @@ class StageLogic:
         if self.spec.stateless:
             seq = cause.seq  # the collector restores the order replicas may have mixed
         else:
-            seq = self._seq.get(stream, 0)
+            seq = self._seq.get(stream, first_seq(self.generation))
             self._seq[stream] = seq + 1
         timestamps = dict(cause.timestamps)
         timestamps[self.spec.name] = self.clock()

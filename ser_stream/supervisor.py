@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +31,12 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from ser_stream.errors import InputError, WireError
+from ser_stream.errors import InputError, OutputClosed, WireError
 from ser_stream.logs import get_logger
 from ser_stream.messages import EndOfStream, ErrorMsg, Event, Heartbeat, Prediction
 from ser_stream.ordering import Reorderer
 from ser_stream.private import open_lock, runtime_dir
+from ser_stream.runtime import LEDGER_EVENT, window_id
 from ser_stream.sinks import Sink
 from ser_stream.threads import limit_numeric_threads
 from ser_stream.wire import MAX_FRAME_BYTES, MAX_HEADER_BYTES, Envelope, decode
@@ -52,6 +53,18 @@ __all__ = [
 ]
 
 CHAIN = ("vad", "denoise", "features", "model")
+HEARTBEAT_S = 1.0
+"""Every process tells the supervisor it lives this often (see the stage runtime)."""
+HUNG_AFTER_MISSES = 3
+"""Heartbeats missed in a row after which a process is taken for hung and replaced."""
+RESTART_WINDOW_S = 60.0
+"""Restart intensity: more than ``max_restarts`` failures of one process within this window
+stop the pipeline; the restart back-off also counts only the failures within it."""
+STOP_WITHIN_S = 4.0
+"""At the end of a session every process gets this long, all together, to drain and exit;
+what is left is killed (so Ctrl-C or SIGTERM ends ``up`` within 5 s)."""
+INPUT_ERROR = 2
+"""Exit status of a process that stopped on an input or settings error."""
 STATELESS = frozenset({"model"})
 """Stages that keep nothing per stream (each replica takes any message of any stream)."""
 
@@ -156,7 +169,8 @@ class PipelineConfig:
         replicas: processes per stage name (default 1 each).
         streams: end the session once this many streams have ended (None: when every
             source is done; a ``zmq:`` source serves until Ctrl-C).
-        max_restarts: restarts allowed per stage before the session gives up.
+        max_restarts: failures allowed per process within a minute (restart intensity);
+            one more stops the session.
         start_timeout_s: how long the stages may take to come up.
     """
 
@@ -201,7 +215,14 @@ class PipelineConfig:
 
 @dataclass
 class Session:
-    """What happened to one stream: the facts behind its summary."""
+    """What happened to one stream: the facts behind its summary.
+
+    Attributes:
+        windows: the count in the VAD's ``windows`` event (its own count, since its start).
+        emitted: the ledger: the id of every window the VAD entered before sending it on
+            (None where no supervisor keeps one: a collector on its own).
+        failed: error records of the stages after the VAD (a window they could not process).
+    """
 
     reason: str = "signal"
     windows: int | None = None
@@ -211,6 +232,8 @@ class Session:
     duration_s: float = 0.0
     audio_dropped_s: float = 0.0
     ended: bool = False
+    emitted: set[tuple[float, float]] | None = None
+    failed: int = 0
 
     def summary(self, labels: tuple[str, ...]) -> dict:
         """The stream's summary: windows, dropped (and why), mean distribution.
@@ -273,29 +296,74 @@ def _summarize(
     sessions: list[Session], labels: tuple[str, ...], restarts: Counter, duration_s: float
 ) -> dict:
     predictions = [p for session in sessions for p in session.predictions]
-    predicted = len(predictions)
-    emitted = sum(
-        session.windows if session.windows is not None else len(session.predictions)
-        for session in sessions
-    )
+    ledger = _Ledger.of(sessions, restarts)
     judged = [p for session in sessions for p in lasting_predictions(session.predictions)]
     mean = np.mean([p.probabilities for p in judged], axis=0) if judged else np.zeros(len(labels))
-    dropped = max(0, emitted - predicted)
-    reasons = {}
-    if dropped:
-        reasons["lost_in_stage_failure" if restarts else "lost"] = dropped
     return {
         "dominant": labels[int(np.argmax(mean))] if predictions else None,
-        "windows": emitted,
-        "predicted": predicted,
-        "dropped": dropped,
-        "dropped_reasons": reasons,
+        "windows": ledger.emitted,
+        "predicted": ledger.predicted,
+        "dropped": ledger.dropped,
+        "dropped_reasons": ledger.reasons,
+        "ledger": ledger.verdict,
         "errors": sum(len(session.errors) for session in sessions),
         "restarts": dict(restarts),
         "mean_probabilities": {k: round(float(v), 6) for k, v in zip(labels, mean, strict=True)},
         "duration_s": round(duration_s, 3),
         "audio_dropped_s": round(sum(session.audio_dropped_s for session in sessions), 3),
     }
+
+
+@dataclass
+class _Ledger:
+    """Windows emitted, predicted and dropped, from the ledger where one was kept.
+
+    ``verdict`` is ``balanced`` when every prediction is of a window the VAD entered, none
+    came twice, and emitted = predicted + dropped; else ``unbalanced`` (with the reasons),
+    which the supervisor logs as an error. Without a ledger the VAD's ``windows`` count
+    stands for emitted (``unverified``).
+    """
+
+    emitted: int = 0
+    predicted: int = 0
+    dropped: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    verdict: str = "balanced"
+
+    @classmethod
+    def of(cls, sessions: list[Session], restarts: Counter) -> _Ledger:
+        ledger = cls()
+        problems: Counter = Counter()
+        for session in sessions:
+            spans = [window_id(p.t_start, p.t_end) for p in session.predictions]
+            if session.emitted is None:  # no ledger: the VAD's own count
+                emitted = session.windows if session.windows is not None else len(spans)
+                predicted = len(spans)
+                problems["unverified"] += 1
+            else:
+                emitted = len(session.emitted)
+                predicted = len(set(spans) & session.emitted)
+                problems["predicted_twice"] += len(spans) - len(set(spans))
+                problems["never_emitted"] += len(set(spans) - session.emitted)
+                if session.windows is not None and session.windows > emitted:
+                    problems["vad_counted_more"] += session.windows - emitted
+            ledger.emitted += emitted
+            ledger.predicted += predicted
+            dropped = max(0, emitted - predicted)
+            failed = min(dropped, session.failed)
+            if failed:
+                ledger.reasons["failed"] = ledger.reasons.get("failed", 0) + failed
+            if dropped - failed:
+                lost = "lost_in_stage_failure" if restarts else "lost"
+                ledger.reasons[lost] = ledger.reasons.get(lost, 0) + dropped - failed
+            ledger.dropped += dropped
+        problems = +problems
+        if "unverified" in problems and len(problems) == 1:
+            ledger.verdict = "unverified"
+        elif problems or ledger.predicted + sum(ledger.reasons.values()) != ledger.emitted:
+            problems.pop("unverified", None)
+            ledger.verdict = "unbalanced: " + ", ".join(f"{k} {v}" for k, v in problems.items())
+        return ledger
 
 
 def lasting_predictions(predictions: list[Prediction]) -> list[Prediction]:
@@ -323,7 +391,16 @@ class _Stages:
         self._endpoints: dict[str, str] = {}
         self.processes: dict[tuple[str, int], subprocess.Popen] = {}
         self.restarts: Counter = Counter()
+        self.hung: Counter = Counter()  # replaced because their heartbeats stopped
         self.log = get_logger(component="supervisor")
+        self._started_at: dict[tuple[str, int], float] = {}
+        self._heard: dict[tuple[str, int], float] = {}  # last heartbeat of each process
+        self._listened_at = time.monotonic()
+        self._failures: dict[tuple[str, int], deque[float]] = defaultdict(deque)
+        self._due: dict[tuple[str, int], float] = {}  # restarts waiting out their back-off
+        self.positions: dict[int, float] = {}  # stream time each capture has sent
+        self.finished: set[int] = set()  # captures told to stop: their stream is over
+        self.on_window: Callable[[str, tuple[float, float]], None] = lambda stream, span: None
 
     def endpoint(self, key: str) -> str:
         """The endpoint named ``key`` (stable for the session, restarts included)."""
@@ -358,8 +435,8 @@ class _Stages:
         return f"stream-{source + 1}"
 
     def label(self, name: str, replica: int) -> str:
-        """``model`` or, with replicas, ``model.1``."""
-        return f"{name}.{replica}" if self.count(name) > 1 else name
+        """``model`` or, with replicas, ``model.1``; the captures are ``capture.N``."""
+        return f"{name}.{replica}" if self.count(name) > 1 or name == "capture" else name
 
     def command(self, name: str, replica: int) -> list[str]:
         base = [sys.executable, "-m", "ser_stream", "--log-level", "warning", "stage", name]
@@ -368,14 +445,21 @@ class _Stages:
             if (name != CHAIN[-1])
             else ["--out", self.endpoint("results"), "--collect"]
         )
+        restarts = self.restarts[
+            self.label(name, replica) if name != "capture" else f"capture.{replica}"
+        ]
+        control = ["--control", self.endpoint("control"), "--replica", str(replica),
+                   "--generation", str(restarts)]  # fmt: skip
         if name == "capture":
-            fast = ["--fast"] if self.config.fast else []
-            fast += ["--rate", str(self.config.rate)]
+            extra = ["--fast"] if self.config.fast else []
+            extra += ["--rate", str(self.config.rate)]
+            if replica in self.positions:  # a restart: go on where the last one got to
+                extra += ["--start-s", f"{self.positions[replica]:.6f}"]
             return [*base, "--source", self.config.sources[replica], "--stream",
-                    self.stream_of(replica), *fast, *outs]  # fmt: skip
+                    self.stream_of(replica), *extra, *outs, *control]  # fmt: skip
         model = ["--model", self.config.model] if self.config.model else []
         ins = [arg for endpoint in self.inputs(name, replica) for arg in ("--in", endpoint)]
-        extra = ["--replica", str(replica)]
+        extra = []
         for key, value in self.config.stages.get(name, {}).items():
             extra += ["--set", f"{key}={json.dumps(value)}"]
         if name == "vad" and self.config.fast:
@@ -385,7 +469,7 @@ class _Stages:
                 "null" if self.config.stop_on_silence_s is None else self.config.stop_on_silence_s
             )
             extra += ["--set", f"stop_on_silence_s={value}"]
-        return [*base, *ins, *outs, "--control", self.endpoint("control"), *model, *extra]
+        return [*base, *ins, *outs, *control, *model, *extra]
 
     def start(self, name: str, replica: int) -> None:
         reads_stdin = name == "capture" and self.config.sources[replica] == "stdin"
@@ -399,6 +483,8 @@ class _Stages:
             # stops them upstream first (a capture reading the terminal stays in it).
             start_new_session=not reads_stdin,
         )
+        self._started_at[(name, replica)] = time.monotonic()
+        self._heard.pop((name, replica), None)
 
     def start_chain(self) -> None:
         for name in CHAIN:
@@ -413,22 +499,116 @@ class _Stages:
         """The capture processes, one per source."""
         return [p for (name, _), p in self.processes.items() if name == "capture"]
 
-    def check(self) -> None:
-        """Restart any stage replica that died (not a capture: its exit is the end of input)."""
-        for (name, replica), process in list(self.processes.items()):
-            if name == "capture" or process.poll() is None:
+    def listen(self, control: zmq.Socket) -> None:
+        """Take the heartbeats waiting on the control socket (never waits)."""
+        now = time.monotonic()
+        if now - self._listened_at > HEARTBEAT_S:
+            # This process was busy (a stalled console): their silence was ours.
+            self._heard = {key: max(heard, now) for key, heard in self._heard.items()}
+        self._listened_at = now
+        for _ in range(1024):
+            try:
+                frames = control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                envelope = decode(frames)
+            except WireError:
                 continue
-            label = self.label(name, replica)
-            self.restarts[label] += 1
-            if self.restarts[label] > self.config.max_restarts:
+            body = envelope.body
+            if isinstance(body, Event) and body.name == LEDGER_EVENT:
+                span = (body.data.get("t_start", 0.0), body.data.get("t_end", 0.0))
+                self.on_window(envelope.stream, window_id(*span))
+                continue
+            if not isinstance(body, Heartbeat):
+                continue
+            name, _, replica = body.stage.rpartition(".")
+            key = (name, int(replica)) if replica.isdigit() else None
+            if key in self.processes and self.processes[key].poll() is None:
+                self._heard[key] = now
+                if name == "capture" and not self.config.sources[key[1]].startswith("zmq:"):
+                    self.positions[key[1]] = body.position_s
+
+    @property
+    def restarting(self) -> bool:
+        """A process is waiting out its back-off before it starts again."""
+        return bool(self._due)
+
+    def alive(self) -> set[tuple[str, int]]:
+        """The processes whose heartbeat came since their (re)start."""
+        return set(self._heard)
+
+    def check(self) -> None:
+        """Restart what died or hung, once its back-off has passed.
+
+        A capture that exits by itself (status 0: its input ended; 2: its input failed) ends
+        its stream, which says why; one that dies otherwise is restarted and goes on where
+        it got to. A stage that exits with status 2 has wrong settings or input: restarting
+        it cannot help, so the session ends with its message.
+
+        Raises:
+            InputError: a stage exited with an input error, or failed more than
+                ``max_restarts`` times within a minute.
+        """
+        now = time.monotonic()
+        for key, due in list(self._due.items()):
+            if now >= due:
+                del self._due[key]
+                self.start(*key)
+        for key, process in list(self.processes.items()):
+            if key in self._due:
+                continue
+            code = process.poll()
+            if code is None:
+                self._check_alive(key, process, now)
+            elif key[0] == "capture":
+                if code not in (0, INPUT_ERROR) and key[1] not in self.finished:
+                    self._schedule_restart(key, f"exit {code}")
+            elif code == INPUT_ERROR:
                 raise InputError(
-                    f"stage {label} keeps dying (exit {process.returncode}); see its log"
+                    f"stage {self.label(*key)} stopped on an input error (exit 2); "
+                    "see its message above, fix the setting and start again"
                 )
-            backoff = min(5.0, 0.25 * 2 ** (self.restarts[label] - 1))
-            self.log.error("stage died, restarting", stage=label, exit=process.returncode,
-                           restart=self.restarts[label], backoff_s=backoff)  # fmt: skip
-            time.sleep(backoff)
-            self.start(name, replica)
+            else:
+                self._schedule_restart(key, f"exit {code}")
+
+    def _check_alive(self, key: tuple[str, int], process: subprocess.Popen, now: float) -> None:
+        heard = self._heard.get(key)
+        if heard is None:  # still starting: the start timeout applies
+            if now - self._started_at[key] <= self.config.start_timeout_s:
+                return
+            silent = f"no heartbeat within {self.config.start_timeout_s:.0f} s of its start"
+        elif now - heard > HUNG_AFTER_MISSES * HEARTBEAT_S:
+            silent = f"no heartbeat for {now - heard:.1f} s"
+        else:
+            return
+        label = self.label(*key)
+        self.log.error("stage hung, replacing it", stage=label, reason=silent)
+        self.hung[label] += 1
+        process.kill()  # SIGKILL ends a stopped (SIGSTOP) process too
+        process.wait()
+        self._schedule_restart(key, f"hung: {silent}")
+
+    def _schedule_restart(self, key: tuple[str, int], cause: str) -> None:
+        now = time.monotonic()
+        label = self.label(*key)
+        self.restarts[label] += 1
+        failures = self._failures[key]
+        failures.append(now)
+        while now - failures[0] > RESTART_WINDOW_S:
+            failures.popleft()
+        if len(failures) > self.config.max_restarts:
+            raise InputError(
+                f"stage {label} failed {len(failures)} times within {RESTART_WINDOW_S:.0f} s "
+                f"(last: {cause}); the pipeline stopped: see its log above"
+            )
+        # The back-off grows with the failures of the last minute, so it resets once the
+        # stage has stayed healthy that long.
+        backoff = min(2.0, 0.1 * 2 ** (len(failures) - 1))
+        self.log.error("stage died, restarting", stage=label, cause=cause,
+                       restart=self.restarts[label], backoff_s=backoff)  # fmt: skip
+        self._due[key] = now + backoff
+        self._heard.pop(key, None)
 
     def usage(self) -> dict[str, dict[str, float]]:
         """Per live process and this one: ``peak_rss_mb``, ``pss_mb`` and ``cpu_s``.
@@ -441,7 +621,7 @@ class _Stages:
         ticks = os.sysconf("SC_CLK_TCK")
         pids = {"supervisor": os.getpid()}
         for (name, replica), process in self.processes.items():
-            label = self.label(name, replica) if name != "capture" else f"capture.{replica}"
+            label = self.label(name, replica)
             pids[label] = process.pid
         for label, pid in pids.items():
             try:
@@ -468,7 +648,7 @@ class _Stages:
         ``while_waiting`` runs as the processes end (the collector keeps taking results, so
         the last stage is never blocked sending its tail).
         """
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + STOP_WITHIN_S
         for name in ("capture", *CHAIN):
             keys = [key for key in self.processes if key[0] == name]
             for key in keys:
@@ -476,7 +656,7 @@ class _Stages:
                     self.processes[key].send_signal(signal.SIGTERM)
             for key in keys:
                 process = self.processes[key]
-                stop_at = time.monotonic() + max(0.1, min(5.0, deadline - time.monotonic()))
+                stop_at = max(deadline, time.monotonic() + 0.1)
                 while process.poll() is None and time.monotonic() < stop_at:
                     while_waiting()
                     time.sleep(0.01)
@@ -498,7 +678,10 @@ class _Collector:
         labels: tuple[str, ...],
         publisher: zmq.Socket,
         expected: set[str] = frozenset(),  # type: ignore[assignment]
+        *,
+        keeps_ledger: bool = False,
     ) -> None:
+        self.keeps_ledger = keeps_ledger  # the supervisor feeds window_emitted
         self.run = run
         self.sinks = sinks
         self.labels = labels
@@ -509,6 +692,21 @@ class _Collector:
         run.ordering = self.order.counters
         self.ended: list[str] = []
         self._opened_at: dict[str, float] = {}
+        self.before_end: Callable[[], None] = lambda: None  # take the ledger's last entries
+
+    def window_emitted(self, stream: str, span: tuple[float, float]) -> None:
+        """The ledger: the VAD entered a window of ``stream`` before sending it on."""
+        session = self._session(stream)
+        if not session.ended:
+            session.emitted = (session.emitted or set()) | {span}
+
+    def _session(self, stream: str) -> Session:
+        if stream not in self.run.streams:
+            self._opened_at[stream] = time.monotonic()
+        session = self.run.session(stream)
+        if self.keeps_ledger and session.emitted is None:
+            session.emitted = set()
+        return session
 
     def end_the_rest(self, reason: str) -> None:
         """At the end of the session: release what is held and end every open stream."""
@@ -519,6 +717,7 @@ class _Collector:
                 self._end(stream, session, reason)
 
     def _end(self, stream: str, session: Session, reason: str) -> None:
+        self.before_end()
         session.reason = reason
         session.ended = True
         opened = self.ready_at if stream in self.expected else self._opened_at.get(stream)
@@ -562,9 +761,7 @@ class _Collector:
 
     def _deliver(self, envelope: Envelope, frames: list[bytes]) -> None:
         self._publish(frames)
-        if envelope.stream not in self.run.streams:
-            self._opened_at[envelope.stream] = time.monotonic()
-        session = self.run.session(envelope.stream)
+        session = self._session(envelope.stream)
         body = envelope.body
         if isinstance(body, Prediction):
             session.predictions.append(body)
@@ -579,6 +776,7 @@ class _Collector:
                 sink.event(envelope)
         elif isinstance(body, ErrorMsg):
             session.errors.append(body.reason)
+            session.failed += body.stage in CHAIN[1:]
             for sink in self.sinks:
                 sink.error(envelope)
         elif isinstance(body, EndOfStream) and not session.ended:
@@ -626,7 +824,9 @@ def run_pipeline(
             for k, source in enumerate(config.sources)
             if not source.startswith("zmq:")
         }
-        collector = _Collector(run, sinks, labels, publisher, expected)
+        collector = _Collector(run, sinks, labels, publisher, expected, keeps_ledger=True)
+        stages.on_window = collector.window_emitted
+        collector.before_end = lambda: stages.listen(control)
         try:
             control.bind(stages.endpoint("control"))
             results.bind(stages.endpoint("results"))
@@ -644,13 +844,11 @@ def run_pipeline(
             if on_ready is not None:
                 on_ready()
             watches = [
-                _CaptureWatch(
-                    stages.processes[("capture", k)],
-                    None if source.startswith("zmq:") else stages.stream_of(k),
-                )
+                _CaptureWatch(stages, k, None if source.startswith("zmq:") else stages.stream_of(k))
                 for k, source in enumerate(config.sources)
             ]
             while not stop["signal"] and not (should_stop and should_stop()):
+                stages.listen(control)
                 stages.check()
                 for watch in watches:
                     watch.check(run)
@@ -666,6 +864,8 @@ def run_pipeline(
                     break
         except InputError as exc:
             failure = exc
+        except OutputClosed:  # `up | head`: the reader has what it wanted
+            stop["signal"] = True
         finally:
             signalled = stop["signal"]
             if opened:
@@ -676,8 +876,13 @@ def run_pipeline(
                     for name, cpu in usage["cpu_s"].items()
                 }
             run.duration_s = time.monotonic() - started
-            stages.stop_all(while_waiting=lambda: _drain(results, collector))
-            _drain(results, collector)
+
+            def take_the_rest() -> None:
+                stages.listen(control)
+                _drain(results, collector)
+
+            stages.stop_all(while_waiting=take_the_rest)
+            take_the_rest()
             collector.end_the_rest("error" if failure else "signal")
             context.destroy(linger=0)
             for sig, handler in previous.items():
@@ -689,6 +894,11 @@ def run_pipeline(
         "usage", peak_rss_mb=run.peak_rss_mb, pss_mb=run.pss_mb, cpu_s=run.cpu_s
     )
     summary = run.summary(labels)
+    if summary["ledger"].startswith("unbalanced"):
+        get_logger(component="supervisor").error(
+            "the ledger does not balance", ledger=summary["ledger"], windows=summary["windows"],
+            predicted=summary["predicted"], dropped=summary["dropped_reasons"],
+        )  # fmt: skip
     for sink in opened:
         sink.close(run.reason, summary)
     if failure is not None:
@@ -701,7 +911,7 @@ def _finished(run: Run, config: PipelineConfig, stages: _Stages, expected: set[s
     ended = {stream for stream, session in run.streams.items() if session.ended}
     if config.streams is not None and len(ended) >= config.streams:
         return True
-    if any(process.poll() is None for process in stages.captures()):
+    if stages.restarting or any(process.poll() is None for process in stages.captures()):
         return False
     return expected <= ended and set(run.streams) <= ended
 
@@ -712,13 +922,10 @@ def _stop_ended_captures(stages: _Stages, config: PipelineConfig, ended: list[st
         stream = ended.pop()
         for k, source in enumerate(config.sources):
             process = stages.processes.get(("capture", k))
-            if (
-                stages.stream_of(k) == stream
-                and not source.startswith("zmq:")
-                and process is not None
-                and process.poll() is None
-            ):
-                process.send_signal(signal.SIGTERM)
+            if stages.stream_of(k) == stream and not source.startswith("zmq:"):
+                stages.finished.add(k)
+                if process is not None and process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
 
 
 def _drain(results: zmq.Socket, collector: _Collector) -> None:
@@ -732,22 +939,25 @@ def _drain(results: zmq.Socket, collector: _Collector) -> None:
 
 
 class _CaptureWatch:
-    """A capture that exited must have ended its stream: its end reaches us soon, or never.
+    """A capture that exited by itself must have ended its stream: soon, or never.
 
     A failing capture sends its reason and an ``error`` end of stream before it exits (status
-    2); one that died before it could (killed, or broken at start) is noticed here.
+    2); one that broke before it could is noticed here. (One that died otherwise, killed or
+    crashed, is restarted by the supervisor.)
     """
 
     GRACE_S = {True: 30.0, False: 3.0}  # after a clean exit / after a failure
 
-    def __init__(self, process: subprocess.Popen, stream: str | None) -> None:
-        self.process = process
+    def __init__(self, stages: _Stages, source: int, stream: str | None) -> None:
+        self.stages = stages
+        self.source = source
         self.stream = stream  # None: a zmq source, whose producers end their own streams
         self.exited_at: float | None = None
 
     def check(self, run: Run) -> None:
-        code = self.process.poll()
-        if code is None:
+        code = self.stages.processes[("capture", self.source)].poll()
+        if code not in (0, INPUT_ERROR):  # running, or dead and being restarted
+            self.exited_at = None
             return
         session = run.streams.get(self.stream) if self.stream else None
         if (session is not None and session.ended) or (self.stream is None and code == 0):
@@ -798,16 +1008,12 @@ def _free_port_pair() -> int:
 def _wait_ready(control: zmq.Socket, stages: _Stages, timeout_s: float, stop: dict) -> None:
     """Every replica of every stage reports on the control socket."""
     deadline = time.monotonic() + timeout_s
-    waiting = {f"{name}.{r}" for name in CHAIN for r in range(stages.count(name))}
+    waiting = {(name, r) for name in CHAIN for r in range(stages.count(name))}
     while waiting and time.monotonic() < deadline and not stop["signal"]:
+        control.poll(250)
+        stages.listen(control)
         stages.check()
-        if control.poll(250):
-            try:
-                body = decode(control.recv_multipart()).body
-            except WireError:
-                continue
-            if isinstance(body, Heartbeat):
-                waiting.discard(body.stage)
+        waiting -= stages.alive()
     if waiting:
-        names = ", ".join(sorted(waiting))
+        names = ", ".join(sorted(stages.label(*key) for key in waiting))
         raise InputError(f"stages {names} did not come up within {timeout_s:.0f} s; see their logs")

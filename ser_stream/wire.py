@@ -79,6 +79,7 @@ class _Schema:
     cls: type
     array: str | None  # the body field sent as frame 2
     scalars: dict[str, tuple[type, ...]]
+    optional: frozenset[str] = frozenset()  # scalars a sender may leave out (their default)
 
 
 _NUMBER = (int, float)
@@ -107,7 +108,9 @@ _SCHEMAS: dict[Kind, _Schema] = {
     Kind.EVENT: _Schema(Event, None, {"name": (str,), "t": _NUMBER, "data": (dict,)}),
     Kind.END_OF_STREAM: _Schema(EndOfStream, None, {"reason": (str,)}),
     Kind.ERROR: _Schema(ErrorMsg, None, {"reason": (str,), "stage": (str,)}),
-    Kind.HEARTBEAT: _Schema(Heartbeat, None, {"stage": (str,)}),
+    Kind.HEARTBEAT: _Schema(
+        Heartbeat, None, {"stage": (str,), "position_s": _NUMBER}, frozenset({"position_s"})
+    ),
 }
 _KIND_OF = {schema.cls: kind for kind, schema in _SCHEMAS.items()}
 _DTYPES = {"int16": np.dtype("<i2"), "float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
@@ -227,6 +230,8 @@ def _decode(frames: list[bytes] | list[memoryview], max_payload: int) -> Envelop
     values = {}
     for name, types in schema.scalars.items():
         if name not in header:
+            if name in schema.optional:
+                continue
             raise WireError(f"{kind.value} header lacks {name!r}")
         value = header[name]
         if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ser_stream.audio import SAMPLE_RATE, load_audio
+from ser_stream.audio import SAMPLE_RATE, stream_audio
 from ser_stream.errors import InputError
 from ser_stream.messages import Audio, EndOfStream, ErrorMsg, Heartbeat
 
@@ -84,8 +84,8 @@ def check_source(source: CaptureConfig) -> None:
     """Fail fast, before any process starts, on a source that cannot deliver.
 
     Raises:
-        InputError: a missing or unreadable file, a rate that is not positive, or a
-            microphone that cannot be opened; the message says what to do.
+        InputError: a missing, unreadable, empty or non-audio file, a rate that is not
+            positive, or a microphone that cannot be opened; the message says what to do.
     """
     import os
 
@@ -94,6 +94,7 @@ def check_source(source: CaptureConfig) -> None:
             raise InputError(f"{source.target}: no such file; check --source file:PATH")
         if not os.access(source.target, os.R_OK):
             raise InputError(f"{source.target}: not readable; check its permissions")
+        stream_audio(source.target)  # an empty, corrupt or non-audio file fails here
     elif source.kind == "stdin" and source.rate <= 0:
         raise InputError(f"--rate {source.rate} is not a sample rate; give the PCM rate in Hz")
     elif source.kind == "mic":
@@ -110,21 +111,48 @@ def frames_of(samples: np.ndarray, *, frame_ms: int = FRAME_MS) -> Iterator[Audi
         yield Audio(pcm[start : start + size], SAMPLE_RATE, start / SAMPLE_RATE)
 
 
-def file_frames(path: str, *, frame_ms: int = FRAME_MS) -> Iterator[Audio]:
-    """Frames of an audio file of any format, rate and channel count.
+def file_frames(path: str, *, frame_ms: int = FRAME_MS, start_s: float = 0.0) -> Iterator[Audio]:
+    """Frames of an audio file of any format, rate and channel count, from ``start_s``.
+
+    The file is read block by block (a long recording is never held whole); frame times
+    count from the start of the file, also when reading starts later (a capture that was
+    restarted resumes where its predecessor stopped).
 
     Raises:
-        InputError: the file cannot be read (raised before the first frame).
+        InputError: the file cannot be opened (raised before the first frame), or holds
+            invalid samples (raised when reached).
     """
-    return frames_of(load_audio(path), frame_ms=frame_ms)
+    blocks = stream_audio(path, start_s=start_s)
+    return _frames_of_blocks(blocks, frame_ms, round(start_s * SAMPLE_RATE))
+
+
+def _frames_of_blocks(blocks: Iterator[np.ndarray], frame_ms: int, start: int) -> Iterator[Audio]:
+    size = SAMPLE_RATE * frame_ms // 1000
+    pending = np.zeros(0, dtype=np.float32)
+    position = start
+    for block in blocks:
+        pending = np.concatenate([pending, block]) if pending.size else block
+        whole = pending.size - pending.size % size
+        for frame in frames_of(pending[:whole], frame_ms=frame_ms):
+            yield Audio(frame.samples, SAMPLE_RATE, position / SAMPLE_RATE)
+            position += frame.samples.size
+        pending = pending[whole:]
+    if pending.size:
+        yield Audio(next(frames_of(pending, frame_ms=frame_ms)).samples, SAMPLE_RATE,
+                    position / SAMPLE_RATE)  # fmt: skip
 
 
 def pcm_frames(
-    stream: BinaryIO | None = None, *, rate: int = SAMPLE_RATE, chunk_frames: int = 1
+    stream: BinaryIO | None = None,
+    *,
+    rate: int = SAMPLE_RATE,
+    chunk_frames: int = 1,
+    start_s: float = 0.0,
 ) -> Iterator[Audio]:
     """Frames of raw little-endian 16-bit mono PCM at ``rate`` (resampled to 16 kHz as it flows).
 
-    An odd trailing byte is dropped.
+    An odd trailing byte is dropped. Frame times count from ``start_s`` (a restarted capture
+    goes on reading the same pipe, later in the stream).
     """
     import soxr
 
@@ -133,7 +161,7 @@ def pcm_frames(
     size = SAMPLE_RATE * FRAME_MS // 1000
     read_bytes = max(2, 2 * round(size * rate / SAMPLE_RATE) * chunk_frames)
     pending = np.zeros(0, dtype=np.int16)
-    position = 0
+    position = round(start_s * SAMPLE_RATE)
     while True:
         data = source.read(read_bytes)
         last = not data

@@ -154,6 +154,8 @@ class VADCore:
         self._noise_chunk = max(1, round(rate * cfg.noise_chunk_s))
         self._silence_event = _samples(cfg.silence_event_s, rate)
         self._no_speech_timeout = _samples(cfg.no_speech_timeout_s, rate)
+        self.origin = 0
+        """Stream time of the first sample pushed, in samples (times out count from it)."""
         self.reset()
 
     def _make_engine(self) -> FrameVoicing:
@@ -169,8 +171,8 @@ class VADCore:
 
     @property
     def seconds(self) -> float:
-        """Audio consumed so far, in seconds."""
-        return (self._position + self._pending.size) / self.sample_rate
+        """Stream time of the end of the audio consumed so far, in seconds."""
+        return self._seconds(self._position + self._pending.size)
 
     def reset(self) -> None:
         """Forget the stream: the next sample pushed is time 0."""
@@ -428,11 +430,12 @@ class VADCore:
             return
         if self._utterance_index == 0 and now >= self._no_speech_timeout:
             t = self._seconds(self._no_speech_timeout)
-            outputs.append(Event("no_speech", t, {"duration_s": t}))
+            duration = self._no_speech_timeout / self.sample_rate
+            outputs.append(Event("no_speech", t, {"duration_s": duration}))
             self._no_speech_reported = True
 
     def _seconds(self, samples: int) -> float:
-        return samples / self.sample_rate
+        return (self.origin + samples) / self.sample_rate
 
 
 def _samples(seconds: float | None, rate: int) -> int | None:
@@ -449,9 +452,17 @@ class VADStream:
     def __init__(self, config: VADConfig, *, stop_on_silence: bool) -> None:
         self._core = VADCore(config, SAMPLE_RATE)
         self._stop_on_silence = stop_on_silence
+        self._next: int | None = None  # stream time of the next sample due, in samples
+        self.repeated_s = 0.0
+        """Audio that came twice (a restarted capture resends a little) and was skipped."""
 
     def push(self, body: Audio) -> list[Output | EndOfStream]:
-        """Take one audio chunk."""
+        """Take one audio chunk, placed by its own timestamp.
+
+        Stream time comes from the audio (a VAD restarted mid-stream goes on at the right
+        time): audio that overlaps what the stream already had is skipped, and a jump
+        forward is audio lost upstream, reported by a ``gap`` event with ``dropped_s``.
+        """
         if body.sample_rate != SAMPLE_RATE:
             raise InputError(
                 f"audio at {body.sample_rate} Hz reached the VAD; capture must send "
@@ -460,7 +471,24 @@ class VADStream:
         samples = np.asarray(body.samples)
         if samples.dtype == np.int16:
             samples = samples.astype(np.float32) / 32768.0
-        return self._stop_if_silent(self._core.push(samples))
+        start = round(body.t_start * SAMPLE_RATE)
+        if self._next is None:
+            self._core.origin = self._next = start
+        outputs: list[Output] = []
+        if start < self._next:
+            skip = min(self._next - start, samples.size)
+            self.repeated_s += skip / SAMPLE_RATE
+            samples, start = samples[skip:], start + skip
+            if not samples.size:
+                return []
+        elif start > self._next:
+            lost = start - self._next
+            outputs.append(
+                Event("gap", self._next / SAMPLE_RATE, {"dropped_s": lost / SAMPLE_RATE})
+            )
+            self._core.origin += lost  # later times stay the audio's own
+        self._next = start + samples.size
+        return self._stop_if_silent([*outputs, *self._core.push(samples)])
 
     def flush(self) -> list[Output | EndOfStream]:
         """End of the stream: close the open utterance, then count the windows."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ser_stream.ordering import Reorderer
+from ser_stream.ordering import Reorderer, first_seq
 
 
 class Clock:
@@ -58,14 +58,24 @@ def test_a_missing_number_holds_the_stream_only_until_the_timeout():
     assert reorderer.counters["late"] == 1
 
 
-def test_an_upstream_that_restarts_its_numbering_keeps_its_order():
+def test_an_upstream_that_restarts_numbers_anew_and_keeps_its_order():
     reorderer = Reorderer(clock=Clock())
     for seq in range(5):
         reorderer.push("s", seq, seq)
-    assert reorderer.push("s", 0, "again") == ["again"]
-    assert reorderer.push("s", 2, "two") == []
-    assert reorderer.push("s", 1, "one") == ["one", "two"]
+    restarted = first_seq(1)
+    assert reorderer.push("s", restarted, "again") == ["again"]
+    assert reorderer.push("s", restarted + 2, "two") == []
+    assert reorderer.push("s", restarted + 1, "one") == ["one", "two"]
     assert reorderer.counters["renumbered"] == 1
+    assert reorderer.push("s", 3, "old") == ["old"]  # a straggler of the dead process
+    assert reorderer.counters["late"] == 1
+
+
+def test_a_stream_that_begins_after_a_restart_is_not_a_renumbering():
+    reorderer = Reorderer(clock=Clock())
+    assert reorderer.push("s", first_seq(2) + 1, "one") == []  # waits for its first
+    assert reorderer.push("s", first_seq(2), "zero") == ["zero", "one"]
+    assert not reorderer.counters["renumbered"]
 
 
 def test_a_busy_replica_is_waited_for_and_a_straggler_after_the_end_opens_nothing():

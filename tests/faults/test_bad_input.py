@@ -1,0 +1,99 @@
+"""Bad input, as a new user or another program gives it: one line that says what to do."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile
+import zmq
+
+from ser_stream.messages import Audio, EndOfStream
+from ser_stream.testing import noise, voiced
+from ser_stream.wire import Envelope, encode
+from tests.faults.helpers import SER_STREAM, finish, records, start_up
+from tests.fixtures import SYNTHETIC_SPEECH_VAD
+
+
+def up(tmp_path, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [SER_STREAM, "up", *SYNTHETIC_SPEECH_VAD, "--publish", f"ipc://{tmp_path}/pub", *args],
+        input=stdin, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+
+def bad_files(tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.wav"
+    text.write_text("hello, not audio\n" * 50)
+    header_only = tmp_path / "header.wav"
+    soundfile.write(header_only, np.zeros(0, np.float32), 16_000)
+    return {
+        "missing": (f"file:{tmp_path}/missing.wav", "no such file; check --source file:PATH"),
+        "0-byte": (f"file:{empty}", "pass a valid wav, flac, ogg or mp3 file"),
+        "not audio": (f"file:{text}", "pass a valid wav, flac, ogg or mp3 file"),
+        "no samples": (f"file:{header_only}", "audio is empty; pass at least one sample"),
+        "unknown scheme": ("ftp://host/a.wav", "see ser-stream up --help"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "0-byte", "not audio", "no samples", "unknown scheme"])
+def test_a_source_that_cannot_deliver_is_one_line_before_anything_starts(tmp_path, case):
+    source, advice = bad_files(tmp_path)[case]
+    done = up(tmp_path, "--source", source)
+    assert done.returncode == 2
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ser-stream: ") and advice in lines[0], lines
+    assert b"Traceback" not in done.stderr
+
+
+def test_a_rate_of_zero_on_stdin_is_one_line(tmp_path):
+    done = up(tmp_path, "--source", "stdin", "--rate", "0", stdin=b"\0\0" * 100)
+    assert done.returncode == 2
+    assert done.stderr.decode().strip().splitlines() == [
+        "ser-stream: --rate 0 is not a sample rate; give the PCM rate in Hz"
+    ]
+
+
+def test_nan_samples_mid_file_end_the_session_with_the_reason(tmp_path):
+    audio = np.concatenate([noise(1.0), voiced(1.0)]).astype(np.float32)
+    audio[20_000] = np.inf
+    path = tmp_path / "inf.wav"
+    soundfile.write(path, audio, 16_000, subtype="FLOAT")
+    done = up(tmp_path, "--source", f"file:{path}", "--fast")
+    assert done.returncode == 1
+    assert "NaN or infinite samples; fix or re-export the source" in done.stdout.decode()
+    assert b"Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_garbage_from_a_producer_is_counted_and_the_next_message_goes_through(tmp_path):
+    endpoint = f"ipc://{tmp_path}/audio-in"
+    jsonl = tmp_path / "s.jsonl"
+    session = start_up(f"zmq:{endpoint}", jsonl, "--streams", "1")
+    context = zmq.Context()
+    try:
+        push = context.socket(zmq.PUSH)
+        push.connect(endpoint)
+        garbage = [[b"\xff\xfe not json"], [b'{"v": 1, "kind": "audio"}'], [b"[" * 100_000]]
+        for frames in garbage:
+            push.send_multipart(frames)
+        pcm = (np.concatenate([noise(0.5), voiced(2.0), noise(1.0)]) * 32767).astype(np.int16)
+        for k, start in enumerate(range(0, pcm.size, 480)):
+            audio = Audio(pcm[start : start + 480], 16_000, start / 16_000)
+            push.send_multipart(encode(Envelope("caller", k, audio)))
+        push.send_multipart(encode(Envelope("caller", k + 1, EndOfStream("eof"))))
+        stderr = finish(session, 90)
+    finally:
+        context.destroy(linger=0)
+    assert session.returncode == 0, stderr
+    found = records(jsonl)
+    summary = found[-1]["summary"]
+    assert summary["errors"] == len(garbage)
+    assert summary["predicted"] >= 1 and summary["ledger"] == "balanced"
+    skipped = [r for r in found if r["kind"] == "error"]
+    assert len(skipped) == len(garbage)
+    assert all("follow docs/wire.md" in r["reason"] for r in skipped)
