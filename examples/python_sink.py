@@ -17,9 +17,17 @@ import zmq
 LABELS = ["neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised", "calm"]
 
 
+def runtime_dir() -> str:
+    """The private folder where `ser-stream up` binds its endpoints (see docs/wire.md)."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg):
+        return os.path.join(xdg, "ser-stream")
+    return os.path.join(tempfile.gettempdir(), f"ser-stream-{os.getuid()}")
+
+
 def main() -> None:
     """Print predictions until stopped (or --count of them)."""
-    default = f"ipc://{tempfile.gettempdir()}/ser-stream-{os.getuid()}.pub"
+    default = f"ipc://{runtime_dir()}/pub"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("endpoint", nargs="?", default=default)
     parser.add_argument("--count", type=int, default=0, help="stop after N predictions (0: never)")
@@ -35,9 +43,13 @@ def main() -> None:
         frames = sub.recv_multipart()
         header = json.loads(frames[0])
         stream = header["stream"]
-        if stream in last_seq and header["seq"] != last_seq[stream] + 1:
-            print(f"gap: {header['seq'] - last_seq[stream] - 1} messages of {stream} missed")
-        last_seq[stream] = header["seq"]
+        if header["kind"] == "heartbeat" or stream == "-":  # liveness, or a report of no stream
+            continue
+        seq, previous = header["seq"], last_seq.get(stream)
+        # A restarted stage numbers from its new generation (seq >> 32): not a gap.
+        if previous is not None and seq >> 32 == previous >> 32 and seq != previous + 1:
+            print(f"gap: {seq - previous - 1} messages of {stream} missed")
+        last_seq[stream] = seq
         if header["kind"] == "prediction":
             probabilities = np.frombuffer(frames[1], dtype="<f4")
             top = int(np.argmax(probabilities))

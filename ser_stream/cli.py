@@ -146,7 +146,17 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--model", metavar="DIR", help="model artifact folder (default: shipped)")
     up.add_argument("--publish", metavar="ENDPOINT", help="PUB endpoint for subscribers (tap)")
     up.add_argument("--tcp", action="store_true", help="tcp:// on loopback between stages")
+    up.add_argument(
+        "--curve",
+        metavar="KEYDIR",
+        help="CURVE keys for tcp:// endpoints, zmq:tcp:// sources included "
+        "(made by `ser-stream keys`; --tcp alone makes keys for the session)",
+    )
     up.set_defaults(run=_up)
+
+    keys = commands.add_parser("keys", help="make CURVE keys for tcp:// endpoints")
+    keys.add_argument("folder", metavar="KEYDIR", help="folder to write (mode 0700)")
+    keys.set_defaults(run=_keys)
 
     bench = commands.add_parser(
         "bench", help="measure the whole pipeline: latency, throughput, streams, memory"
@@ -175,6 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     tap = commands.add_parser("tap", help="print what a running pipeline publishes")
     tap.add_argument("endpoint", nargs="?", help="PUB endpoint (default: where up publishes)")
     tap.add_argument("--once", action="store_true", help="exit after the first end of stream")
+    tap.add_argument("--curve", metavar="KEYDIR", help="CURVE keys for a tcp:// endpoint")
     tap.set_defaults(run=_tap)
 
     stage = commands.add_parser("stage", help="run one pipeline stage in this process")
@@ -222,6 +233,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     stage.add_argument("--hwm", type=int, default=64, help="socket high-water mark (messages)")
     stage.add_argument("--control", metavar="ENDPOINT", help="supervisor endpoint for liveness")
+    stage.add_argument("--curve", metavar="KEYDIR", help="CURVE keys for tcp:// endpoints")
+    stage.add_argument(
+        "--resume",
+        metavar="JSON",
+        help='where a predecessor got to in each stream, e.g. {"stream-1": 12.5} (seconds)',
+    )
     stage.set_defaults(run=_stage)
     return parser
 
@@ -265,8 +282,44 @@ def _stage(args: argparse.Namespace) -> int:
         ),
         RuntimeSettings(hwm=args.hwm),
         generation=args.generation,
+        keys=_curve_keys(args.curve),
+        resume=_resume(args.resume),
     )
     return asyncio.run(runtime.run())
+
+
+def _resume(text: str | None) -> dict[str, float]:
+    from ser_stream.errors import InputError
+
+    if not text:
+        return {}
+    try:
+        positions = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--resume {text!r} is not JSON") from exc
+    if not isinstance(positions, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in positions.values()
+    ):
+        raise InputError('--resume takes {"STREAM": SECONDS, ...}')
+    return {str(k): float(v) for k, v in positions.items()}
+
+
+def _curve_keys(folder: str | None):
+    """The CURVE keys of ``--curve KEYDIR`` (None without it)."""
+    if not folder:
+        return None
+    from ser_stream.security import load_keys
+
+    return load_keys(Path(folder))
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from ser_stream.security import create_keys
+
+    folder = create_keys(Path(args.folder))
+    print(f"keys written to {folder}: give producers client.key and client.key_secret "
+          "(and server.key); add other clients' public keys to authorized/")  # fmt: skip
+    return 0
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -293,6 +346,7 @@ def _up(args: argparse.Namespace) -> int:
         "rate": args.rate,
         "replicas": _replicas(args.replicas) or None,
         "streams": args.streams,
+        "curve": args.curve,
     }
     settings.update({key: value for key, value in flags.items() if value is not None})
     if args.no_stop_on_silence:
@@ -318,6 +372,15 @@ def _up(args: argparse.Namespace) -> int:
     sources = [parse_source(text, rate=settings.get("rate", 16_000)) for text in settings["source"]]
     for source in sources:
         check_source(source)  # fail before any process starts
+        if (
+            source.kind == "zmq"
+            and source.target.startswith("tcp://")
+            and not settings.get("curve")
+        ):
+            print(f"ser-stream: {source.target} takes audio from any program that reaches "
+                  "the port; give --curve KEYDIR to require keys", file=sys.stderr)  # fmt: skip
+    if settings.get("curve"):
+        _curve_keys(settings["curve"])  # key files that others can read: refuse now
     settings["sources"] = tuple(settings.pop("source"))
     settings["publish"] = settings.get("publish") or claim_publish_endpoint()
     config = PipelineConfig(**settings)
@@ -407,6 +470,7 @@ def _tap(args: argparse.Namespace) -> int:
     import zmq
 
     from ser_stream.errors import WireError
+    from ser_stream.security import secure
     from ser_stream.sinks import error_record, event_record, prediction_record
     from ser_stream.supervisor import default_publish_endpoint
     from ser_stream.wire import MAX_FRAME_BYTES, Kind, decode
@@ -418,6 +482,7 @@ def _tap(args: argparse.Namespace) -> int:
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+    secure(sub, endpoint, _curve_keys(args.curve), server=False)
     sub.connect(endpoint)
     print(f"ser-stream: listening on {endpoint}", file=sys.stderr, flush=True)
     render = {
@@ -465,6 +530,7 @@ def _capture(args: argparse.Namespace) -> int:
     if not args.source:
         raise InputError(f"capture needs --source ({SOURCE_FORMS})")
     source = parse_source(args.source, rate=args.rate, realtime=not args.fast)
+    keys = _curve_keys(args.curve)
     try:
         if source.kind != "mic":  # the microphone source opens and checks the device itself
             check_source(source)
@@ -479,7 +545,7 @@ def _capture(args: argparse.Namespace) -> int:
         elif source.kind == "mic":
             frames = mic_frames(source.target)
         else:
-            frames = zmq_frames(source.target)
+            frames = zmq_frames(source.target, keys=keys)
     except InputError as exc:  # the runtime sends the reason downstream, so the session ends
         frames = _failing(exc)
     runtime = SourceRuntime(
@@ -493,6 +559,7 @@ def _capture(args: argparse.Namespace) -> int:
         control=args.control,
         replica=args.replica,
         generation=args.generation,
+        keys=keys,
     )
     return asyncio.run(runtime.run())
 

@@ -7,6 +7,7 @@ processes; times are seconds of audio from the start of the stream.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
@@ -17,6 +18,7 @@ __all__ = [
     "Event",
     "Features",
     "Heartbeat",
+    "Kind",
     "Noise",
     "Prediction",
     "Window",
@@ -133,7 +135,24 @@ class Heartbeat:
         stage: who sends it (``vad``, or ``vad.0`` to the supervisor).
         position_s: a capture's heartbeat to the supervisor: seconds of its stream sent so
             far (a capture that is restarted resumes a file there).
+        positions: a stage's heartbeat to the supervisor: stream time each of its streams
+            has reached (a VAD that is restarted counts the audio lost from there).
     """
 
     stage: str
     position_s: float = 0.0
+    positions: dict[str, float] = field(default_factory=dict)
+
+
+class Kind(str, Enum):
+    """Message kinds, as written in the header's ``kind``."""
+
+    AUDIO = "audio"
+    WINDOW = "window"
+    NOISE = "noise"
+    FEATURES = "features"
+    PREDICTION = "prediction"
+    EVENT = "event"
+    END_OF_STREAM = "end_of_stream"
+    ERROR = "error"
+    HEARTBEAT = "heartbeat"

@@ -30,7 +30,8 @@ from ser_stream.errors import InputError, WireError
 from ser_stream.logs import get_logger
 from ser_stream.messages import Audio, EndOfStream, ErrorMsg, Event, Heartbeat, Window
 from ser_stream.ordering import first_seq
-from ser_stream.stage import StageContext, StageLogic, StageSpec
+from ser_stream.security import CurveKeys, secure, stop_authenticators
+from ser_stream.stage import STREAM_IDLE_S, StageContext, StageLogic, StageSpec
 from ser_stream.wire import (
     MAX_HEADER_BYTES,
     MAX_PAYLOAD_BYTES,
@@ -102,6 +103,7 @@ class RuntimeSettings:
         linger_ms: bounded LINGER when closing sockets.
         max_payload: largest array accepted, in bytes.
         max_batch: most queued messages handled in one go (the model batches them).
+        idle_s: a stream that sent nothing this long is ended and its state freed.
     """
 
     hwm: int = 64
@@ -110,6 +112,7 @@ class RuntimeSettings:
     linger_ms: int = 1000
     max_payload: int = MAX_PAYLOAD_BYTES
     max_batch: int = 32
+    idle_s: float = STREAM_IDLE_S
 
 
 LEDGER_EVENT = "window_emitted"
@@ -289,15 +292,20 @@ class StageRuntime:
         settings: RuntimeSettings | None = None,
         *,
         generation: int = 0,
+        keys: CurveKeys | None = None,
+        resume: dict[str, float] | None = None,
     ) -> None:
+        self.keys = keys  # CURVE on tcp:// endpoints (see ser_stream.security)
+        self._authenticators: dict = {}
         self.spec = spec
         self.endpoints = endpoints
         self.settings = settings or RuntimeSettings()
-        self.logic = StageLogic(spec, context, generation=generation)
+        self.logic = StageLogic(spec, context, generation=generation, resume=dict(resume or {}))
         self.log = get_logger(stage=spec.name)
         self._unacked = _Unacknowledged()
         self._stopping: asyncio.Event | None = None
         self._give_up_at = float("inf")
+        self._swept_at = time.monotonic()
 
     @property
     def counters(self):
@@ -324,9 +332,13 @@ class StageRuntime:
         self.log.info("ready", inputs=self.endpoints.inputs, outputs=self.endpoints.outputs)
         beating = None
         if sockets.control is not None:
-            beat = Envelope("-", 0, Heartbeat(f"{self.spec.name}.{self.endpoints.replica}"))
+            label = f"{self.spec.name}.{self.endpoints.replica}"
+
+            def beat() -> Envelope:
+                return Envelope("-", 0, Heartbeat(label, positions=self.logic.positions()))
+
             beating = asyncio.create_task(
-                _beat_to(sockets.control, lambda: beat, self.settings.heartbeat_s, self.counters)
+                _beat_to(sockets.control, beat, self.settings.heartbeat_s, self.counters)
             )
         try:
             acks = None
@@ -346,6 +358,7 @@ class StageRuntime:
                 beating.cancel()
             for sock in sockets.all():
                 sock.close(linger=self.settings.linger_ms)
+            stop_authenticators(self._authenticators)
             context.term()
             self.log.info("stopped", **dict(self.counters))
         return 0
@@ -359,31 +372,41 @@ class StageRuntime:
             sock.setsockopt(zmq.LINGER, self.settings.linger_ms)
             return sock
 
+        keys, auth = self.keys, self._authenticators
+
+        def bind(sock: zmq.asyncio.Socket, endpoint: str) -> None:
+            secure(sock, endpoint, keys, server=True, authenticators=auth)
+            sock.bind(endpoint)
+
+        def connect(sock: zmq.asyncio.Socket, endpoint: str) -> None:
+            secure(sock, endpoint, keys, server=False)
+            sock.connect(endpoint)
+
         inbox = socket(zmq.PULL)
         inbox.setsockopt(zmq.MAXMSGSIZE, max(MAX_HEADER_BYTES, self.settings.max_payload))
         acks_up = []
         for endpoint in endpoints.inputs:
-            inbox.connect(endpoint)
+            connect(inbox, endpoint)
             acks_up.append(socket(zmq.PUSH))
-            acks_up[-1].connect(ack_endpoint(endpoint))
+            connect(acks_up[-1], ack_endpoint(endpoint))
         outs, acks_down = [], None
         if endpoints.collect:
             outs.append(socket(zmq.PUSH))
-            outs[0].connect(endpoints.outputs[0])
+            connect(outs[0], endpoints.outputs[0])
         else:
             if not endpoints.publish:
                 acks_down = socket(zmq.PULL)
                 acks_down.setsockopt(zmq.MAXMSGSIZE, MAX_HEADER_BYTES)
             for endpoint in endpoints.outputs:
                 outs.append(socket(zmq.PUB if endpoints.publish else zmq.PUSH))
-                outs[-1].bind(endpoint)
+                bind(outs[-1], endpoint)
                 if acks_down is not None:
-                    acks_down.bind(ack_endpoint(endpoint))
+                    bind(acks_down, ack_endpoint(endpoint))
         control = None
         if endpoints.control:
             control = context.socket(zmq.PUSH)
             control.setsockopt(zmq.LINGER, 0)
-            control.connect(endpoints.control)
+            connect(control, endpoints.control)
         return _Sockets(inbox, outs, acks_up, acks_down, control)
 
     def _send_now(
@@ -404,6 +427,7 @@ class StageRuntime:
                     for out in sockets.outs:
                         self._send_now(out, "heartbeats_skipped")
                     last_sent = time.monotonic()
+                await self._sweep(sockets)
                 continue
             # The asyncio integration is edge-triggered: drain everything that is ready, in
             # batches (the model stage classifies a batch of queued windows in one call).
@@ -420,6 +444,21 @@ class StageRuntime:
                     break
                 await self._process(batch, sockets)
                 last_sent = time.monotonic()
+                await self._sweep(sockets)
+
+    async def _sweep(self, sockets: _Sockets) -> None:
+        """Once a heartbeat period: end the streams that went idle, freeing their state.
+
+        Time this stage itself could not look (blocked behind a full queue downstream) is
+        not counted against its streams.
+        """
+        now = time.monotonic()
+        since = now - self._swept_at
+        if since < self.settings.heartbeat_s:
+            return
+        self._swept_at = now
+        paused_s = max(0.0, since - 2 * self.settings.heartbeat_s)
+        await self._send_all(sockets, self.logic.end_idle(self.settings.idle_s, paused_s))
 
     async def _resend_overdue(self, sockets: _Sockets) -> None:
         for envelope in self._unacked.overdue(self.settings.ack_timeout_s):
@@ -533,7 +572,9 @@ class SourceRuntime:
         control: str | None = None,
         replica: int = 0,
         generation: int = 0,
+        keys: CurveKeys | None = None,
     ) -> None:
+        self.keys = keys
         self.generation = generation
         self.stream = stream
         self.control = control
@@ -592,13 +633,18 @@ class SourceRuntime:
         for sock in (*outs, acks):
             sock.set_hwm(self.settings.hwm)
             sock.setsockopt(zmq.LINGER, self.settings.linger_ms)
+        authenticators: dict = {}
         for sock, endpoint in zip(outs, self.outputs, strict=True):
+            secure(sock, endpoint, self.keys, server=True, authenticators=authenticators)
             sock.bind(endpoint)
+            secure(acks, ack_endpoint(endpoint), self.keys, server=True,
+                   authenticators=authenticators)  # fmt: skip
             acks.bind(ack_endpoint(endpoint))
         control = None
         if self.control is not None:
             control = context.socket(zmq.PUSH)
             control.setsockopt(zmq.LINGER, 0)
+            secure(control, self.control, self.keys, server=False)
             control.connect(self.control)
         self.log.info("ready", outputs=self.outputs, realtime=self.realtime)
         reason = "eof"
@@ -641,6 +687,7 @@ class SourceRuntime:
                 if isinstance(frame, EndOfStream):  # one producer's stream is over
                     open_streams.discard(stream)
                     await self._send(outs, stream, frame)
+                    self._seq.pop(stream, None)
                     continue
                 if stream != "-":  # "-": a report about no stream (a malformed message)
                     open_streams.add(stream)
@@ -673,6 +720,7 @@ class SourceRuntime:
             for sock in outs:
                 sock.close(linger=self.settings.linger_ms)
             acks.close(linger=0)
+            stop_authenticators(authenticators)
             context.term()
             self.log.info("stopped", reason=reason, **dict(self.counters))
         return status

@@ -9,15 +9,15 @@ and counting everything. The process runtime wraps this with sockets and an even
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ser_stream.errors import InputError
-from ser_stream.messages import EndOfStream, ErrorMsg, Heartbeat
+from ser_stream.messages import EndOfStream, ErrorMsg, Heartbeat, Kind
 from ser_stream.ordering import first_seq
-from ser_stream.wire import Body, Envelope, Kind
+from ser_stream.wire import Body, Envelope
 
 __all__ = ["StageContext", "StageLogic", "StageSpec", "StreamProcessor"]
 
@@ -86,6 +86,15 @@ class StageSpec:
 
 _SHARED = "*"  # the one processor of a stateless stage
 
+MAX_OPEN_STREAMS = 256
+"""Streams one stage process serves at once; a message of one more gets an error record
+(end a stream first, or add replicas: a stateful stage shards streams among them)."""
+STREAM_IDLE_S = 60.0
+"""A stream that sent nothing this long is ended and its state freed (its source is gone:
+every live source sends audio, silence included)."""
+ENDED_MEMORY = 10_000
+"""Ended streams remembered, so that a straggler of one opens no new state."""
+
 
 @dataclass
 class StageLogic:
@@ -95,10 +104,13 @@ class StageLogic:
     context: StageContext
     clock: Callable[[], int] = time.time_ns
     generation: int = 0  # restarts of this stage before this process: numbers never repeat
+    resume: dict[str, float] = field(default_factory=dict)  # where a predecessor got to
     counters: Counter = field(default_factory=Counter)
+    monotonic: Callable[[], float] = time.monotonic
     _processors: dict[str, StreamProcessor] = field(default_factory=dict)
     _seq: dict[str, int] = field(default_factory=dict)
-    _ended: set[str] = field(default_factory=set)
+    _ended: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    _heard: dict[str, float] = field(default_factory=dict)  # last message of each open stream
 
     @property
     def open_streams(self) -> list[str]:
@@ -118,12 +130,18 @@ class StageLogic:
         if envelope.kind is Kind.END_OF_STREAM:
             outputs = self._flush(stream, envelope)
             outputs.append(self._wrap(stream, envelope.body, envelope))
-            self._ended.add(stream)
+            self._end(stream)
             return outputs
         if envelope.kind not in self.spec.accepts:
             if envelope.kind is Kind.HEARTBEAT:
                 return []  # heartbeats are per hop, not forwarded
             return [self._wrap(stream, envelope.body, envelope)]
+        if stream not in self._processors and len(self._processors) >= MAX_OPEN_STREAMS:
+            self.counters["dropped_too_many_streams"] += 1
+            reason = (f"{self.spec.name} serves {MAX_OPEN_STREAMS} streams already; end one "
+                      "first, or add replicas of this stage")  # fmt: skip
+            return [self.error(envelope, reason)]
+        self._heard[stream] = self.monotonic()
         processor = self._processor(stream)
         try:
             bodies = processor.push(envelope.body)
@@ -135,8 +153,37 @@ class StageLogic:
             outputs.append(self._wrap(stream, body, envelope))
             if isinstance(body, EndOfStream):
                 self._processors.pop(stream, None)
-                self._ended.add(stream)
+                self._end(stream)
                 break
+        return outputs
+
+    def _end(self, stream: str) -> None:
+        """Forget the stream, remembering only that it ended."""
+        self._seq.pop(stream, None)
+        self._heard.pop(stream, None)
+        self._ended[stream] = None
+        while len(self._ended) > ENDED_MEMORY:
+            self._ended.popitem(last=False)
+
+    def end_idle(self, idle_s: float = STREAM_IDLE_S, paused_s: float = 0.0) -> list[Envelope]:
+        """End the streams that sent nothing for ``idle_s`` and free their state.
+
+        Each gets an error record, what it still held, then an ``error`` end of stream
+        (its source is gone).
+
+        ``paused_s``: time the stage could not receive (blocked downstream) since the last
+        call; it does not count as the streams' silence.
+        """
+        if paused_s:
+            self._heard = {stream: at + paused_s for stream, at in self._heard.items()}
+        now = self.monotonic()
+        outputs: list[Envelope] = []
+        for stream in [s for s, at in self._heard.items() if now - at > idle_s]:
+            self.counters["streams_ended_idle"] += 1
+            cause = Envelope(stream, 0, EndOfStream("error"))
+            reason = f"stream {stream} sent nothing for {idle_s:.0f} s; its state was freed"
+            outputs.append(self.error(cause, reason))
+            outputs.extend(self.handle(cause))
         return outputs
 
     def _handle_stateless(self, envelope: Envelope) -> list[Envelope]:
@@ -178,6 +225,7 @@ class StageLogic:
                 len(run) > 1
                 and first.kind in self.spec.accepts
                 and first.stream not in self._ended
+                and (self.spec.stateless or first.stream in self._processors)
                 and hasattr(self._processor(first.stream), "push_batch")
             )
             results = None
@@ -188,6 +236,8 @@ class StageLogic:
                     results = None
             if results is not None:
                 self.counters[f"in_{first.kind.value}"] += len(run)
+                if not self.spec.stateless:
+                    self._heard[first.stream] = self.monotonic()
                 for cause, bodies in zip(run, results, strict=True):
                     outputs.extend(self._wrap(cause.stream, body, cause) for body in bodies)
             else:
@@ -240,9 +290,20 @@ class StageLogic:
         processor = self._processors.get(stream)
         if processor is None:
             processor = self.spec.build(self.context)
+            if stream in self.resume and hasattr(processor, "resume"):
+                # This process replaces one that died: the stream went on from there.
+                processor.resume(self.resume.pop(stream))
             self._processors[stream] = processor
             self.counters["streams_opened"] += 1
         return processor
+
+    def positions(self) -> dict[str, float]:
+        """Stream time each open stream has reached, where its processor tells (the VAD)."""
+        return {
+            stream: float(processor.position_s)
+            for stream, processor in list(self._processors.items())
+            if getattr(processor, "position_s", None) is not None
+        }
 
     def _wrap(self, stream: str, body: Body, cause: Envelope) -> Envelope:
         if self.spec.stateless:

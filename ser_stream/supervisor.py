@@ -37,6 +37,7 @@ from ser_stream.messages import EndOfStream, ErrorMsg, Event, Heartbeat, Predict
 from ser_stream.ordering import Reorderer
 from ser_stream.private import open_lock, runtime_dir
 from ser_stream.runtime import LEDGER_EVENT, window_id
+from ser_stream.security import CurveKeys, create_keys, load_keys, secure, stop_authenticators
 from ser_stream.sinks import Sink
 from ser_stream.threads import limit_numeric_threads
 from ser_stream.wire import MAX_FRAME_BYTES, MAX_HEADER_BYTES, Envelope, decode
@@ -71,7 +72,7 @@ STATELESS = frozenset({"model"})
 
 _TOML_KEYS = {
     "source", "fast", "sinks", "stop_on_silence_s", "model", "publish", "tcp", "stages", "rate",
-    "max_restarts", "start_timeout_s", "plot", "replicas", "streams",
+    "max_restarts", "start_timeout_s", "plot", "replicas", "streams", "curve",
 }  # fmt: skip
 
 
@@ -169,6 +170,9 @@ class PipelineConfig:
         replicas: processes per stage name (default 1 each).
         streams: end the session once this many streams have ended (None: when every
             source is done; a ``zmq:`` source serves until Ctrl-C).
+        curve: key folder for CURVE on every tcp:// endpoint, ``zmq:tcp://`` sources
+            included (None: with ``tcp``, keys made for the session; see
+            :mod:`ser_stream.security`).
         max_restarts: failures allowed per process within a minute (restart intensity);
             one more stops the session.
         start_timeout_s: how long the stages may take to come up.
@@ -184,6 +188,7 @@ class PipelineConfig:
     stages: dict[str, dict] = field(default_factory=dict)
     replicas: dict[str, int] = field(default_factory=dict)
     streams: int | None = None
+    curve: str | None = None
     max_restarts: int = 5
     start_timeout_s: float = 120.0
 
@@ -399,8 +404,12 @@ class _Stages:
         self._failures: dict[tuple[str, int], deque[float]] = defaultdict(deque)
         self._due: dict[tuple[str, int], float] = {}  # restarts waiting out their back-off
         self.positions: dict[int, float] = {}  # stream time each capture has sent
+        # stream time each stage process reached in each of its streams (the VAD's)
+        self.stream_positions: dict[tuple[str, int], dict[str, float]] = {}
         self.finished: set[int] = set()  # captures told to stop: their stream is over
         self.on_window: Callable[[str, tuple[float, float]], None] = lambda stream, span: None
+        self.keys = _session_keys(config, folder)
+        self.heartbeat_s = HEARTBEAT_S  # how often the processes report (see the runtime)
 
     def endpoint(self, key: str) -> str:
         """The endpoint named ``key`` (stable for the session, restarts included)."""
@@ -450,6 +459,8 @@ class _Stages:
         ]
         control = ["--control", self.endpoint("control"), "--replica", str(replica),
                    "--generation", str(restarts)]  # fmt: skip
+        if self.keys is not None:
+            control += ["--curve", str(self.keys.folder)]
         if name == "capture":
             extra = ["--fast"] if self.config.fast else []
             extra += ["--rate", str(self.config.rate)]
@@ -469,6 +480,8 @@ class _Stages:
                 "null" if self.config.stop_on_silence_s is None else self.config.stop_on_silence_s
             )
             extra += ["--set", f"stop_on_silence_s={value}"]
+        if (name, replica) in self.stream_positions:  # a restart: where its streams were
+            extra += ["--resume", json.dumps(self.stream_positions[(name, replica)])]
         return [*base, *ins, *outs, *control, *model, *extra]
 
     def start(self, name: str, replica: int) -> None:
@@ -502,7 +515,7 @@ class _Stages:
     def listen(self, control: zmq.Socket) -> None:
         """Take the heartbeats waiting on the control socket (never waits)."""
         now = time.monotonic()
-        if now - self._listened_at > HEARTBEAT_S:
+        if now - self._listened_at > self.heartbeat_s:
             # This process was busy (a stalled console): their silence was ours.
             self._heard = {key: max(heard, now) for key, heard in self._heard.items()}
         self._listened_at = now
@@ -528,6 +541,8 @@ class _Stages:
                 self._heard[key] = now
                 if name == "capture" and not self.config.sources[key[1]].startswith("zmq:"):
                     self.positions[key[1]] = body.position_s
+                elif body.positions:
+                    self.stream_positions[key] = body.positions
 
     @property
     def restarting(self) -> bool:
@@ -578,7 +593,7 @@ class _Stages:
             if now - self._started_at[key] <= self.config.start_timeout_s:
                 return
             silent = f"no heartbeat within {self.config.start_timeout_s:.0f} s of its start"
-        elif now - heard > HUNG_AFTER_MISSES * HEARTBEAT_S:
+        elif now - heard > HUNG_AFTER_MISSES * self.heartbeat_s:
             silent = f"no heartbeat for {now - heard:.1f} s"
         else:
             return
@@ -806,6 +821,7 @@ def run_pipeline(
     }
     started = time.monotonic()
     context = zmq.Context()
+    authenticators: dict = {}
     failure: InputError | None = None
     opened: list[Sink] = []
     with tempfile.TemporaryDirectory(prefix="up-", dir=runtime_dir()) as folder:
@@ -828,9 +844,13 @@ def run_pipeline(
         stages.on_window = collector.window_emitted
         collector.before_end = lambda: stages.listen(control)
         try:
-            control.bind(stages.endpoint("control"))
-            results.bind(stages.endpoint("results"))
-            publisher.bind(config.publish or stages.endpoint("publish"))
+            for sock, endpoint in (
+                (control, stages.endpoint("control")),
+                (results, stages.endpoint("results")),
+                (publisher, config.publish or stages.endpoint("publish")),
+            ):
+                secure(sock, endpoint, stages.keys, server=True, authenticators=authenticators)
+                sock.bind(endpoint)
             stages.start_chain()
             _wait_ready(control, stages, config.start_timeout_s, stop)
             if stop["signal"]:
@@ -884,6 +904,7 @@ def run_pipeline(
             stages.stop_all(while_waiting=take_the_rest)
             take_the_rest()
             collector.end_the_rest("error" if failure else "signal")
+            stop_authenticators(authenticators)
             context.destroy(linger=0)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -969,6 +990,15 @@ class _CaptureWatch:
                 f"the capture stopped (exit {code}) without ending its stream; "
                 "see its message above, fix the source and start again"
             )
+
+
+def _session_keys(config: PipelineConfig, folder: Path) -> CurveKeys | None:
+    """The CURVE keys of the session: the user's (``curve``), else made for it with ``tcp``."""
+    if config.curve:
+        return load_keys(Path(config.curve))
+    if config.tcp:
+        return load_keys(create_keys(folder / "keys"))
+    return None
 
 
 def _end_with_parent() -> None:

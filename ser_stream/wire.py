@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field, fields
-from enum import Enum
 
 import numpy as np
 
@@ -31,6 +30,7 @@ from ser_stream.messages import (
     Event,
     Features,
     Heartbeat,
+    Kind,
     Noise,
     Prediction,
     Window,
@@ -58,20 +58,6 @@ MAX_FRAME_BYTES = max(MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES)
 is disconnected before the frame is read into memory."""
 
 Body = Audio | Window | Noise | Features | Prediction | Event | EndOfStream | ErrorMsg | Heartbeat
-
-
-class Kind(str, Enum):
-    """Message kinds, as written in the header's ``kind``."""
-
-    AUDIO = "audio"
-    WINDOW = "window"
-    NOISE = "noise"
-    FEATURES = "features"
-    PREDICTION = "prediction"
-    EVENT = "event"
-    END_OF_STREAM = "end_of_stream"
-    ERROR = "error"
-    HEARTBEAT = "heartbeat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +95,10 @@ _SCHEMAS: dict[Kind, _Schema] = {
     Kind.END_OF_STREAM: _Schema(EndOfStream, None, {"reason": (str,)}),
     Kind.ERROR: _Schema(ErrorMsg, None, {"reason": (str,), "stage": (str,)}),
     Kind.HEARTBEAT: _Schema(
-        Heartbeat, None, {"stage": (str,), "position_s": _NUMBER}, frozenset({"position_s"})
+        Heartbeat,
+        None,
+        {"stage": (str,), "position_s": _NUMBER, "positions": (dict,)},
+        frozenset({"position_s", "positions"}),
     ),
 }
 _KIND_OF = {schema.cls: kind for kind, schema in _SCHEMAS.items()}
@@ -274,13 +263,19 @@ def _array(header: dict, payload: bytes | memoryview, max_payload: int) -> np.nd
     return array.astype(array.dtype.newbyteorder("="), copy=False)
 
 
+def _check_numbers(what: str, mapping: dict) -> None:
+    for key, value in mapping.items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise WireError(f"{what} {key!r} is not a number")
+        if not math.isfinite(value):
+            raise WireError(f"{what} {key!r} is not finite")
+
+
 def _check_body(kind: Kind, values: dict) -> None:
     if kind is Kind.EVENT:
-        for key, value in values["data"].items():
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                raise WireError(f"event data {key!r} is not a number")
-            if not math.isfinite(value):
-                raise WireError(f"event data {key!r} is not finite")
+        _check_numbers("event data", values["data"])
+    if kind is Kind.HEARTBEAT and "positions" in values:
+        _check_numbers("heartbeat position", values["positions"])
     if kind is Kind.PREDICTION:
         probabilities = values["probabilities"]
         if probabilities.shape != (len(LABELS),):

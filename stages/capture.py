@@ -14,13 +14,17 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
 from ser_stream.audio import SAMPLE_RATE, stream_audio
 from ser_stream.errors import InputError
 from ser_stream.messages import Audio, EndOfStream, ErrorMsg, Heartbeat
+from ser_stream.stage import MAX_OPEN_STREAMS
+
+if TYPE_CHECKING:
+    from ser_stream.security import CurveKeys
 
 __all__ = [
     "FRAME_MS",
@@ -186,8 +190,23 @@ PRODUCER_SILENT_S = 10.0
 producer sends audio all the time, silence included."""
 
 
+def _log_refusals(monitor, log) -> None:
+    """Log each connection the CURVE server refused (never waits)."""
+    from zmq.utils.monitor import recv_monitor_message
+
+    while monitor.poll(0):
+        event = recv_monitor_message(monitor)
+        log.warning("connection refused: handshake failed", zmq_event=int(event["event"]),
+                    endpoint=event["endpoint"].decode(errors="replace"))  # fmt: skip
+
+
 def zmq_frames(
-    endpoint: str, *, idle_timeout_s: float | None = None, silent_s: float = PRODUCER_SILENT_S
+    endpoint: str,
+    *,
+    idle_timeout_s: float | None = None,
+    silent_s: float = PRODUCER_SILENT_S,
+    max_streams: int = MAX_OPEN_STREAMS,
+    keys: CurveKeys | None = None,
 ) -> Iterator[Heartbeat | tuple]:
     """Streams from external producers that PUSH ``audio`` messages to ``endpoint``.
 
@@ -198,14 +217,18 @@ def zmq_frames(
     from it (reason ``error``, with an error record saying so). A malformed message is logged
     and skipped, and an :class:`ErrorMsg` saying why goes downstream under stream ``-`` for
     the accounting. The ``ts`` a producer puts on its audio travel on with it (the capture
-    adds its own). While no producer sends, a :class:`Heartbeat` comes every half second,
-    so the caller can notice a stop request.
+    adds its own). At most ``max_streams`` streams are open at once: a message of one more
+    is refused with an error record under ``-``. With ``keys``, a tcp:// endpoint takes
+    only producers that hold an authorized CURVE key (see :mod:`ser_stream.security`). While
+    no producer sends, a
+    :class:`Heartbeat` comes every half second, so the caller can notice a stop request.
     """
     import soxr
     import zmq
 
     from ser_stream.errors import WireError
     from ser_stream.logs import get_logger
+    from ser_stream.security import secure, stop_authenticators
     from ser_stream.wire import MAX_FRAME_BYTES, decode
 
     log = get_logger(stage="capture", source=endpoint)
@@ -213,6 +236,17 @@ def zmq_frames(
     sock = context.socket(zmq.PULL)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+    authenticators: dict = {}
+    secure(sock, endpoint, keys, server=True, authenticators=authenticators)
+    refusals = None
+    if keys is not None and endpoint.startswith("tcp://"):
+        # A NULL or PLAIN client fails the handshake before any key is asked for: only the
+        # socket's own events tell of it.
+        refusals = sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        )
     sock.bind(endpoint)
     resamplers: dict[tuple[str, int], soxr.ResampleStream] = {}
     positions: dict[str, int] = {}
@@ -238,6 +272,8 @@ def zmq_frames(
                     message = f"the producer of stream {stream} sent nothing for {silent_s:.0f} s; "
                     yield stream, ErrorMsg(message + "its stream was ended", "capture")
                     yield from close(stream, "error")
+            if refusals is not None:
+                _log_refusals(refusals, log)
             if not sock.poll(500):
                 if idle_timeout_s is not None and time.monotonic() - idle_since > idle_timeout_s:
                     return
@@ -263,6 +299,12 @@ def zmq_frames(
             if isinstance(body, EndOfStream):
                 yield from close(stream, body.reason)
                 continue
+            if stream not in heard and len(heard) >= max_streams:
+                reason = (f"producer stream {stream} refused: {max_streams} streams are open; "
+                          "end one first")  # fmt: skip
+                log.warning("message skipped", reason=reason)
+                yield "-", ErrorMsg(reason, "capture")
+                continue
             heard[stream] = time.monotonic()
             if not isinstance(body, Audio):
                 reason = f"producer sent {envelope.kind.value}, not audio; send audio messages"
@@ -286,5 +328,9 @@ def zmq_frames(
                     stream, audio)  # fmt: skip
                 positions[stream] = position + samples.size
     finally:
+        if refusals is not None:
+            sock.disable_monitor()
+            refusals.close(linger=0)
         sock.close(linger=0)
+        stop_authenticators(authenticators)
         context.term()

@@ -12,9 +12,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ser_stream.errors import InputError
-from ser_stream.messages import Noise, Window
+from ser_stream.messages import Kind, Noise, Window
 from ser_stream.stage import StageSpec
-from ser_stream.wire import Kind
 
 __all__ = [
     "SPEC",

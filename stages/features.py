@@ -13,10 +13,9 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from ser_stream.errors import InputError
-from ser_stream.messages import Features, Window
+from ser_stream.messages import Features, Kind, Window
 from ser_stream.stage import StageSpec
 from ser_stream.stages.normalize import NormalizeConfig, StreamNormalizer
-from ser_stream.wire import Kind
 
 __all__ = [
     "FEATURE_KINDS",

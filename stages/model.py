@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ser_stream.errors import InputError, ModelError
-from ser_stream.messages import Features, Prediction
+from ser_stream.messages import Features, Kind, Prediction
 from ser_stream.stage import StageContext, StageSpec
-from ser_stream.wire import Kind
 
 if TYPE_CHECKING:  # the artifact module imports the stage cores itself
     from ser_stream.artifact import ModelArtifact

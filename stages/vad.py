@@ -19,7 +19,7 @@ import numpy as np
 
 from ser_stream.audio import SAMPLE_RATE
 from ser_stream.errors import InputError
-from ser_stream.messages import Audio, EndOfStream, Event, Noise, Window
+from ser_stream.messages import Audio, EndOfStream, Event, Kind, Noise, Window
 from ser_stream.stage import StageContext, StageSpec
 from ser_stream.stages.voicing import (
     ENGINES,
@@ -29,7 +29,6 @@ from ser_stream.stages.voicing import (
     WebRTCVoicing,
     frame_db,
 )
-from ser_stream.wire import Kind
 
 __all__ = ["SPEC", "VADConfig", "VADCore", "VADStream", "Output", "sliding_spans"]
 
@@ -455,6 +454,18 @@ class VADStream:
         self._next: int | None = None  # stream time of the next sample due, in samples
         self.repeated_s = 0.0
         """Audio that came twice (a restarted capture resends a little) and was skipped."""
+
+    @property
+    def position_s(self) -> float | None:
+        """Stream time of the next sample due (None before any audio)."""
+        return None if self._next is None else self._next / SAMPLE_RATE
+
+    def resume(self, position_s: float) -> None:
+        """Go on from ``position_s``, where a VAD that died got to.
+
+        Audio after it that never comes is then lost (a ``gap``), not the stream's start.
+        """
+        self._core.origin = self._next = round(position_s * SAMPLE_RATE)
 
     def push(self, body: Audio) -> list[Output | EndOfStream]:
         """Take one audio chunk, placed by its own timestamp.

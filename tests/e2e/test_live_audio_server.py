@@ -253,21 +253,26 @@ def test_the_same_talk_from_a_file_ends_the_same_way(talk, tmp_path):
     assert predictions and all(r["t_end"] <= silence["t"] for r in predictions)
 
 
-def test_a_stalled_pipeline_drops_the_oldest_audio_and_says_so(audio_server, talk, tmp_path):
-    """The VAD stops for 14 s: the microphone cannot wait, so audio is dropped, a gap event
-    reaches the sinks and the summary counts the lost seconds."""
+def test_a_stalled_vad_is_replaced_and_the_audio_lost_with_it_is_counted(
+    audio_server, talk, tmp_path
+):
+    """The VAD stops (SIGSTOP) while the microphone records: its heartbeats stop, so it is
+    replaced within seconds; the audio that was queued for it, or that the microphone could
+    not hold meanwhile, is reported by gap events and counted in the summary."""
     path, _, _ = talk
     up, tail, _ = start_up(audio_server, tmp_path, "--no-stop-on-silence")
     player = subprocess.Popen(["paplay", str(path)], env=audio_server)
     vad = None
     try:
+        time.sleep(1.0)
         vad = stage_pid(up.pid, "vad")
         os.kill(vad, signal.SIGSTOP)
-        # Socket queues hold seconds of frames before backpressure reaches the capture.
-        time.sleep(14.0)
-        os.kill(vad, signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while _alive(vad) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(vad), "the stopped VAD was not replaced"
         player.wait(timeout=60)
-        time.sleep(2.0)
+        time.sleep(3.0)
         up.send_signal(signal.SIGINT)
         up.communicate(timeout=60)
         tail.poll()
@@ -278,9 +283,10 @@ def test_a_stalled_pipeline_drops_the_oldest_audio_and_says_so(audio_server, tal
             if process.poll() is None:
                 process.kill()
     gaps = [r for _, r in tail.arrivals("event", "gap")]
-    assert gaps and sum(g["dropped_s"] for g in gaps) > 1.0
+    assert gaps and sum(g["dropped_s"] for g in gaps) > 0.5, gaps
     end = tail.records[-1][1]
     assert end["kind"] == "session_end"
+    assert end["summary"]["restarts"] == {"vad": 1}
     assert end["summary"]["audio_dropped_s"] == pytest.approx(
         sum(g["dropped_s"] for g in gaps), abs=1e-3
     )

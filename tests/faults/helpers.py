@@ -26,14 +26,21 @@ def talk(path: Path, utterances: int, *, speech_s: float = 2.5) -> Path:
     return path
 
 
-def start_up(source: str, jsonl: Path, *extra: str, **popen) -> subprocess.Popen:
-    """`ser-stream up` on ``source`` with a JSONL sink and a private publish endpoint."""
+def start_up(
+    source: str, jsonl: Path, *extra: str, default_publish: bool = False, **popen
+) -> subprocess.Popen:
+    """`ser-stream up` on ``source`` with a JSONL sink.
+
+    It publishes on an endpoint of the test's own (a user's `up` may run beside the tests)
+    unless ``default_publish``.
+    """
     popen.setdefault("stdout", subprocess.DEVNULL)
     popen.setdefault("stderr", subprocess.PIPE)
+    publish = [] if default_publish else ["--publish", f"ipc://{jsonl.parent}/pub"]
     return subprocess.Popen(
         [SER_STREAM, "--log-level", "info", "up", *SYNTHETIC_SPEECH_VAD, "--source", source,
          "--no-stop-on-silence", "--first-window", "0", "--sink", f"jsonl:{jsonl}",
-         "--publish", f"ipc://{jsonl.parent}/pub", *extra],
+         *publish, *extra],
         text=True, **popen,
     )  # fmt: skip
 

@@ -66,7 +66,7 @@ def test_a_stalled_supervisor_neither_hangs_nor_lies(tmp_path):
     The stages wait for it (backpressure); when it goes on it takes no live stage for a hung
     one, loses nothing, and the ledger balances.
     """
-    source, jsonl = talk(tmp_path / "talk.wav", 8), tmp_path / "s.jsonl"
+    source, jsonl = talk(tmp_path / "talk.wav", 6), tmp_path / "s.jsonl"
     up = start_up(f"file:{source}", jsonl)
     try:
         first_prediction(jsonl)
@@ -83,5 +83,5 @@ def test_a_stalled_supervisor_neither_hangs_nor_lies(tmp_path):
     session = records(jsonl)
     summary = session[-1]["summary"]
     assert session[-1]["reason"] == "eof" and summary["restarts"] == {}
-    assert summary["dropped"] == 0 and summary["windows"] == 8
+    assert summary["dropped"] == 0 and summary["windows"] == 6
     assert_ledger_holds(summary, [r for r in session if r["kind"] == "prediction"])

@@ -62,7 +62,7 @@ def test_kill_9_of_each_stage_five_times(tmp_path, stage):
 @pytest.mark.timeout(120)
 def test_a_stopped_stage_is_found_and_replaced_within_5_s(tmp_path):
     """SIGSTOP of a stage: its heartbeats stop; the supervisor kills and replaces it."""
-    source, jsonl = talk(tmp_path / "talk.wav", 8), tmp_path / "s.jsonl"
+    source, jsonl = talk(tmp_path / "talk.wav", 5), tmp_path / "s.jsonl"
     up = start_up(f"file:{source}", jsonl)
     try:
         wait_for(lambda: jsonl.exists() and '"prediction"' in jsonl.read_text(), 90)

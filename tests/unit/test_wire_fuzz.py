@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from ser_stream.errors import WireError
 from ser_stream.labels import LABELS
 from ser_stream.messages import Audio, Event, Prediction
+from ser_stream.testing import mutated_messages
 from ser_stream.wire import Envelope, decode, encode
 
 VALID = [
@@ -104,3 +105,15 @@ def test_any_mutation_decodes_or_is_a_wire_error(frames, data):
     except WireError:
         return
     assert isinstance(envelope, Envelope)
+
+
+def test_ten_thousand_generated_messages_decode_or_are_wire_errors():
+    """The CI share of the fuzzing (``python -m benchmarks.bench_fuzz`` runs 100,000)."""
+    outcomes = {"decoded": 0, "refused": 0}
+    for frames in mutated_messages(10_000, seed=13):
+        try:
+            decode(frames)
+            outcomes["decoded"] += 1
+        except WireError:
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 5_000 and outcomes["decoded"] > 0

@@ -1,0 +1,139 @@
+"""Another local user, hostile: cannot subscribe, inject, steal audio, or take the endpoint.
+
+These run the stranger as a forked child that drops to the ``nobody`` user, so they need
+root (they skip otherwise); the pipeline runs as this user, as ``ser-stream up`` would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import tempfile
+from pathlib import Path
+
+import pytest
+import zmq
+
+from tests.faults.helpers import children, finish, records, start_up, talk, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+
+
+def as_stranger(attack) -> dict:
+    """Run ``attack()`` in a child process as ``nobody``; return the dict it returns."""
+    nobody = pwd.getpwnam("nobody")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the stranger
+        os.close(read)
+        try:
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            result = attack()
+        except BaseException as exc:  # report anything, never return into pytest
+            result = {"failed": repr(exc)}
+        os.write(write, json.dumps(result).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        text = pipe.read()
+    os.waitpid(pid, 0)
+    return json.loads(text)
+
+
+@pytest.fixture
+def shared_tmp(monkeypatch):
+    """A temporary folder open to everyone (mode 1777, as /tmp), with no $XDG_RUNTIME_DIR."""
+    folder = Path(tempfile.mkdtemp(prefix="shared-", dir="/tmp"))
+    folder.chmod(0o1777)
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    yield folder
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def endpoint_of(up_pid: int, stage: str, flag: str) -> str:
+    for cmdline in children(up_pid).values():
+        if "stage" in cmdline and cmdline[cmdline.index("stage") + 1] == stage:
+            return cmdline[cmdline.index(flag) + 1]
+    raise LookupError(stage)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_stranger_cannot_listen_inject_steal_or_lock(shared_tmp, tmp_path):
+    source, jsonl = talk(tmp_path / "talk.wav", 4), tmp_path / "s.jsonl"
+    # The default publish endpoint, as a user gets it: no --publish.
+    up = start_up(f"file:{source}", jsonl, default_publish=True)
+    try:
+        wait_for(lambda: jsonl.exists() and '"prediction"' in jsonl.read_text(), 90)
+        runtime = shared_tmp / f"ser-stream-{os.getuid()}"
+        publish = f"ipc://{runtime}/pub"
+        capture_out = endpoint_of(up.pid, "capture", "--out")
+        results = endpoint_of(up.pid, "model", "--out")
+
+        def attack() -> dict:
+            context = zmq.Context()
+            sub = context.socket(zmq.SUB)
+            sub.setsockopt(zmq.SUBSCRIBE, b"")
+            sub.connect(publish)
+            thief = context.socket(zmq.PULL)
+            thief.connect(capture_out)
+            fake = context.socket(zmq.PUSH)
+            fake.setsockopt(zmq.SNDTIMEO, 500)
+            fake.connect(results)
+            header = {"v": 1, "kind": "error", "stream": "stream-1", "seq": 0, "ts": {},
+                      "reason": "INJECTED", "stage": "model"}  # fmt: skip
+            injected = 0
+            try:
+                fake.send_multipart([json.dumps(header).encode()])
+                injected = 1
+            except zmq.Again:
+                pass
+            heard = sum(1 for _ in range(30) if sub.poll(100) and sub.recv_multipart())
+            stolen = sum(1 for _ in range(10) if thief.poll(100) and thief.recv_multipart())
+            try:
+                os.open(runtime / "pub.lock", os.O_RDWR)
+                lock = "opened"
+            except OSError as exc:
+                lock = exc.strerror
+            try:
+                listing = os.listdir(runtime)
+            except OSError as exc:
+                listing = exc.strerror
+            context.destroy(linger=0)
+            return {"heard": heard, "stolen": stolen, "injected_sent": injected,
+                    "lock": lock, "listing": listing}  # fmt: skip
+
+        found = as_stranger(attack)
+        stderr = finish(up)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 0, stderr
+    assert found["heard"] == 0 and found["stolen"] == 0, found
+    assert found["lock"] == "Permission denied" and found["listing"] == "Permission denied"
+    session = records(jsonl)
+    assert not [r for r in session if "INJECTED" in json.dumps(r)]
+    assert session[-1]["summary"]["ledger"] == "balanced"
+
+
+def test_a_runtime_folder_planted_by_a_stranger_is_refused(shared_tmp, tmp_path):
+    """Another user made the folder first (to bind the endpoint, or read what comes)."""
+    planted = shared_tmp / f"ser-stream-{os.getuid()}"
+
+    def plant() -> dict:
+        planted.mkdir(mode=0o777)
+        os.chmod(planted, 0o777)
+        return {"planted": True}
+
+    assert as_stranger(plant) == {"planted": True}
+    source, jsonl = talk(tmp_path / "talk.wav", 1), tmp_path / "s.jsonl"
+    up = start_up(f"file:{source}", jsonl, default_publish=True)
+    stderr = finish(up, 60)
+    assert up.returncode == 2
+    assert f"{planted} is not a private folder of this user" in stderr

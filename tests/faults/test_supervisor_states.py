@@ -1,0 +1,120 @@
+"""The supervisor as a state machine: whatever is killed, stopped or restarted, its view of
+the processes is the live processes.
+
+Real child processes and a real control socket; the children are small heartbeat senders
+(a stage's liveness, without a stage's start-up time), beating every 0.1 s.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import zmq
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from ser_stream.supervisor import CHAIN, PipelineConfig, _Stages
+from tests.faults.helpers import children
+
+BEAT = """
+import sys, time, zmq
+from ser_stream.messages import Heartbeat
+from ser_stream.wire import Envelope, encode
+push = zmq.Context().socket(zmq.PUSH)
+push.connect(sys.argv[1])
+while True:
+    push.send_multipart(encode(Envelope("-", 0, Heartbeat(sys.argv[2]))))
+    time.sleep(0.1)
+"""
+
+
+class HeartbeatStages(_Stages):
+    """The supervisor's process table, with heartbeat senders for stages."""
+
+    def command(self, name: str, replica: int) -> list[str]:
+        return [sys.executable, "-c", BEAT, self.endpoint("control"), f"{name}.{replica}"]
+
+
+class Supervision(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder = Path(f"/tmp/ser-stream-states-{os.getpid()}")
+        self.folder.mkdir(mode=0o700, exist_ok=True)
+        config = PipelineConfig(("file:x.wav",), max_restarts=1000, replicas={"model": 2})
+        self.stages = HeartbeatStages(config, self.folder)
+        self.stages.heartbeat_s = 0.1
+        self.context = zmq.Context()
+        self.control = self.context.socket(zmq.PULL)
+        self.control.bind(self.stages.endpoint("control"))
+        self.stages.start_chain()
+        self.stopped = False
+        self.settle()
+
+    def settle(self, seconds: float = 0.0) -> None:
+        """Run the supervisor's loop until every process beats (and ``seconds`` more)."""
+        deadline = time.monotonic() + 15
+        until = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.control.poll(20)
+            self.stages.listen(self.control)
+            self.stages.check()
+            everyone = set(self.stages.processes)
+            if time.monotonic() >= until and self.stages.alive() == everyone:
+                return
+        raise AssertionError(
+            f"not settled: {sorted(set(self.stages.processes) - self.stages.alive())}"
+        )
+
+    @precondition(lambda self: not self.stopped)
+    @rule(which=st.sampled_from([(name, 0) for name in CHAIN] + [("model", 1)]))
+    def kill(self, which) -> None:
+        before = self.stages.processes[which].pid
+        os.kill(before, signal.SIGKILL)
+        self.stages.processes[which].wait()  # dead before the supervisor looks
+        self.settle()
+        assert self.stages.processes[which].pid != before
+
+    @precondition(lambda self: not self.stopped)
+    @rule(which=st.sampled_from([(name, 0) for name in CHAIN]))
+    def hang(self, which) -> None:
+        before = self.stages.processes[which].pid
+        os.kill(before, signal.SIGSTOP)
+        self.settle(0.5)  # past three missed beats
+        assert self.stages.processes[which].pid != before
+
+    @precondition(lambda self: not self.stopped)
+    @rule()
+    def stop(self) -> None:
+        self.stages.stop_all()
+        self.stopped = True
+
+    @precondition(lambda self: self.stopped)
+    @rule()
+    def start(self) -> None:
+        self.stages.start_chain()
+        self.stopped = False
+        self.settle()
+
+    @invariant()
+    def the_view_is_the_live_processes(self) -> None:
+        live = set(children(os.getpid())) & {p.pid for p in self.stages.processes.values()} | {
+            pid for pid, argv in children(os.getpid()).items() if BEAT in argv
+        }
+        running = {p.pid for p in self.stages.processes.values() if p.poll() is None}
+        if self.stopped:
+            assert live == set() and running == set()
+        else:
+            assert live == running and len(running) == len(self.stages.processes)
+
+    def teardown(self) -> None:
+        self.stages.stop_all()
+        self.context.destroy(linger=0)
+
+
+TestSupervision = Supervision.TestCase
+TestSupervision.settings = settings(max_examples=8, stateful_step_count=6, deadline=None)
