@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from ser_stream.errors import OutputClosed, SerStreamError
-from ser_stream.labels import LABELS
 
 __all__ = ["main"]
 
@@ -235,6 +234,14 @@ def _parser() -> argparse.ArgumentParser:
     stage.add_argument("--control", metavar="ENDPOINT", help="supervisor endpoint for liveness")
     stage.add_argument("--curve", metavar="KEYDIR", help="CURVE keys for tcp:// endpoints")
     stage.add_argument(
+        "--listen-fd",
+        dest="listen_fds",
+        action="append",
+        default=[],
+        metavar="ENDPOINT=FD",
+        help="bind ENDPOINT on this inherited listening socket (up hands its tcp ports so)",
+    )
+    stage.add_argument(
         "--resume",
         metavar="JSON",
         help='where a predecessor got to in each stream, e.g. {"stream-1": 12.5} (seconds)',
@@ -284,8 +291,21 @@ def _stage(args: argparse.Namespace) -> int:
         generation=args.generation,
         keys=_curve_keys(args.curve),
         resume=_resume(args.resume),
+        listen_fds=_listen_fds(args.listen_fds),
     )
     return asyncio.run(runtime.run())
+
+
+def _listen_fds(items: list[str]) -> dict[str, int]:
+    from ser_stream.errors import InputError
+
+    fds = {}
+    for item in items:
+        endpoint, sep, fd = item.rpartition("=")
+        if not sep or not fd.isdigit():
+            raise InputError(f"--listen-fd {item!r} is not ENDPOINT=FD")
+        fds[endpoint] = int(fd)
+    return fds
 
 
 def _resume(text: str | None) -> dict[str, float]:
@@ -329,6 +349,7 @@ def _up(args: argparse.Namespace) -> int:
     from ser_stream.stages.capture import check_source, parse_source
     from ser_stream.supervisor import (
         PipelineConfig,
+        check_stage_settings,
         claim_publish_endpoint,
         load_toml,
         run_pipeline,
@@ -384,6 +405,7 @@ def _up(args: argparse.Namespace) -> int:
     settings["sources"] = tuple(settings.pop("source"))
     settings["publish"] = settings.get("publish") or claim_publish_endpoint()
     config = PipelineConfig(**settings)
+    check_stage_settings(config, artifact)  # a stage must not die of a wrong setting
 
     def ready() -> None:
         speak = " (speak now)" if any(source.kind == "mic" for source in sources) else ""
@@ -467,53 +489,27 @@ def _devices(args: argparse.Namespace) -> int:
 
 
 def _tap(args: argparse.Namespace) -> int:
-    import zmq
-
-    from ser_stream.errors import WireError
-    from ser_stream.security import secure
-    from ser_stream.sinks import error_record, event_record, prediction_record
     from ser_stream.supervisor import default_publish_endpoint
-    from ser_stream.wire import MAX_FRAME_BYTES, Kind, decode
+    from ser_stream.tap import records
 
     endpoint = args.endpoint or default_publish_endpoint()
-    labels = LABELS
-    context = zmq.Context()
-    sub = context.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
-    secure(sub, endpoint, _curve_keys(args.curve), server=False)
-    sub.connect(endpoint)
     print(f"ser-stream: listening on {endpoint}", file=sys.stderr, flush=True)
-    render = {
-        Kind.PREDICTION: lambda e: prediction_record(e, labels),
-        Kind.EVENT: event_record,
-        Kind.ERROR: error_record,
-    }
-    try:
-        while True:
-            if not sub.poll(1000):
-                continue
-            try:
-                envelope = decode(sub.recv_multipart())
-            except WireError as exc:
-                print(f"ser-stream: skipped a malformed message ({exc})", file=sys.stderr)
-                continue
-            if envelope.kind in render:
-                print(json.dumps(render[envelope.kind](envelope)), flush=True)
-            elif envelope.kind is Kind.END_OF_STREAM:
-                print(json.dumps({"kind": "end_of_stream", "stream": envelope.stream,
-                                  "reason": envelope.body.reason}), flush=True)  # fmt: skip
-                if args.once:
-                    return 0
-    finally:
-        context.destroy(linger=0)
+    for record in records(endpoint, keys=_curve_keys(args.curve)):
+        try:
+            print(json.dumps(record), flush=True)
+        except BrokenPipeError:  # `ser-stream tap | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        if args.once and record["kind"] == "end_of_stream":
+            return 0
+    return 0
 
 
 def _capture(args: argparse.Namespace) -> int:
     import asyncio
 
     from ser_stream.errors import InputError
+    from ser_stream.producers import zmq_frames
     from ser_stream.runtime import RuntimeSettings, SourceRuntime
     from ser_stream.stages.capture import (
         FAST_FRAME_MS,
@@ -523,7 +519,6 @@ def _capture(args: argparse.Namespace) -> int:
         file_frames,
         parse_source,
         pcm_frames,
-        zmq_frames,
     )
     from ser_stream.stages.mic import mic_frames
 
@@ -560,6 +555,7 @@ def _capture(args: argparse.Namespace) -> int:
         replica=args.replica,
         generation=args.generation,
         keys=keys,
+        listen_fds=_listen_fds(args.listen_fds),
     )
     return asyncio.run(runtime.run())
 

@@ -52,6 +52,7 @@ __all__ = [
     "SourceRuntime",
     "StageRuntime",
     "ack_endpoint",
+    "bind_endpoint",
     "ledger_entry",
     "shard_of",
     "window_id",
@@ -85,6 +86,21 @@ class Endpoints:
             raise InputError("a stage needs at least one --in and one --out endpoint")
         if (self.publish or self.collect) and len(self.outputs) != 1:
             raise InputError("a publishing or collected stage has exactly one --out endpoint")
+
+
+def bind_endpoint(sock: zmq.Socket, endpoint: str) -> None:
+    """Bind, or say in one line why not (a port another program holds, a bad address).
+
+    Raises:
+        InputError: the bind failed.
+    """
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        raise InputError(
+            f"cannot bind {endpoint} ({exc.strerror}); another program may hold it, or the "
+            "address is wrong: pick another endpoint"
+        ) from exc
 
 
 def shard_of(stream: str, shards: int) -> int:
@@ -281,7 +297,83 @@ class _Unacknowledged:
             )
 
 
-class StageRuntime:
+class _Lifecycle:
+    """What every process of a pipeline shares, stage or source.
+
+    Start (signal handlers, a ZeroMQ context, CURVE on tcp:// endpoints), heartbeats to the
+    supervisor, background tasks, stop (safe from a signal handler; from then on, sends give
+    up on a neighbour that is gone after ``ack_timeout_s``) and the end (tasks cancelled,
+    sockets closed with a bounded linger, the context ended).
+    """
+
+    def __init__(
+        self,
+        settings: RuntimeSettings | None,
+        keys: CurveKeys | None,
+        listen_fds: dict[str, int] | None = None,
+    ) -> None:
+        self.settings = settings or RuntimeSettings()
+        self.keys = keys  # CURVE on tcp:// endpoints (see ser_stream.security)
+        # tcp endpoints whose listening socket the supervisor chose and handed over
+        self.listen_fds = dict(listen_fds or {})
+        self._authenticators: dict = {}
+        self._stopping: asyncio.Event | None = None
+        self._give_up_at = float("inf")
+        self._tasks: list[asyncio.Task] = []
+
+    def stop(self) -> None:
+        """Ask the process to drain and exit (safe from signal handlers)."""
+        if self._stopping is not None and not self._stopping.is_set():
+            self._stopping.set()
+            # Draining may wait for a slow receiver, but not forever for a gone one.
+            self._give_up_at = time.monotonic() + self.settings.ack_timeout_s
+
+    def _start(self) -> zmq.asyncio.Context:
+        """Signals stop the process from now on; returns the process's ZeroMQ context."""
+        self._stopping = asyncio.Event()
+        _on_signals(self.stop)
+        return zmq.asyncio.Context()
+
+    def _socket(self, context: zmq.asyncio.Context, kind: int, *, linger_ms: int | None = None):
+        sock = context.socket(kind)
+        sock.set_hwm(self.settings.hwm)
+        sock.setsockopt(zmq.LINGER, self.settings.linger_ms if linger_ms is None else linger_ms)
+        return sock
+
+    def _bind(self, sock: zmq.asyncio.Socket, endpoint: str) -> None:
+        secure(sock, endpoint, self.keys, server=True, authenticators=self._authenticators)
+        handed = endpoint in self.listen_fds
+        if handed:
+            sock.setsockopt(zmq.USE_FD, self.listen_fds.pop(endpoint))
+        bind_endpoint(sock, endpoint)
+        if handed:
+            sock.setsockopt(zmq.USE_FD, -1)  # the next bind of this socket allocates its own
+
+    def _connect(self, sock: zmq.asyncio.Socket, endpoint: str) -> None:
+        secure(sock, endpoint, self.keys, server=False)
+        sock.connect(endpoint)
+
+    def _in_background(self, coroutine) -> None:
+        """Run ``coroutine`` beside the main loop until the end."""
+        self._tasks.append(asyncio.create_task(coroutine))
+
+    def _beat(self, control: zmq.asyncio.Socket | None, heartbeat: Callable[[], Envelope]):
+        """Heartbeats to the supervisor every ``heartbeat_s`` (if there is one)."""
+        if control is not None:
+            counters = self.counters  # type: ignore[attr-defined]
+            self._in_background(_beat_to(control, heartbeat, self.settings.heartbeat_s, counters))
+
+    def _finish(self, context: zmq.asyncio.Context, sockets: list[zmq.asyncio.Socket]) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+        for sock in sockets:
+            sock.close()  # each socket's own LINGER bounds it
+        stop_authenticators(self._authenticators)
+        context.term()
+
+
+class StageRuntime(_Lifecycle):
     """Runs one stage in this process until SIGTERM/SIGINT or :meth:`stop`."""
 
     def __init__(
@@ -294,17 +386,14 @@ class StageRuntime:
         generation: int = 0,
         keys: CurveKeys | None = None,
         resume: dict[str, float] | None = None,
+        listen_fds: dict[str, int] | None = None,
     ) -> None:
-        self.keys = keys  # CURVE on tcp:// endpoints (see ser_stream.security)
-        self._authenticators: dict = {}
+        super().__init__(settings, keys, listen_fds)
         self.spec = spec
         self.endpoints = endpoints
-        self.settings = settings or RuntimeSettings()
         self.logic = StageLogic(spec, context, generation=generation, resume=dict(resume or {}))
         self.log = get_logger(stage=spec.name)
         self._unacked = _Unacknowledged()
-        self._stopping: asyncio.Event | None = None
-        self._give_up_at = float("inf")
         self._swept_at = time.monotonic()
 
     @property
@@ -312,101 +401,59 @@ class StageRuntime:
         """Counts of everything received, sent, dropped and skipped."""
         return self.logic.counters
 
-    def stop(self) -> None:
-        """Ask the runtime to drain and exit (safe from signal handlers)."""
-        if self._stopping is not None and not self._stopping.is_set():
-            self._stopping.set()
-            # Draining may wait for a slow receiver, but not forever for a gone one.
-            self._give_up_at = time.monotonic() + self.settings.ack_timeout_s
+    def _heartbeat(self) -> Envelope:
+        label = f"{self.spec.name}.{self.endpoints.replica}"
+        return Envelope("-", 0, Heartbeat(label, positions=self.logic.positions()))
 
     async def run(self) -> int:
         """Serve until stopped; return the process exit status."""
-        self._stopping = asyncio.Event()
-        _on_signals(self.stop)
-        context = zmq.asyncio.Context()
+        context = self._start()
         sockets = self._open(context)
-        if self.spec.warm_up is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                None, self.spec.warm_up, self.logic.context
-            )
-        self.log.info("ready", inputs=self.endpoints.inputs, outputs=self.endpoints.outputs)
-        beating = None
-        if sockets.control is not None:
-            label = f"{self.spec.name}.{self.endpoints.replica}"
-
-            def beat() -> Envelope:
-                return Envelope("-", 0, Heartbeat(label, positions=self.logic.positions()))
-
-            beating = asyncio.create_task(
-                _beat_to(sockets.control, beat, self.settings.heartbeat_s, self.counters)
-            )
         try:
-            acks = None
+            if self.spec.warm_up is not None:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self.spec.warm_up, self.logic.context
+                )
+            self.log.info("ready", inputs=self.endpoints.inputs, outputs=self.endpoints.outputs)
+            self._beat(sockets.control, self._heartbeat)
             if sockets.acks_down is not None:
                 poll_ms = int(self.settings.heartbeat_s * 1000)
-                acks = asyncio.create_task(
-                    self._unacked.receive(sockets.acks_down, self.log, poll_ms)
-                )
+                self._in_background(self._unacked.receive(sockets.acks_down, self.log, poll_ms))
             await self._serve(sockets)
             await self._drain_input(sockets)
             await self._send_all(sockets, self.logic.end_all("signal"))
             await self._unacked.wait(self.settings.ack_timeout_s, self.counters, self.log)
-            if acks is not None:
-                acks.cancel()
         finally:
-            if beating is not None:
-                beating.cancel()
-            for sock in sockets.all():
-                sock.close(linger=self.settings.linger_ms)
-            stop_authenticators(self._authenticators)
-            context.term()
+            self._finish(context, sockets.all())
             self.log.info("stopped", **dict(self.counters))
         return 0
 
     def _open(self, context: zmq.asyncio.Context) -> _Sockets:
         endpoints = self.endpoints
-
-        def socket(kind: int) -> zmq.asyncio.Socket:
-            sock = context.socket(kind)
-            sock.set_hwm(self.settings.hwm)
-            sock.setsockopt(zmq.LINGER, self.settings.linger_ms)
-            return sock
-
-        keys, auth = self.keys, self._authenticators
-
-        def bind(sock: zmq.asyncio.Socket, endpoint: str) -> None:
-            secure(sock, endpoint, keys, server=True, authenticators=auth)
-            sock.bind(endpoint)
-
-        def connect(sock: zmq.asyncio.Socket, endpoint: str) -> None:
-            secure(sock, endpoint, keys, server=False)
-            sock.connect(endpoint)
-
-        inbox = socket(zmq.PULL)
+        inbox = self._socket(context, zmq.PULL)
         inbox.setsockopt(zmq.MAXMSGSIZE, max(MAX_HEADER_BYTES, self.settings.max_payload))
         acks_up = []
         for endpoint in endpoints.inputs:
-            connect(inbox, endpoint)
-            acks_up.append(socket(zmq.PUSH))
-            connect(acks_up[-1], ack_endpoint(endpoint))
+            self._connect(inbox, endpoint)
+            acks_up.append(self._socket(context, zmq.PUSH))
+            self._connect(acks_up[-1], ack_endpoint(endpoint))
         outs, acks_down = [], None
         if endpoints.collect:
-            outs.append(socket(zmq.PUSH))
-            connect(outs[0], endpoints.outputs[0])
+            outs.append(self._socket(context, zmq.PUSH))
+            self._connect(outs[0], endpoints.outputs[0])
         else:
             if not endpoints.publish:
-                acks_down = socket(zmq.PULL)
+                acks_down = self._socket(context, zmq.PULL)
                 acks_down.setsockopt(zmq.MAXMSGSIZE, MAX_HEADER_BYTES)
             for endpoint in endpoints.outputs:
-                outs.append(socket(zmq.PUB if endpoints.publish else zmq.PUSH))
-                bind(outs[-1], endpoint)
+                outs.append(self._socket(context, zmq.PUB if endpoints.publish else zmq.PUSH))
+                self._bind(outs[-1], endpoint)
                 if acks_down is not None:
-                    bind(acks_down, ack_endpoint(endpoint))
+                    self._bind(acks_down, ack_endpoint(endpoint))
         control = None
         if endpoints.control:
-            control = context.socket(zmq.PUSH)
-            control.setsockopt(zmq.LINGER, 0)
-            connect(control, endpoints.control)
+            control = self._socket(context, zmq.PUSH, linger_ms=0)
+            self._connect(control, endpoints.control)
         return _Sockets(inbox, outs, acks_up, acks_down, control)
 
     def _send_now(
@@ -545,7 +592,7 @@ class StageRuntime:
             )
 
 
-class SourceRuntime:
+class SourceRuntime(_Lifecycle):
     """Runs a source (capture): frames out with backpressure, then the end of stream.
 
     A file or stdin source never drops: when the next stage is behind, sending waits (a
@@ -573,8 +620,9 @@ class SourceRuntime:
         replica: int = 0,
         generation: int = 0,
         keys: CurveKeys | None = None,
+        listen_fds: dict[str, int] | None = None,
     ) -> None:
-        self.keys = keys
+        super().__init__(settings, keys, listen_fds)
         self.generation = generation
         self.stream = stream
         self.control = control
@@ -583,23 +631,14 @@ class SourceRuntime:
         self.frames = frames
         self.outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
         self.realtime = realtime
-        self.settings = settings or RuntimeSettings()
         self.counters: Counter = Counter()
         self.log = get_logger(stage="capture", stream=stream)
-        self._stopping: asyncio.Event | None = None
-        self._give_up_at = float("inf")
         self._seq: dict[str, int] = {}
         self._unacked = _Unacknowledged()
         self._position_s = 0.0  # stream time sent so far (a one-stream source)
 
     def _heartbeat(self) -> Envelope:
         return Envelope("-", 0, Heartbeat(f"capture.{self.replica}", self._position_s))
-
-    def stop(self) -> None:
-        """Stop reading; the stream ends with reason ``signal``."""
-        if self._stopping is not None and not self._stopping.is_set():
-            self._stopping.set()
-            self._give_up_at = time.monotonic() + self.settings.ack_timeout_s
 
     async def _send(
         self,
@@ -624,42 +663,29 @@ class SourceRuntime:
     async def run(self) -> int:
         """Send every frame, then the end of each stream; return the exit status."""
         loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        _on_signals(self.stop)
-        context = zmq.asyncio.Context()
-        outs = [context.socket(zmq.PUSH) for _ in self.outputs]
-        acks = context.socket(zmq.PULL)
+        context = self._start()
+        outs = [self._socket(context, zmq.PUSH) for _ in self.outputs]
+        acks = self._socket(context, zmq.PULL, linger_ms=0)
         acks.setsockopt(zmq.MAXMSGSIZE, MAX_HEADER_BYTES)
-        for sock in (*outs, acks):
-            sock.set_hwm(self.settings.hwm)
-            sock.setsockopt(zmq.LINGER, self.settings.linger_ms)
-        authenticators: dict = {}
-        for sock, endpoint in zip(outs, self.outputs, strict=True):
-            secure(sock, endpoint, self.keys, server=True, authenticators=authenticators)
-            sock.bind(endpoint)
-            secure(acks, ack_endpoint(endpoint), self.keys, server=True,
-                   authenticators=authenticators)  # fmt: skip
-            acks.bind(ack_endpoint(endpoint))
         control = None
         if self.control is not None:
-            control = context.socket(zmq.PUSH)
-            control.setsockopt(zmq.LINGER, 0)
-            secure(control, self.control, self.keys, server=False)
-            control.connect(self.control)
-        self.log.info("ready", outputs=self.outputs, realtime=self.realtime)
+            control = self._socket(context, zmq.PUSH, linger_ms=0)
+        sockets = [*outs, acks, *([control] if control is not None else [])]
         reason = "eof"
         status = 0
         open_streams: set[str] = set()
-        started = time.monotonic()
-        poll_ms = int(self.settings.heartbeat_s * 1000)
-        receiving = asyncio.create_task(self._unacked.receive(acks, self.log, poll_ms))
-        beating = None
-        if control is not None:
-            beating = asyncio.create_task(
-                _beat_to(control, self._heartbeat, self.settings.heartbeat_s, self.counters)
-            )
         first_t: float | None = None
         try:
+            for sock, endpoint in zip(outs, self.outputs, strict=True):
+                self._bind(sock, endpoint)
+                self._bind(acks, ack_endpoint(endpoint))
+            if control is not None:
+                self._connect(control, self.control)
+            self.log.info("ready", outputs=self.outputs, realtime=self.realtime)
+            started = time.monotonic()
+            poll_ms = int(self.settings.heartbeat_s * 1000)
+            self._in_background(self._unacked.receive(acks, self.log, poll_ms))
+            self._beat(control, self._heartbeat)
             while True:
                 for envelope in self._unacked.overdue(self.settings.ack_timeout_s):
                     self.counters["end_of_stream_resent"] += 1
@@ -712,15 +738,6 @@ class SourceRuntime:
             wait_s = min(self.settings.ack_timeout_s, max(0.0, self._give_up_at - time.monotonic()))
             await self._unacked.wait(wait_s, self.counters, self.log)
         finally:
-            receiving.cancel()
-            if beating is not None:
-                beating.cancel()
-            if control is not None:
-                control.close(linger=0)
-            for sock in outs:
-                sock.close(linger=self.settings.linger_ms)
-            acks.close(linger=0)
-            stop_authenticators(authenticators)
-            context.term()
+            self._finish(context, sockets)
             self.log.info("stopped", reason=reason, **dict(self.counters))
         return status

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,7 @@ from ser_stream.logs import get_logger
 from ser_stream.messages import EndOfStream, ErrorMsg, Event, Heartbeat, Prediction
 from ser_stream.ordering import Reorderer
 from ser_stream.private import open_lock, runtime_dir
-from ser_stream.runtime import LEDGER_EVENT, window_id
+from ser_stream.runtime import LEDGER_EVENT, ack_endpoint, bind_endpoint, window_id
 from ser_stream.security import CurveKeys, create_keys, load_keys, secure, stop_authenticators
 from ser_stream.sinks import Sink
 from ser_stream.threads import limit_numeric_threads
@@ -44,6 +45,7 @@ from ser_stream.wire import MAX_FRAME_BYTES, MAX_HEADER_BYTES, Envelope, decode
 
 __all__ = [
     "PipelineConfig",
+    "check_stage_settings",
     "Run",
     "Session",
     "claim_publish_endpoint",
@@ -218,6 +220,40 @@ class PipelineConfig:
         return self.replicas.get(name, 1)
 
 
+def stage_options(config: PipelineConfig, name: str) -> dict:
+    """The settings stage ``name`` gets: the user's, and what the session implies (VAD)."""
+    options = dict(config.stages.get(name, {}))
+    if name == "vad":
+        if config.fast:
+            options["live"] = False  # a file job: the artifact's VAD, as predict
+        options["stop_on_silence_s"] = config.stop_on_silence_s
+    return options
+
+
+def check_stage_settings(config: PipelineConfig, artifact) -> None:
+    """Refuse wrong stage settings before any process starts (a stage would die of them).
+
+    Raises:
+        InputError: an unknown stage, settings for a stage that takes none (its settings
+            come from the model artifact), or an unknown or out-of-range VAD setting.
+    """
+    for name, options in config.stages.items():
+        if name not in CHAIN:
+            raise InputError(f"[stages.{name}]: no such stage; choose from {', '.join(CHAIN)}")
+        if name != "vad" and options:
+            raise InputError(
+                f"[stages.{name}] {sorted(options)}: the {name} stage takes no settings "
+                "(they come from the model artifact)"
+            )
+    from ser_stream.stage import StageContext
+    from ser_stream.stages.vad import vad_config
+
+    try:
+        vad_config(StageContext("vad", stage_options(config, "vad"), artifact))
+    except InputError as exc:
+        raise InputError(f"stage settings: {exc}") from None
+
+
 @dataclass
 class Session:
     """What happened to one stream: the facts behind its summary.
@@ -239,6 +275,7 @@ class Session:
     ended: bool = False
     emitted: set[tuple[float, float]] | None = None
     failed: int = 0
+    tally: _Tally | None = None  # set when the stream ended: its records are let go
 
     def summary(self, labels: tuple[str, ...]) -> dict:
         """The stream's summary: windows, dropped (and why), mean distribution.
@@ -247,7 +284,20 @@ class Session:
         (a live utterance is judged on 0.8 s, then 1.6 s, then 3 s of it): they are there to
         answer fast, and are less accurate than the window that replaces them.
         """
-        return _summarize([self], labels, self.restarts, self.duration_s)
+        return self.counted().summary(labels, self.restarts, self.duration_s)
+
+    def counted(self) -> _Tally:
+        """What the summary is made of (kept alone once the stream ended)."""
+        return self.tally or _Tally.of(self, self.restarts)
+
+    def close(self) -> None:
+        """The stream ended: keep its tally, let go of its predictions and ledger.
+
+        A session of thousands of streams then holds numbers, not records.
+        """
+        self.tally = _Tally.of(self, self.restarts)
+        self.predictions = []
+        self.emitted = set() if self.emitted is not None else None
 
 
 @dataclass
@@ -282,9 +332,11 @@ class Run:
 
     def summary(self, labels: tuple[str, ...]) -> dict:
         """The ``session_end`` summary over every stream (``streams`` says how many)."""
-        summary = _summarize(list(self.streams.values()), labels, self.restarts, self.duration_s)
+        total = sum((session.counted() for session in self.streams.values()), _Tally())
+        summary = total.summary(labels, self.restarts, self.duration_s)
         summary["errors"] += len(self.errors)
         summary["streams"] = len(self.streams)
+        summary["sequence_gaps"] = self.ordering.get("gap", 0)
         return summary
 
     def end_reason(self, signalled: bool) -> str:
@@ -297,78 +349,96 @@ class Run:
         return "error" if "error" in reasons else "eof"
 
 
-def _summarize(
-    sessions: list[Session], labels: tuple[str, ...], restarts: Counter, duration_s: float
-) -> dict:
-    predictions = [p for session in sessions for p in session.predictions]
-    ledger = _Ledger.of(sessions, restarts)
-    judged = [p for session in sessions for p in lasting_predictions(session.predictions)]
-    mean = np.mean([p.probabilities for p in judged], axis=0) if judged else np.zeros(len(labels))
-    return {
-        "dominant": labels[int(np.argmax(mean))] if predictions else None,
-        "windows": ledger.emitted,
-        "predicted": ledger.predicted,
-        "dropped": ledger.dropped,
-        "dropped_reasons": ledger.reasons,
-        "ledger": ledger.verdict,
-        "errors": sum(len(session.errors) for session in sessions),
-        "restarts": dict(restarts),
-        "mean_probabilities": {k: round(float(v), 6) for k, v in zip(labels, mean, strict=True)},
-        "duration_s": round(duration_s, 3),
-        "audio_dropped_s": round(sum(session.audio_dropped_s for session in sessions), 3),
-    }
-
-
 @dataclass
-class _Ledger:
-    """Windows emitted, predicted and dropped, from the ledger where one was kept.
+class _Tally:
+    """The numbers behind a summary, of one stream or added over many.
 
-    ``verdict`` is ``balanced`` when every prediction is of a window the VAD entered, none
-    came twice, and emitted = predicted + dropped; else ``unbalanced`` (with the reasons),
-    which the supervisor logs as an error. Without a ledger the VAD's ``windows`` count
-    stands for emitted (``unverified``).
+    Windows emitted, predicted and dropped come from the ledger where one was kept; its
+    verdict is ``balanced`` when every prediction is of a window the VAD entered, none came
+    twice, and emitted = predicted + dropped; else ``unbalanced`` (with the reasons), which
+    the supervisor logs as an error. Without a ledger the VAD's ``windows`` count stands for
+    emitted (``unverified``).
     """
 
     emitted: int = 0
     predicted: int = 0
     dropped: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-    verdict: str = "balanced"
+    reasons: Counter = field(default_factory=Counter)
+    problems: Counter = field(default_factory=Counter)
+    probability_sum: np.ndarray | None = None  # over the lasting predictions
+    lasting: int = 0
+    errors: int = 0
+    audio_dropped_s: float = 0.0
 
     @classmethod
-    def of(cls, sessions: list[Session], restarts: Counter) -> _Ledger:
-        ledger = cls()
-        problems: Counter = Counter()
-        for session in sessions:
-            spans = [window_id(p.t_start, p.t_end) for p in session.predictions]
-            if session.emitted is None:  # no ledger: the VAD's own count
-                emitted = session.windows if session.windows is not None else len(spans)
-                predicted = len(spans)
-                problems["unverified"] += 1
-            else:
-                emitted = len(session.emitted)
-                predicted = len(set(spans) & session.emitted)
-                problems["predicted_twice"] += len(spans) - len(set(spans))
-                problems["never_emitted"] += len(set(spans) - session.emitted)
-                if session.windows is not None and session.windows > emitted:
-                    problems["vad_counted_more"] += session.windows - emitted
-            ledger.emitted += emitted
-            ledger.predicted += predicted
-            dropped = max(0, emitted - predicted)
-            failed = min(dropped, session.failed)
-            if failed:
-                ledger.reasons["failed"] = ledger.reasons.get("failed", 0) + failed
-            if dropped - failed:
-                lost = "lost_in_stage_failure" if restarts else "lost"
-                ledger.reasons[lost] = ledger.reasons.get(lost, 0) + dropped - failed
-            ledger.dropped += dropped
-        problems = +problems
-        if "unverified" in problems and len(problems) == 1:
-            ledger.verdict = "unverified"
-        elif problems or ledger.predicted + sum(ledger.reasons.values()) != ledger.emitted:
-            problems.pop("unverified", None)
-            ledger.verdict = "unbalanced: " + ", ".join(f"{k} {v}" for k, v in problems.items())
-        return ledger
+    def of(cls, session: Session, restarts: Counter) -> _Tally:
+        tally = cls(errors=len(session.errors), audio_dropped_s=session.audio_dropped_s)
+        spans = [window_id(p.t_start, p.t_end) for p in session.predictions]
+        if session.emitted is None:  # no ledger: the VAD's own count
+            tally.emitted = session.windows if session.windows is not None else len(spans)
+            tally.predicted = len(spans)
+            tally.problems["unverified"] += 1
+        else:
+            tally.emitted = len(session.emitted)
+            tally.predicted = len(set(spans) & session.emitted)
+            tally.problems["predicted_twice"] += len(spans) - len(set(spans))
+            tally.problems["never_emitted"] += len(set(spans) - session.emitted)
+            if session.windows is not None and session.windows > tally.emitted:
+                tally.problems["vad_counted_more"] += session.windows - tally.emitted
+        tally.dropped = max(0, tally.emitted - tally.predicted)
+        failed = min(tally.dropped, session.failed)
+        tally.reasons["failed"] += failed
+        tally.reasons["lost_in_stage_failure" if restarts else "lost"] += tally.dropped - failed
+        tally.reasons, tally.problems = +tally.reasons, +tally.problems
+        lasting = lasting_predictions(session.predictions)
+        if lasting:
+            tally.probability_sum = np.sum([p.probabilities for p in lasting], axis=0)
+            tally.lasting = len(lasting)
+        return tally
+
+    def __add__(self, other: _Tally) -> _Tally:
+        sums = [s for s in (self.probability_sum, other.probability_sum) if s is not None]
+        return _Tally(
+            self.emitted + other.emitted,
+            self.predicted + other.predicted,
+            self.dropped + other.dropped,
+            self.reasons + other.reasons,
+            self.problems + other.problems,
+            np.sum(sums, axis=0) if sums else None,
+            self.lasting + other.lasting,
+            self.errors + other.errors,
+            self.audio_dropped_s + other.audio_dropped_s,
+        )
+
+    def verdict(self) -> str:
+        problems = Counter(self.problems)
+        if set(problems) == {"unverified"}:
+            return "unverified"
+        problems.pop("unverified", None)
+        if problems or self.predicted + sum(self.reasons.values()) != self.emitted:
+            return "unbalanced: " + ", ".join(f"{k} {v}" for k, v in problems.items())
+        return "balanced"
+
+    def summary(self, labels: tuple[str, ...], restarts: Counter, duration_s: float) -> dict:
+        if self.probability_sum is not None:
+            mean = self.probability_sum / self.lasting
+        else:
+            mean = np.zeros(len(labels))
+        return {
+            "dominant": labels[int(np.argmax(mean))] if self.predicted or self.lasting else None,
+            "windows": self.emitted,
+            "predicted": self.predicted,
+            "dropped": self.dropped,
+            "dropped_reasons": dict(self.reasons),
+            "ledger": self.verdict(),
+            "errors": self.errors,
+            "restarts": dict(restarts),
+            "mean_probabilities": {
+                k: round(float(v), 6) for k, v in zip(labels, mean, strict=True)
+            },
+            "duration_s": round(duration_s, 3),
+            "audio_dropped_s": round(self.audio_dropped_s, 3),
+        }
 
 
 def lasting_predictions(predictions: list[Prediction]) -> list[Prediction]:
@@ -394,6 +464,7 @@ class _Stages:
         self.config = config
         self.folder = folder
         self._endpoints: dict[str, str] = {}
+        self.listening: dict[str, socket.socket] = {}  # tcp: held for the session
         self.processes: dict[tuple[str, int], subprocess.Popen] = {}
         self.restarts: Counter = Counter()
         self.hung: Counter = Counter()  # replaced because their heartbeats stopped
@@ -412,13 +483,36 @@ class _Stages:
         self.heartbeat_s = HEARTBEAT_S  # how often the processes report (see the runtime)
 
     def endpoint(self, key: str) -> str:
-        """The endpoint named ``key`` (stable for the session, restarts included)."""
+        """The endpoint named ``key`` (stable for the session, restarts included).
+
+        With tcp, the operating system chooses the port (and the next one, for the
+        acknowledgements): this process holds both listening sockets for the session and
+        hands them to whoever binds the endpoint (``ZMQ_USE_FD``), so no other program can
+        take a port between its choice and its use, and a restarted stage gets the same.
+        """
         if key not in self._endpoints:
             if self.config.tcp:
-                self._endpoints[key] = f"tcp://127.0.0.1:{_free_port_pair()}"
+                data, ack = _listening_pair()
+                endpoint = f"tcp://127.0.0.1:{data.getsockname()[1]}"
+                self.listening[endpoint] = data
+                self.listening[ack_endpoint(endpoint)] = ack
+                self._endpoints[key] = endpoint
             else:
                 self._endpoints[key] = f"ipc://{self.folder}/{key}"
         return self._endpoints[key]
+
+    def listening_fds(self, name: str, replica: int) -> dict[str, int]:
+        """The listening sockets the process binds, by endpoint (tcp; none for ipc)."""
+        if name == CHAIN[-1]:  # it connects to the collector
+            return {}
+        binds = self.outputs(name, replica)
+        binds += [ack_endpoint(endpoint) for endpoint in binds]
+        return {ep: self.listening[ep].fileno() for ep in binds if ep in self.listening}
+
+    def close_listeners(self) -> None:
+        for listener in self.listening.values():
+            listener.close()
+        self.listening.clear()
 
     def count(self, name: str) -> int:
         """Processes of ``name``: sources for the capture, else replicas."""
@@ -467,22 +561,20 @@ class _Stages:
             if replica in self.positions:  # a restart: go on where the last one got to
                 extra += ["--start-s", f"{self.positions[replica]:.6f}"]
             return [*base, "--source", self.config.sources[replica], "--stream",
-                    self.stream_of(replica), *extra, *outs, *control]  # fmt: skip
+                    self.stream_of(replica), *extra, *outs, *control,
+                    *self._fd_args(name, replica)]  # fmt: skip
         model = ["--model", self.config.model] if self.config.model else []
         ins = [arg for endpoint in self.inputs(name, replica) for arg in ("--in", endpoint)]
         extra = []
-        for key, value in self.config.stages.get(name, {}).items():
+        for key, value in stage_options(self.config, name).items():
             extra += ["--set", f"{key}={json.dumps(value)}"]
-        if name == "vad" and self.config.fast:
-            extra += ["--set", "live=false"]  # a file job: the artifact's VAD, as predict
-        if name == "vad":
-            value = (
-                "null" if self.config.stop_on_silence_s is None else self.config.stop_on_silence_s
-            )
-            extra += ["--set", f"stop_on_silence_s={value}"]
         if (name, replica) in self.stream_positions:  # a restart: where its streams were
             extra += ["--resume", json.dumps(self.stream_positions[(name, replica)])]
-        return [*base, *ins, *outs, *control, *model, *extra]
+        return [*base, *ins, *outs, *control, *self._fd_args(name, replica), *model, *extra]
+
+    def _fd_args(self, name: str, replica: int) -> list[str]:
+        fds = self.listening_fds(name, replica)
+        return [arg for endpoint, fd in fds.items() for arg in ("--listen-fd", f"{endpoint}={fd}")]
 
     def start(self, name: str, replica: int) -> None:
         reads_stdin = name == "capture" and self.config.sources[replica] == "stdin"
@@ -491,6 +583,7 @@ class _Stages:
             self.command(name, replica),
             stdin=stdin,
             env=limit_numeric_threads(dict(os.environ)),
+            pass_fds=tuple(self.listening_fds(name, replica).values()),
             preexec_fn=_end_with_parent,
             # Out of the terminal's process group: Ctrl-C reaches the supervisor only, which
             # stops them upstream first (a capture reading the terminal stays in it).
@@ -741,6 +834,7 @@ class _Collector:
         for item in self.order.forget(stream):
             self._deliver(*item)
         summary = session.summary(self.labels)
+        session.close()
         for sink in self.sinks:
             sink.stream_end(stream, reason, summary)
 
@@ -850,7 +944,9 @@ def run_pipeline(
                 (publisher, config.publish or stages.endpoint("publish")),
             ):
                 secure(sock, endpoint, stages.keys, server=True, authenticators=authenticators)
-                sock.bind(endpoint)
+                if endpoint in stages.listening:
+                    sock.setsockopt(zmq.USE_FD, os.dup(stages.listening[endpoint].fileno()))
+                bind_endpoint(sock, endpoint)
             stages.start_chain()
             _wait_ready(control, stages, config.start_timeout_s, stop)
             if stop["signal"]:
@@ -906,6 +1002,7 @@ def run_pipeline(
             collector.end_the_rest("error" if failure else "signal")
             stop_authenticators(authenticators)
             context.destroy(linger=0)
+            stages.close_listeners()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     if failure is not None:
@@ -1009,30 +1106,23 @@ def _end_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-_HANDED_OUT: set[int] = set()  # ports given to endpoints not bound yet
-
-
-def _free_port_pair() -> int:
-    """A loopback port that is free, with the next one (its ack channel) free too.
-
-    Never one already handed out (with its neighbours): endpoints are bound later.
-    """
-    import socket
-
+def _listening_pair() -> tuple[socket.socket, socket.socket]:
+    """Two listening loopback sockets on adjacent ports the system chose (data, ack)."""
     for _ in range(50):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            if {port - 1, port, port + 1} & _HANDED_OUT:
-                continue
-            try:
-                with socket.socket() as second:
-                    second.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            _HANDED_OUT.update((port, port + 1))
-            return port
-    raise InputError("no free pair of loopback ports; free some or use ipc://")
+        data = socket.socket()
+        data.bind(("127.0.0.1", 0))
+        ack = socket.socket()
+        try:
+            ack.bind(("127.0.0.1", data.getsockname()[1] + 1))
+        except OSError:
+            data.close()
+            ack.close()
+            continue
+        for listener in (data, ack):
+            listener.listen(128)
+            listener.set_inheritable(True)
+        return data, ack
+    raise InputError("no two adjacent free loopback ports; free some or use ipc://")
 
 
 def _wait_ready(control: zmq.Socket, stages: _Stages, timeout_s: float, stop: dict) -> None:

@@ -13,7 +13,7 @@ after ``no_speech_timeout_s`` if set.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -30,7 +30,15 @@ from ser_stream.stages.voicing import (
     frame_db,
 )
 
-__all__ = ["SPEC", "VADConfig", "VADCore", "VADStream", "Output", "sliding_spans"]
+__all__ = [
+    "SPEC",
+    "VADConfig",
+    "VADCore",
+    "VADStream",
+    "Output",
+    "sliding_spans",
+    "vad_config",
+]
 
 Output = Window | Noise | Event
 
@@ -523,16 +531,37 @@ the engine that keeps finding speech in noise and a first emotion within a secon
 run as fast as it goes (``live = false``) keeps the artifact's settings, as ``predict`` does."""
 
 
-def _build(context: StageContext) -> VADStream:
+def vad_config(context: StageContext) -> tuple[VADConfig, float | None]:
+    """The VAD settings of a stage: the artifact's, with the live defaults and the options.
+
+    Returns the config and the silence that ends a stream (None: never).
+
+    Raises:
+        InputError: an unknown setting or a value out of range, said in one line.
+    """
     options = dict(context.options)
     if options.pop("live", True):
         options = {**LIVE_DEFAULTS, **options}
     if "first_window_s" in options and not options["first_window_s"]:
         options["first_window_s"] = None  # 0 (or false in TOML): full windows from the start
     stop_after = options.pop("stop_on_silence_s", 2.0)
-    config = replace(context.artifact.analysis.vad_with_windowing(), **options)
-    if stop_after is not None:
-        config = replace(config, silence_event_s=float(stop_after))
+    known = {f.name for f in fields(VADConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InputError(f"VAD settings {unknown} are unknown; known: {sorted(known)}")
+    try:
+        config = replace(context.artifact.analysis.vad_with_windowing(), **options)
+        if stop_after is not None:
+            if isinstance(stop_after, bool) or not isinstance(stop_after, int | float):
+                raise InputError(f"stop_on_silence_s {stop_after!r} is not a number of seconds")
+            config = replace(config, silence_event_s=float(stop_after))
+    except TypeError as exc:  # a value of the wrong type, compared in the checks
+        raise InputError(f"VAD settings {options}: a value has the wrong type ({exc})") from None
+    return config, stop_after
+
+
+def _build(context: StageContext) -> VADStream:
+    config, stop_after = vad_config(context)
     return VADStream(config, stop_on_silence=stop_after is not None)
 
 

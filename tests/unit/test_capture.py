@@ -87,7 +87,7 @@ def test_a_producer_that_goes_silent_has_its_stream_ended_and_the_others_go_on(t
     import zmq
 
     from ser_stream.messages import EndOfStream, ErrorMsg
-    from ser_stream.stages.capture import zmq_frames
+    from ser_stream.producers import zmq_frames
 
     endpoint = f"ipc://{tmp_path}/in"
     frames = zmq_frames(endpoint, idle_timeout_s=3.0, silent_s=1.0)
