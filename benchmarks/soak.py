@@ -3,8 +3,8 @@
 Run: ``.venv/bin/python -m benchmarks.soak [--minutes 60]`` (``--minutes 5`` is the smoke).
 Writes ``benchmarks/reports/soak.json`` (``soak-smoke.json`` under 10 minutes).
 
-A producer speaks into ``--source zmq:`` at real time without pause: utterances of
-synthetic speech between stretches of room noise, under a new stream id every 30 s (the
+A producer speaks into ``--source zmq:`` at real time without pause: the bundled speech
+sample over room noise, looped with pauses, under a new stream id every 30 s (the
 previous one ended), so per-stream state is opened and freed all along. Every 10 s the
 soak samples each process of the pipeline: resident memory (``VmRSS``: what the kernel
 holds, not what Python's allocator thinks), open files and threads. After the warm-up
@@ -26,8 +26,9 @@ import numpy as np
 import zmq
 
 from benchmarks.common import machine, write_report
+from ser_stream.audio import bundled_sample, load_audio
 from ser_stream.messages import Audio, EndOfStream
-from ser_stream.testing import noise, voiced
+from ser_stream.testing import noise
 from ser_stream.wire import Envelope, encode
 
 SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
@@ -36,11 +37,12 @@ SAMPLE_EVERY_S = 10.0
 
 
 def speech_loop(seconds: float) -> np.ndarray:
-    """``seconds`` of utterances and pauses over room noise, int16."""
+    """``seconds`` of the bundled speech sample, looped, with pauses over room noise, int16."""
+    speech = load_audio(bundled_sample())
     parts, total, k = [], 0.0, 0
     while total < seconds:
-        parts += [voiced(2.0, f0=110 + 15 * (k % 6), seed=k), noise(1.0, seed=100 + k)]
-        total += 3.0
+        parts += [speech + noise(speech.size / 16_000, seed=k), noise(1.5, seed=100 + k)]
+        total += speech.size / 16_000 + 1.5
         k += 1
     audio = np.concatenate(parts)[: round(seconds * 16_000)]
     return (np.clip(audio, -1, 1) * 32767).astype(np.int16)

@@ -20,6 +20,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -329,9 +330,16 @@ class _Lifecycle:
             self._give_up_at = time.monotonic() + self.settings.ack_timeout_s
 
     def _start(self) -> zmq.asyncio.Context:
-        """Signals stop the process from now on; returns the process's ZeroMQ context."""
+        """Signals stop the process from now on; returns the process's ZeroMQ context.
+
+        Blocking work (the cores, a source's reads) runs in one worker thread: it is done one
+        piece at a time anyway, and the process keeps a fixed number of threads for hours.
+        """
         self._stopping = asyncio.Event()
         _on_signals(self.stop)
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="core")
+        )
         return zmq.asyncio.Context()
 
     def _socket(self, context: zmq.asyncio.Context, kind: int, *, linger_ms: int | None = None):

@@ -478,6 +478,8 @@ class _Stages:
         # stream time each stage process reached in each of its streams (the VAD's)
         self.stream_positions: dict[tuple[str, int], dict[str, float]] = {}
         self.finished: set[int] = set()  # captures told to stop: their stream is over
+        self._down_since: dict[tuple[str, int], float] = {}  # failed, not yet back
+        self.downtime_s: list[float] = []  # from each failure to the replacement's heartbeat
         self.on_window: Callable[[str, tuple[float, float]], None] = lambda stream, span: None
         self.keys = _session_keys(config, folder)
         self.heartbeat_s = HEARTBEAT_S  # how often the processes report (see the runtime)
@@ -632,6 +634,10 @@ class _Stages:
             key = (name, int(replica)) if replica.isdigit() else None
             if key in self.processes and self.processes[key].poll() is None:
                 self._heard[key] = now
+                if key in self._down_since:  # a replacement's first heartbeat: back in service
+                    down_s = round(now - self._down_since.pop(key), 3)
+                    self.downtime_s.append(down_s)
+                    self.log.info("stage back", stage=self.label(*key), down_s=down_s)
                 if name == "capture" and not self.config.sources[key[1]].startswith("zmq:"):
                     self.positions[key[1]] = body.position_s
                 elif body.positions:
@@ -717,6 +723,7 @@ class _Stages:
                        restart=self.restarts[label], backoff_s=backoff)  # fmt: skip
         self._due[key] = now + backoff
         self._heard.pop(key, None)
+        self._down_since.setdefault(key, now)
 
     def usage(self) -> dict[str, dict[str, float]]:
         """Per live process and this one: ``peak_rss_mb``, ``pss_mb`` and ``cpu_s``.
