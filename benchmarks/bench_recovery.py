@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python -m benchmarks.bench_recovery [--kills 5]``
 Writes ``benchmarks/reports/recovery.json``. For each process of a ``ser-stream up`` on a
 real-time file (capture, vad, denoise, features, model), it kills the process ``--kills``
-times, 2.5 s apart, and reads the supervisor's ``stage back`` log lines: the time from the
+times, 4 s apart, and reads the supervisor's ``stage back`` log lines: the time from the
 failure (noticed at once for a dead process) to the replacement's first heartbeat, which is
 the back-off, the start of a new process and its warm-up. Then it stops one stage with
 SIGSTOP and times, from the signal, until its replacement beats (the three missed
@@ -57,9 +57,20 @@ def pid_of(parent: int, stage: str) -> int | None:
     return None
 
 
+def wait_for_pid(parent: int, stage: str) -> int:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pid = pid_of(parent, stage)
+        if pid is not None:
+            return pid
+        time.sleep(0.02)
+    raise TimeoutError(f"no {stage} process")
+
+
 def session(source: Path, folder: Path, act) -> tuple[list[float], dict]:
     """Run `up` on ``source`` while ``act(up)`` does its harm; the downtimes and summary."""
     jsonl = folder / "s.jsonl"
+    jsonl.unlink(missing_ok=True)
     up = subprocess.Popen(
         [SER_STREAM, "--log-level", "info", "up", "--vad", "webrtc", "--source",
          f"file:{source}", "--no-stop-on-silence", "--sink", f"jsonl:{jsonl}",
@@ -88,15 +99,13 @@ def main() -> None:
     report: dict = {"machine": machine(), "kills_per_stage": args.kills, "kill_9": {}}
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        source = talk(folder / "talk.wav", 4.0 + 2.5 * args.kills + 4.0)
+        source = talk(folder / "talk.wav", 4.0 + 4.0 * args.kills + 4.0)
         for stage in STAGES:
 
             def kill(up, stage=stage):
                 for _ in range(args.kills):
-                    pid = pid_of(up.pid, stage)
-                    if pid is not None:
-                        os.kill(pid, signal.SIGKILL)
-                    time.sleep(2.5)
+                    os.kill(wait_for_pid(up.pid, stage), signal.SIGKILL)
+                    time.sleep(4.0)  # past the slowest stage's return
 
             downtimes, summary = session(source, folder, kill)
             report["kill_9"][stage] = {
@@ -109,7 +118,7 @@ def main() -> None:
         stopped_at: dict = {}
 
         def hang(up):
-            pid = pid_of(up.pid, "denoise")
+            pid = wait_for_pid(up.pid, "denoise")
             stopped_at["t"] = time.monotonic()
             os.kill(pid, signal.SIGSTOP)
             while pid_of(up.pid, "denoise") in (pid, None):

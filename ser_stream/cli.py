@@ -204,6 +204,13 @@ def _parser() -> argparse.ArgumentParser:
         help="capture: start a file this far in (a restarted capture resumes)",
     )
     stage.add_argument(
+        "--start-clock",
+        type=float,
+        default=None,
+        metavar="MONOTONIC",
+        help="capture (mic): the system's monotonic clock when the stream was at --start-s",
+    )
+    stage.add_argument(
         "--out",
         dest="outputs",
         action="append",
@@ -538,7 +545,7 @@ def _capture(args: argparse.Namespace) -> int:
         elif source.kind == "stdin":
             frames = pcm_frames(rate=source.rate, start_s=args.start_s)
         elif source.kind == "mic":
-            frames = mic_frames(source.target)
+            frames = mic_frames(source.target, start_s=args.start_s, start_clock=args.start_clock)
         else:
             frames = zmq_frames(source.target, keys=keys)
     except InputError as exc:  # the runtime sends the reason downstream, so the session ends

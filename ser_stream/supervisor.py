@@ -474,7 +474,9 @@ class _Stages:
         self._listened_at = time.monotonic()
         self._failures: dict[tuple[str, int], deque[float]] = defaultdict(deque)
         self._due: dict[tuple[str, int], float] = {}  # restarts waiting out their back-off
-        self.positions: dict[int, float] = {}  # stream time each capture has sent
+        self.positions: dict[
+            int, tuple[float, float]
+        ] = {}  # each capture's stream time sent, when heard
         # stream time each stage process reached in each of its streams (the VAD's)
         self.stream_positions: dict[tuple[str, int], dict[str, float]] = {}
         self.finished: set[int] = set()  # captures told to stop: their stream is over
@@ -561,7 +563,11 @@ class _Stages:
             extra = ["--fast"] if self.config.fast else []
             extra += ["--rate", str(self.config.rate)]
             if replica in self.positions:  # a restart: go on where the last one got to
-                extra += ["--start-s", f"{self.positions[replica]:.6f}"]
+                position_s, heard_at = self.positions[replica]
+                extra += ["--start-s", f"{position_s:.6f}"]
+                if self.config.sources[replica].startswith("mic"):
+                    # The room went on meanwhile: that audio is lost, and the VAD says so.
+                    extra += ["--start-clock", f"{heard_at:.6f}"]
             return [*base, "--source", self.config.sources[replica], "--stream",
                     self.stream_of(replica), *extra, *outs, *control,
                     *self._fd_args(name, replica)]  # fmt: skip
@@ -639,7 +645,7 @@ class _Stages:
                     self.downtime_s.append(down_s)
                     self.log.info("stage back", stage=self.label(*key), down_s=down_s)
                 if name == "capture" and not self.config.sources[key[1]].startswith("zmq:"):
-                    self.positions[key[1]] = body.position_s
+                    self.positions[key[1]] = (body.position_s, now)
                 elif body.positions:
                     self.stream_positions[key] = body.positions
 

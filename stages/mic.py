@@ -185,13 +185,21 @@ class BlockBuffer:
 
 
 def mic_frames(
-    device: str = "", *, buffer_s: float = 2.0, stall_s: float = 2.0
+    device: str = "",
+    *,
+    buffer_s: float = 2.0,
+    stall_s: float = 2.0,
+    start_s: float = 0.0,
+    start_clock: float | None = None,
 ) -> Iterator[Audio | Event | Heartbeat]:
     """Record ``device`` (index, name, or empty for the default input) as 30 ms frames.
 
     While no audio comes a :class:`Heartbeat` is yielded every half second, so the caller
     can notice a stop request. Lost audio gives an ``Event("gap", t, {"dropped_s": ...})``
-    at the stream time where it is missing.
+    at the stream time where it is missing. Stream time counts from ``start_s``; with
+    ``start_clock`` (the ``time.monotonic()`` reading, system-wide, at which the stream was
+    at ``start_s``) the time since is added: a capture restarted mid-session goes on where
+    the stream is now, and the VAD reports the audio missed meanwhile.
 
     Raises:
         InputError: the device cannot be opened, or stops delivering audio for ``stall_s``
@@ -228,7 +236,8 @@ def mic_frames(
     resampler = None if rate == SAMPLE_RATE else soxr.ResampleStream(rate, SAMPLE_RATE, 1, "int16")
     size = SAMPLE_RATE * FRAME_MS // 1000
     pending = np.zeros(0, dtype=np.int16)
-    position = 0
+    away_s = 0.0 if start_clock is None else max(0.0, time.monotonic() - start_clock)
+    position = round((start_s + away_s) * SAMPLE_RATE)
     reported = (0, 0)
     last_audio = time.monotonic()
     try:

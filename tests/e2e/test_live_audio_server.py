@@ -292,6 +292,37 @@ def test_a_stalled_vad_is_replaced_and_the_audio_lost_with_it_is_counted(
     )
 
 
+def test_a_killed_microphone_capture_is_restarted_and_the_outage_counted(
+    audio_server, talk, tmp_path
+):
+    """kill -9 of the capture while it records: a new one records on, its audio placed after
+    the outage, which a gap event reports; predictions go on after it."""
+    path, _, _ = talk
+    up, tail, _ = start_up(audio_server, tmp_path, "--no-stop-on-silence")
+    player = subprocess.Popen(["paplay", str(path)], env=audio_server)
+    try:
+        time.sleep(1.5)
+        capture = stage_pid(up.pid, "capture")
+        os.kill(capture, signal.SIGKILL)
+        killed_at = time.time()
+        player.wait(timeout=60)
+        time.sleep(3.0)
+        up.send_signal(signal.SIGINT)
+        up.communicate(timeout=60)
+        tail.poll()
+    finally:
+        for process in (up, player):
+            if process.poll() is None:
+                process.kill()
+    end = tail.records[-1][1]
+    assert end["summary"]["restarts"] == {"capture.0": 1}
+    gaps = [r for _, r in tail.arrivals("event", "gap")]
+    assert gaps and 0.1 < sum(g["dropped_s"] for g in gaps) < 5.0, gaps
+    later = [at for at, _ in tail.arrivals("prediction") if at > killed_at + 1.0]
+    assert later, "predictions went on after the restart"
+    assert end["summary"]["ledger"] == "balanced"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
