@@ -264,7 +264,9 @@ def test_a_stalled_vad_is_replaced_and_the_audio_lost_with_it_is_counted(
     player = subprocess.Popen(["paplay", str(path)], env=audio_server)
     vad = None
     try:
-        time.sleep(1.0)
+        # Let the VAD report where its stream is (its heartbeats, each second): a VAD that
+        # dies before its first report leaves no point to count the loss from.
+        time.sleep(3.0)
         vad = stage_pid(up.pid, "vad")
         os.kill(vad, signal.SIGSTOP)
         deadline = time.monotonic() + 10
