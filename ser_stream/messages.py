@@ -137,11 +137,16 @@ class Heartbeat:
             far (a capture that is restarted resumes a file there).
         positions: a stage's heartbeat to the supervisor: stream time each of its streams
             has reached (a VAD that is restarted counts the audio lost from there).
+        streams: a heartbeat to the supervisor: streams whose state the process holds.
+        queued: a stage's heartbeat to the supervisor: the most input messages it found
+            waiting at one look since its previous heartbeat (its queue depth).
     """
 
     stage: str
     position_s: float = 0.0
     positions: dict[str, float] = field(default_factory=dict)
+    streams: int = 0
+    queued: int = 0
 
 
 class Kind(str, Enum):

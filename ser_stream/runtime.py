@@ -18,7 +18,7 @@ import asyncio
 import signal
 import time
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -403,6 +403,7 @@ class StageRuntime(_Lifecycle):
         self.log = get_logger(stage=spec.name)
         self._unacked = _Unacknowledged()
         self._swept_at = time.monotonic()
+        self._queued = 0  # the deepest input queue seen since the last heartbeat
 
     @property
     def counters(self):
@@ -411,7 +412,14 @@ class StageRuntime(_Lifecycle):
 
     def _heartbeat(self) -> Envelope:
         label = f"{self.spec.name}.{self.endpoints.replica}"
-        return Envelope("-", 0, Heartbeat(label, positions=self.logic.positions()))
+        queued, self._queued = self._queued, 0
+        beat = Heartbeat(
+            label,
+            positions=self.logic.positions(),
+            streams=len(self.logic.open_streams),
+            queued=queued,
+        )
+        return Envelope("-", 0, beat)
 
     async def run(self) -> int:
         """Serve until stopped; return the process exit status."""
@@ -488,18 +496,27 @@ class StageRuntime(_Lifecycle):
             # batches (the model stage classifies a batch of queued windows in one call).
             size = self.settings.max_batch if self.spec.batches else 1
             while True:
-                batch = []
-                while len(batch) < size:
-                    try:
-                        frames = await sockets.inbox.recv_multipart(zmq.NOBLOCK)
-                        batch.append((frames, time.time_ns()))
-                    except zmq.Again:
-                        break
-                if not batch:
+                waiting = await self._take_waiting(sockets.inbox)
+                if not waiting:
                     break
-                await self._process(batch, sockets)
+                self._queued = max(self._queued, len(waiting))
+                while waiting:
+                    # Stamped as each batch begins: before it, a message was still queued.
+                    now = time.time_ns()
+                    batch = [(waiting.popleft(), now) for _ in range(min(size, len(waiting)))]
+                    await self._process(batch, sockets)
                 last_sent = time.monotonic()
                 await self._sweep(sockets)
+
+    async def _take_waiting(self, inbox: zmq.asyncio.Socket) -> deque[list[bytes]]:
+        """The messages that have arrived (a bounded number): this stage's queue now."""
+        waiting: deque[list[bytes]] = deque()
+        while len(waiting) < 4 * self.settings.hwm:
+            try:
+                waiting.append(await inbox.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+        return waiting
 
     async def _sweep(self, sockets: _Sockets) -> None:
         """Once a heartbeat period: end the streams that went idle, freeing their state.
@@ -644,9 +661,13 @@ class SourceRuntime(_Lifecycle):
         self._seq: dict[str, int] = {}
         self._unacked = _Unacknowledged()
         self._position_s = 0.0  # stream time sent so far (a one-stream source)
+        self._open_streams: set[str] = set()
 
     def _heartbeat(self) -> Envelope:
-        return Envelope("-", 0, Heartbeat(f"capture.{self.replica}", self._position_s))
+        beat = Heartbeat(
+            f"capture.{self.replica}", self._position_s, streams=len(self._open_streams)
+        )
+        return Envelope("-", 0, beat)
 
     async def _send(
         self,
@@ -681,7 +702,7 @@ class SourceRuntime(_Lifecycle):
         sockets = [*outs, acks, *([control] if control is not None else [])]
         reason = "eof"
         status = 0
-        open_streams: set[str] = set()
+        open_streams = self._open_streams
         first_t: float | None = None
         try:
             for sock, endpoint in zip(outs, self.outputs, strict=True):

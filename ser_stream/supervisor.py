@@ -312,6 +312,9 @@ class Run:
         peak_rss_mb: peak resident memory of each process (Linux), ``supervisor`` included.
         pss_mb: proportional memory of each process at the end (shared pages split).
         cpu_s: CPU time of each process, taken at the end like the memory.
+        heartbeats: the latest heartbeat of each running process by its label (``vad``,
+            ``model.1``, ``capture.0``), with when it came (``time.monotonic()``); live
+            while the session runs, for whoever watches it (``ser-stream serve``'s metrics).
     """
 
     reason: str = "signal"
@@ -323,6 +326,7 @@ class Run:
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     pss_mb: dict[str, float] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)
+    heartbeats: dict[str, tuple[Heartbeat, float]] = field(default_factory=dict)
 
     def session(self, stream: str) -> Session:
         """The session of ``stream``, opened on its first record."""
@@ -479,6 +483,7 @@ class _Stages:
         ] = {}  # each capture's stream time sent, when heard
         # stream time each stage process reached in each of its streams (the VAD's)
         self.stream_positions: dict[tuple[str, int], dict[str, float]] = {}
+        self.heartbeats: dict[str, tuple[Heartbeat, float]] = {}  # the latest, by label
         self.finished: set[int] = set()  # captures told to stop: their stream is over
         self._down_since: dict[tuple[str, int], float] = {}  # failed, not yet back
         self.downtime_s: list[float] = []  # from each failure to the replacement's heartbeat
@@ -640,6 +645,7 @@ class _Stages:
             key = (name, int(replica)) if replica.isdigit() else None
             if key in self.processes and self.processes[key].poll() is None:
                 self._heard[key] = now
+                self.heartbeats[self.label(*key)] = (body, now)
                 if key in self._down_since:  # a replacement's first heartbeat: back in service
                     down_s = round(now - self._down_since.pop(key), 3)
                     self.downtime_s.append(down_s)
@@ -729,6 +735,7 @@ class _Stages:
                        restart=self.restarts[label], backoff_s=backoff)  # fmt: skip
         self._due[key] = now + backoff
         self._heard.pop(key, None)
+        self.heartbeats.pop(label, None)
         self._down_since.setdefault(key, now)
 
     def usage(self) -> dict[str, dict[str, float]]:
@@ -912,15 +919,17 @@ def run_pipeline(
     *,
     on_ready: Callable[[], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    run: Run | None = None,
 ) -> Run:
     """Run one session to its end; every sink sees every record; return what happened.
 
     ``on_ready`` is called once every stage is up and the captures have started;
-    ``should_stop`` is asked between records (a benchmark ends a session of producers so).
+    ``should_stop`` is asked between records (a benchmark ends a session of producers so);
+    ``run``, when given, is filled as the session goes (a watcher reads it live).
     Every stream gets its ``stream_end`` and the sinks their ``session_end``, also when the
     session fails (the failure is raised after that).
     """
-    run = Run()
+    run = run if run is not None else Run()
     stop = {"signal": False}
     previous = {
         sig: signal.signal(sig, lambda *_: stop.update(signal=True))
@@ -934,6 +943,7 @@ def run_pipeline(
     with tempfile.TemporaryDirectory(prefix="up-", dir=runtime_dir()) as folder:
         stages = _Stages(config, Path(folder))
         run.restarts = stages.restarts
+        run.heartbeats = stages.heartbeats
         results = context.socket(zmq.PULL)
         results.setsockopt(zmq.LINGER, 0)
         results.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)

@@ -97,8 +97,14 @@ _SCHEMAS: dict[Kind, _Schema] = {
     Kind.HEARTBEAT: _Schema(
         Heartbeat,
         None,
-        {"stage": (str,), "position_s": _NUMBER, "positions": (dict,)},
-        frozenset({"position_s", "positions"}),
+        {
+            "stage": (str,),
+            "position_s": _NUMBER,
+            "positions": (dict,),
+            "streams": (int,),
+            "queued": (int,),
+        },
+        frozenset({"position_s", "positions", "streams", "queued"}),
     ),
 }
 _KIND_OF = {schema.cls: kind for kind, schema in _SCHEMAS.items()}
@@ -274,8 +280,10 @@ def _check_numbers(what: str, mapping: dict) -> None:
 def _check_body(kind: Kind, values: dict) -> None:
     if kind is Kind.EVENT:
         _check_numbers("event data", values["data"])
-    if kind is Kind.HEARTBEAT and "positions" in values:
-        _check_numbers("heartbeat position", values["positions"])
+    if kind is Kind.HEARTBEAT:
+        _check_numbers("heartbeat position", values.get("positions", {}))
+        if values.get("streams", 0) < 0 or values.get("queued", 0) < 0:
+            raise WireError("heartbeat counts (streams, queued) must not be negative")
     if kind is Kind.PREDICTION:
         probabilities = values["probabilities"]
         if probabilities.shape != (len(LABELS),):

@@ -182,3 +182,15 @@ def test_kind_values_are_the_documented_names():
         "error",
         "heartbeat",
     }
+
+
+def test_heartbeat_counts_round_trip_and_negative_ones_are_refused():
+    beat = Envelope("-", 0, Heartbeat("vad.0", positions={"a": 1.5}, streams=3, queued=7))
+    assert decode(encode(beat)).body == beat.body
+    header = json.loads(encode(beat)[0])
+    for field in ("streams", "queued"):
+        bad = {**header, field: -1}
+        with pytest.raises(WireError, match="must not be negative"):
+            decode([json.dumps(bad).encode()])
+    old = {key: value for key, value in header.items() if key not in ("streams", "queued")}
+    assert decode([json.dumps(old).encode()]).body.streams == 0  # an older sender's heartbeat
