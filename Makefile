@@ -23,9 +23,10 @@ lint: setup-dev
 # pulse plugin, through which PortAudio reaches a PulseAudio or PipeWire desktop.
 # Tests add: espeak-ng (tests that speak real sentences), libzmq headers and a C compiler
 # (the C sink example), and a PulseAudio server with its tools (the microphone tests play
-# audio into a virtual microphone through a real audio server).
+# audio into a virtual microphone through a real audio server), and Chromium with its
+# WebDriver (the live page of `ser-stream serve`, tested in a headless browser).
 RUNTIME_DEBS := libportaudio2 libasound2-plugins python3-venv
-TEST_DEBS    := espeak-ng libzmq3-dev gcc make pulseaudio pulseaudio-utils
+TEST_DEBS    := espeak-ng libzmq3-dev gcc make pulseaudio pulseaudio-utils chromium chromium-driver
 APT_INSTALL  := if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq
 
@@ -39,7 +40,8 @@ system-packages:
 system-packages-dev: system-packages
 	@if ! command -v espeak-ng >/dev/null || ! [ -f /usr/include/zmq.h ] \
 		|| ! command -v cc >/dev/null || ! command -v pulseaudio >/dev/null \
-		|| ! command -v paplay >/dev/null; then \
+		|| ! command -v paplay >/dev/null || ! command -v chromium >/dev/null \
+		|| ! command -v chromedriver >/dev/null; then \
 		$(APT_INSTALL) $(TEST_DEBS); \
 	fi
 

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if args.run in (_up, _stage, _predict, _bench):  # training keeps the libraries' pools
+    if args.run in (_up, _serve, _stage, _predict, _bench):  # training keeps the libraries' pools
         from ser_stream.threads import limit_numeric_threads
 
         limit_numeric_threads()  # before numpy loads (see ser_stream.threads)
@@ -152,6 +152,14 @@ def _parser() -> argparse.ArgumentParser:
         "(made by `ser-stream keys`; --tcp alone makes keys for the session)",
     )
     up.set_defaults(run=_up)
+
+    serve = commands.add_parser(
+        "serve", help="serve predictions and live streams over HTTP and WebSocket"
+    )
+    from ser_stream.web.serve import add_arguments
+
+    add_arguments(serve)
+    serve.set_defaults(run=_serve)
 
     keys = commands.add_parser("keys", help="make CURVE keys for tcp:// endpoints")
     keys.add_argument("folder", metavar="KEYDIR", help="folder to write (mode 0700)")
@@ -347,6 +355,12 @@ def _keys(args: argparse.Namespace) -> int:
     print(f"keys written to {folder}: give producers client.key and client.key_secret "
           "(and server.key); add other clients' public keys to authorized/")  # fmt: skip
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ser_stream.web.serve import options_from, serve
+
+    return serve(options_from(args, _replicas(args.replicas)))
 
 
 def _up(args: argparse.Namespace) -> int:

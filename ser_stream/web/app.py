@@ -1,0 +1,454 @@
+"""The routes of ``ser-stream serve``: predictions, live streams, the page, health, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+from fastapi import FastAPI, File, Request, UploadFile, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile as StarletteUpload
+from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from ser_stream import __version__
+from ser_stream.logs import get_logger
+from ser_stream.predict import Predictor
+from ser_stream.private import runtime_dir
+from ser_stream.web.gateway import Busy, ClientStream, Gateway
+from ser_stream.web.limits import (
+    AudioPace,
+    BodyLimit,
+    ClientRates,
+    ServiceLimits,
+    token_matches,
+    token_of,
+)
+from ser_stream.web.metrics import CONTENT_TYPE, Metrics
+
+__all__ = ["ServiceSettings", "create_app"]
+
+HELLO_TIMEOUT_S = 10.0
+"""How long a WebSocket client has to announce its sample rate."""
+
+MIN_RATE, MAX_RATE = 8_000, 192_000
+
+NO_FILE = "send the audio as the multipart field 'file' (curl -F file=@speech.wav)"
+
+_ROUTES = ("/", "/healthz", "/metrics", "/v1/predict", "/v1/stream", "/openapi.json", "/docs")
+
+DESCRIPTION = """\
+Speech emotion recognition over HTTP, on the pipeline of `ser-stream up`.
+
+* `POST /v1/predict`: one recording in, the JSON of `ser-stream predict --json` out.
+* `WebSocket /v1/stream` (not describable in OpenAPI): send `{"sample_rate": HZ}` as the
+  first text message, then binary messages of mono 16-bit little-endian PCM at that rate,
+  and `{"type": "end"}` when done; receive a `stream_start` record, then the `prediction`,
+  `event` and `error` records of `docs/records.md` as they happen, then `stream_end` and
+  `session_end`. See `docs/web.md`.
+
+With a token set (`ser-stream serve --token`), every route but `/healthz` needs
+`Authorization: Bearer TOKEN` (or `?token=TOKEN`, for browsers).
+"""
+
+
+class WindowResult(BaseModel):
+    """One analysed window of a recording."""
+
+    t_start: float = Field(description="seconds from the start of the recording")
+    t_end: float
+    label: str
+    probabilities: dict[str, float]
+
+
+class PredictResult(BaseModel):
+    """The result for one recording: the JSON line of ``ser-stream predict --json``."""
+
+    file: str = Field(description="the uploaded file's name")
+    label: str = Field(description="the emotion of highest mean probability over the windows")
+    probabilities: dict[str, float] = Field(description="mean probability of each emotion")
+    windows: list[WindowResult]
+
+
+class FileError(BaseModel):
+    """A recording that could not be used, as ``predict --json`` reports it."""
+
+    file: str
+    error: str = Field(description="what happened; what to do")
+
+
+class ErrorMessage(BaseModel):
+    """A refused request."""
+
+    error: str = Field(description="what happened; what to do")
+
+
+class Health(BaseModel):
+    """Whether the pipeline serves."""
+
+    status: str = Field(description="ok, starting or stopping")
+    streams: int = Field(description="WebSocket streams open now")
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What the app needs to know besides its parts."""
+
+    limits: ServiceLimits = ServiceLimits()
+    token: str | None = None
+    allowed_hosts: tuple[str, ...] = ("*",)
+    allowed_origins: tuple[str, ...] = ()
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def create_app(
+    gateway: Gateway,
+    predictor: Predictor,
+    metrics: Metrics,
+    settings: ServiceSettings = ServiceSettings(),
+) -> FastAPI:
+    """The ASGI application of ``ser-stream serve``."""
+    limits = settings.limits
+    log = get_logger(component="web")
+    rates = ClientRates(limits.rate_per_minute)
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+    predicting = {"now": 0}
+    labels = predictor.artifact.labels
+    page = files("ser_stream.web").joinpath("live.html").read_text(encoding="utf-8")
+    page = page.replace("__LABELS__", json.dumps(list(labels)))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        gateway.attach()
+        try:
+            yield
+        finally:
+            gateway.detach()
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="ser-stream", version=__version__, description=DESCRIPTION, lifespan=lifespan
+    )
+
+    @app.exception_handler(HTTPException)
+    async def refused(_request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(_request: Request, _exc: RequestValidationError) -> JSONResponse:
+        return _error(400, NO_FILE)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        path = request.url.path
+        route = path if path in _ROUTES else "other"
+        if path != "/healthz":
+            response = _refusal(request)
+        else:
+            response = None
+        if response is None:
+            response = await call_next(request)
+        metrics.requests.labels(route=route, status=str(response.status_code)).inc()
+        return response
+
+    def _refusal(request: Request) -> JSONResponse | None:
+        """401 without the token, 429 over the client's rate; None to go on."""
+        if not token_matches(
+            settings.token, token_of(request.headers, request.scope["query_string"])
+        ):
+            metrics.refused.labels(reason="token").inc()
+            return _error(
+                401,
+                "missing or wrong token; send the header 'Authorization: Bearer TOKEN'",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        wait_s = rates.wait_s(request.client.host if request.client else "-")
+        if wait_s:
+            metrics.refused.labels(reason="rate").inc()
+            return _error(
+                429,
+                f"more than {limits.rate_per_minute} requests a minute from this client; "
+                f"retry in {wait_s:.0f} s",
+                {"Retry-After": str(max(1, round(wait_s)))},
+            )
+        return None
+
+    @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+    async def health() -> JSONResponse:
+        """200 once every stage of the pipeline is up, 503 before and while stopping."""
+        status = "ok" if gateway.ready.is_set() else "starting"
+        body = {"status": status, "streams": len(gateway.clients)}
+        return JSONResponse(body, status_code=200 if status == "ok" else 503)
+
+    @app.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})
+    async def prometheus() -> Response:
+        """Prometheus text format: windows, drops, latency, queue depth per stage, restarts."""
+        metrics.ready.set(1 if gateway.ready.is_set() else 0)
+        return Response(metrics.text(), media_type=CONTENT_TYPE)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def live_page() -> HTMLResponse:
+        """The live page: the microphone streamed, the emotions as they come."""
+        return HTMLResponse(page)
+
+    @app.post(
+        "/v1/predict",
+        response_model=PredictResult,
+        responses={
+            400: {"model": ErrorMessage, "description": "no file, or an empty one"},
+            401: {"model": ErrorMessage, "description": "missing or wrong token"},
+            413: {"model": ErrorMessage, "description": "over --max-upload-mb"},
+            422: {"model": FileError, "description": "audio that cannot be used"},
+            429: {"model": ErrorMessage, "description": "over the client's request rate"},
+            503: {"model": ErrorMessage, "description": "too many predictions in progress"},
+        },
+    )
+    async def predict(
+        file: UploadFile | None = File(  # noqa: B008 (FastAPI's way of declaring a form field)
+            None, description="the recording: wav, flac, ogg or mp3, any rate and channels"
+        ),
+    ):
+        """The emotions of one recording, as ``ser-stream predict --json`` gives them."""
+        if not isinstance(file, StarletteUpload):  # missing, or a plain text field
+            raise HTTPException(400, NO_FILE)
+        name = Path(file.filename or "upload").name[:200] or "upload"
+        if predicting["now"] >= limits.max_predictions:
+            metrics.refused.labels(reason="busy").inc()
+            raise HTTPException(
+                503,
+                f"{limits.max_predictions} predictions are in progress; retry in a moment",
+                {"Retry-After": "1"},
+            )
+        predicting["now"] += 1
+        started = time.monotonic()
+        try:
+            return await _predict_upload(file, name)
+        finally:
+            predicting["now"] -= 1
+            metrics.predict_seconds.observe(time.monotonic() - started)
+
+    async def _predict_upload(file: StarletteUpload, name: str) -> JSONResponse:
+        suffix = Path(name).suffix.lower()
+        suffix = suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else ""
+        with tempfile.NamedTemporaryFile(suffix=suffix, dir=runtime_dir()) as saved:
+            size = 0
+            while chunk := await file.read(1 << 20):
+                saved.write(chunk)
+                size += len(chunk)
+            saved.flush()
+            if size == 0:
+                raise HTTPException(400, f"{name} is empty; send a recording")
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(executor, predictor.predict_file, saved.name)
+        body = {**result.to_json(), "file": name}
+        if result.error is not None:
+            body["error"] = result.error.replace(saved.name, name)
+            return JSONResponse(body, status_code=422)
+        return JSONResponse(body)
+
+    @app.websocket("/v1/stream")
+    async def stream(socket: WebSocket) -> None:
+        await socket.accept()
+        refusal = _stream_refusal(socket)
+        if refusal is not None:
+            reason, code, why = refusal
+            metrics.refused.labels(reason=why).inc()
+            await _close_with_error(socket, "-", reason, code)
+            return
+        client = await _hello(socket)
+        if client is None:
+            return
+        metrics.websocket_streams.inc()
+        try:
+            await _serve_stream(socket, client)
+        finally:
+            metrics.websocket_streams.dec()
+            gateway.release(client)
+
+    def _stream_refusal(socket: WebSocket) -> tuple[str, int, str] | None:
+        if not token_matches(
+            settings.token, token_of(socket.headers, socket.scope["query_string"])
+        ):
+            return "missing or wrong token; connect to /v1/stream?token=TOKEN", 1008, "token"
+        origin = socket.headers.get("origin")
+        if origin and not _same_origin(origin, socket.headers.get("host", "")):
+            if origin not in settings.allowed_origins:
+                return (
+                    f"connections from pages of {origin} are refused; "
+                    "ser-stream serve --allow-origin ORIGIN admits them",
+                    1008,
+                    "origin",
+                )
+        wait_s = rates.wait_s(socket.client.host if socket.client else "-")
+        if wait_s:
+            return (
+                f"more than {limits.rate_per_minute} requests a minute from this client; "
+                f"retry in {wait_s:.0f} s",
+                1008,
+                "rate",
+            )
+        if not gateway.ready.is_set():
+            return (
+                "the pipeline is not serving (starting or stopping); retry shortly",
+                1013,
+                "ready",
+            )
+        return None
+
+    async def _hello(socket: WebSocket) -> ClientStream | None:
+        """The first message names the sample rate; the client gets its stream."""
+        try:
+            message = await asyncio.wait_for(socket.receive(), HELLO_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            await _close_with_error(
+                socket, "-", f'no {{"sample_rate": HZ}} within {HELLO_TIMEOUT_S:.0f} s', 1008
+            )
+            return None
+        if message["type"] == "websocket.disconnect":
+            return None
+        rate = _announced_rate(message.get("text"))
+        if isinstance(rate, str):
+            await _close_with_error(socket, "-", rate, 1003)
+            return None
+        try:
+            client = gateway.open(rate)
+        except Busy as exc:
+            metrics.refused.labels(reason="streams").inc()
+            await _close_with_error(socket, "-", f"{exc}; retry later", 1013)
+            return None
+        log.info("stream started", stream=client.stream, sample_rate=rate)
+        await socket.send_json(
+            {"kind": "stream_start", "stream": client.stream, "sample_rate": rate}
+        )
+        return client
+
+    async def _serve_stream(socket: WebSocket, client: ClientStream) -> None:
+        receiving = asyncio.create_task(_receive_audio(socket, client))
+        sending = asyncio.create_task(_send_records(socket, client))
+        done, _ = await asyncio.wait({receiving, sending}, return_when=asyncio.FIRST_COMPLETED)
+        if sending in done:  # the stream ended: its records are all out
+            receiving.cancel()
+            await gateway.end(client)  # the source forgets it too (after a silence end)
+            await _close(socket, 1000)
+            return
+        sending.cancel()
+        refusal = receiving.result()
+        if refusal is None:  # the client left mid-stream
+            metrics.disconnects.inc()
+            log.info("client left mid-stream", stream=client.stream, seconds=client.seconds_sent)
+            await gateway.end(client, "eof")
+            return
+        reason, code = refusal
+        await gateway.end(client, "eof")
+        await _close_with_error(socket, client.stream, reason, code)
+
+    async def _receive_audio(socket: WebSocket, client: ClientStream) -> tuple[str, int] | None:
+        """Audio until the client leaves (None) or breaks a limit (the reason, a close code)."""
+        pace = AudioPace(limits.max_speed, limits.burst_s)
+        while True:
+            message = await socket.receive()
+            if message["type"] == "websocket.disconnect":
+                return None
+            if client.unread:
+                metrics.refused.labels(reason="unread").inc()
+                return "the client did not read its records; read them as they come", 1008
+            data, text = message.get("bytes"), message.get("text")
+            if data is not None and not client.ended:
+                if len(data) % 2:
+                    await _report(socket, client, "a binary message of an odd number of bytes "
+                                  "was skipped; send 16-bit little-endian PCM")  # fmt: skip
+                    continue
+                samples = np.frombuffer(data, dtype="<i2").astype(np.int16)
+                if not pace.allows(samples.size / client.sample_rate):
+                    metrics.refused.labels(reason="pace").inc()
+                    return (
+                        f"audio arrives faster than {limits.max_speed:g}x real time; send it "
+                        "as it is recorded, or POST the file to /v1/predict",
+                        1008,
+                    )
+                await gateway.send_audio(client, samples)
+            elif text is not None:
+                if _is_end(text):
+                    await gateway.end(client, "eof")
+                else:
+                    await _report(socket, client, 'a text message other than {"type": "end"} '
+                                  "was skipped; send audio as binary messages")  # fmt: skip
+
+    async def _send_records(socket: WebSocket, client: ClientStream) -> None:
+        while True:
+            record = await client.records.get()
+            await socket.send_json(record)
+            if record["kind"] == "stream_end":
+                summary = {**record["summary"], "streams": 1}
+                end = {"kind": "session_end", "reason": record["reason"], "summary": summary}
+                await socket.send_json(end)
+                log.info("stream ended", stream=client.stream, reason=record["reason"])
+                return
+
+    async def _report(socket: WebSocket, client: ClientStream, reason: str) -> None:
+        metrics.errors.labels(stage="gateway").inc()
+        record = {"kind": "error", "stream": client.stream, "stage": "gateway", "reason": reason}
+        await socket.send_json(record)
+
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
+    app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes)
+    return app
+
+
+def _announced_rate(text: str | None) -> int | str:
+    """The sample rate of a client's first message, or what is wrong with it."""
+    usage = 'the first message must be JSON text like {"sample_rate": 16000}'
+    try:
+        hello = json.loads(text) if text is not None else None
+    except ValueError:
+        return usage
+    rate = hello.get("sample_rate") if isinstance(hello, dict) else None
+    if not isinstance(rate, int) or isinstance(rate, bool):
+        return usage
+    if not MIN_RATE <= rate <= MAX_RATE:
+        return f"sample_rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz; announce the real rate"
+    return rate
+
+
+def _is_end(text: str) -> bool:
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(message, dict) and message.get("type") == "end"
+
+
+def _same_origin(origin: str, host: str) -> bool:
+    return urlsplit(origin).netloc.lower() == host.lower()
+
+
+async def _close_with_error(socket: WebSocket, stream: str, reason: str, code: int) -> None:
+    try:
+        await socket.send_json(
+            {"kind": "error", "stream": stream, "stage": "gateway", "reason": reason}
+        )
+    except Exception:  # the client is gone already: nothing to tell
+        return
+    await _close(socket, code)
+
+
+async def _close(socket: WebSocket, code: int) -> None:
+    try:
+        await socket.close(code)
+    except Exception:  # closed by the client meanwhile
+        pass

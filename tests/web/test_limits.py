@@ -1,0 +1,142 @@
+"""Limits of a real `ser-stream serve`: streams, pace, predictions at once, rate; the stop."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import soundfile
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests.web.conftest import SER_STREAM, start_service, utterances
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def strict():
+    running = start_service(
+        "--max-streams", "2", "--max-speed", "2", "--max-predictions", "1",
+        "--max-upload-mb", "16", "--no-stop-on-silence",
+    )  # fmt: skip
+    yield running
+    running.stop()
+
+
+def hello(url: str):
+    socket = connect(url)
+    socket.send(json.dumps({"sample_rate": 16_000}))
+    return socket, json.loads(socket.recv(timeout=10))
+
+
+def test_one_stream_too_many_is_told_to_retry(strict):
+    first, started = hello(strict.ws_url)
+    second, _ = hello(strict.ws_url)
+    try:
+        assert started["kind"] == "stream_start"
+        third, refused = hello(strict.ws_url)
+        assert refused["kind"] == "error" and "2 streams are open" in refused["reason"]
+        with pytest.raises(ConnectionClosed):
+            third.recv(timeout=10)
+        assert third.close_code == 1013
+    finally:
+        first.close()
+        second.close()
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{strict.url}/healthz").json()["streams"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    again, started = hello(strict.ws_url)  # a slot freed is a slot taken
+    assert started["kind"] == "stream_start"
+    again.close()
+
+
+def test_audio_faster_than_the_pace_ends_the_stream_with_the_reason(strict):
+    socket, started = hello(strict.ws_url)
+    audio = utterances(8, seed=6)  # about 28 s, sent at once: far over 2x real time
+    records = []
+    try:
+        for start in range(0, audio.size, 16_000):
+            socket.send(audio[start : start + 16_000].tobytes())
+    except ConnectionClosed:
+        pass  # closed while sending: what came before the close is still there to read
+    with pytest.raises(ConnectionClosed):
+        while True:
+            records.append(json.loads(socket.recv(timeout=30)))
+    assert socket.close_code == 1008
+    refusal = [r for r in records if r["kind"] == "error" and r["stage"] == "gateway"]
+    assert refusal and "faster than 2x real time" in refusal[-1]["reason"]
+    assert refusal[-1]["stream"] == started["stream"]
+
+
+def test_predictions_past_the_limit_are_told_to_retry(strict, tmp_path):
+    long = tmp_path / "long.wav"
+    soundfile.write(long, np.tile(utterances(4, seed=7), 8), 16_000)  # about 2 minutes
+    answers: list[httpx.Response] = []
+
+    def post() -> None:
+        with long.open("rb") as handle:
+            answers.append(
+                httpx.post(f"{strict.url}/v1/predict", files={"file": handle}, timeout=120)
+            )
+
+    first = threading.Thread(target=post)
+    first.start()
+    time.sleep(1.0)  # the first is computing now
+    post()
+    first.join(120)
+    codes = sorted(response.status_code for response in answers)
+    assert codes == [200, 503], [r.text[:200] for r in answers]
+    busy = next(r for r in answers if r.status_code == 503)
+    assert busy.headers["retry-after"] == "1"
+    assert "in progress" in busy.json()["error"]
+
+
+def test_a_port_in_use_is_one_clear_line(strict):
+    port = strict.url.rsplit(":", 1)[1]
+    done = subprocess.run([SER_STREAM, "serve", "--port", port], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"ser-stream: port {port} on 127.0.0.1 is in use; stop what holds it or choose --port"
+    )
+
+
+def test_sigterm_ends_open_streams_cleanly(strict):
+    socket, started = hello(strict.ws_url)
+    audio = utterances(1, seed=8)
+    for start in range(0, audio.size, 1600):
+        socket.send(audio[start : start + 1600].tobytes())
+        time.sleep(0.06)
+    strict.process.send_signal(signal.SIGTERM)
+    records = []
+    with pytest.raises(ConnectionClosed):
+        while True:
+            records.append(json.loads(socket.recv(timeout=30)))
+    assert [r["kind"] for r in records][-2:] == ["stream_end", "session_end"]
+    assert records[-1]["reason"] == "signal"
+    assert records[-1]["summary"]["ledger"] == "balanced"
+    assert strict.process.wait(30) == 0
+
+
+def test_requests_over_the_rate_get_429_and_health_stays_open():
+    rated = start_service("--rate-limit", "5")
+    try:
+        codes = [httpx.get(f"{rated.url}/metrics").status_code for _ in range(6)]
+        assert codes == [200] * 5 + [429]
+        response = httpx.get(f"{rated.url}/metrics")
+        assert response.status_code == 429
+        assert int(response.headers["retry-after"]) >= 1
+        assert "5 requests a minute" in response.json()["error"]
+        with connect(rated.ws_url) as socket:  # a WebSocket is a request too
+            refused = json.loads(socket.recv(timeout=10))
+            assert "requests a minute" in refused["reason"]
+        assert httpx.get(f"{rated.url}/healthz").status_code == 200
+    finally:
+        assert rated.stop() == 0
