@@ -341,20 +341,22 @@ def create_app(
         receiving = asyncio.create_task(_receive_audio(socket, client))
         sending = asyncio.create_task(_send_records(socket, client))
         done, _ = await asyncio.wait({receiving, sending}, return_when=asyncio.FIRST_COMPLETED)
-        if sending in done:  # the stream ended: its records are all out
-            receiving.cancel()
+        for task in {receiving, sending} - done:
+            task.cancel()
+        if sending in done and sending.exception() is None:  # its records are all out
             await gateway.end(client)  # the source forgets it too (after a silence end)
             await _close(socket, 1000)
             return
-        sending.cancel()
-        refusal = receiving.result()
-        if refusal is None:  # the client left mid-stream
+        # The client left: it said so (receiving), or a send to it failed.
+        refusal = None
+        if receiving in done and receiving.exception() is None:
+            refusal = receiving.result()
+        await gateway.end(client, "eof")
+        if refusal is None:
             metrics.disconnects.inc()
             log.info("client left mid-stream", stream=client.stream, seconds=client.seconds_sent)
-            await gateway.end(client, "eof")
             return
         reason, code = refusal
-        await gateway.end(client, "eof")
         await _close_with_error(socket, client.stream, reason, code)
 
     async def _receive_audio(socket: WebSocket, client: ClientStream) -> tuple[str, int] | None:

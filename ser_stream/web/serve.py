@@ -26,6 +26,8 @@ from ser_stream.web.limits import ServiceLimits
 __all__ = ["ServeOptions", "serve"]
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+EXTRA_CONNECTIONS = 256
+"""Connections served at once besides the WebSocket streams (HTTP clients, keep-alive)."""
 DRAIN_S = 3.0
 """After the pipeline ends, how long clients get to receive their last records."""
 
@@ -143,6 +145,8 @@ def serve(options: ServeOptions, *, announce=None) -> int:
                 log_config=None,
                 access_log=False,
                 ws_max_size=options.limits.max_message_kb * 1024,
+                # Connections beyond the streams and some HTTP clients get 503, not memory.
+                limit_concurrency=options.limits.max_streams + EXTRA_CONNECTIONS,
                 timeout_graceful_shutdown=int(DRAIN_S),
                 ssl_certfile=options.tls_cert,
                 ssl_keyfile=options.tls_key,
