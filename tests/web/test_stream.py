@@ -200,3 +200,29 @@ def test_a_message_over_the_size_limit_closes_with_1009(service):
         else:
             pytest.fail("the server took a message over its limit")
     assert socket.close_code == 1009
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "reason"),
+    [
+        ("", {}, "missing or wrong token"),
+        ("?token=wrong", {}, "missing or wrong token"),
+        (f"?token={TOKEN}", {"Origin": "http://evil.example"}, "http://evil.example are refused"),
+    ],
+    ids=["no-token", "wrong-token", "foreign-page"],
+)
+def test_a_stream_without_the_right_to_one_is_refused(service, query, headers, reason):
+    with connect(f"{service.ws_url}{query}", additional_headers=headers) as socket:
+        record = json.loads(socket.recv(timeout=10))
+        assert record["kind"] == "error" and reason in record["reason"]
+        with pytest.raises(ConnectionClosed):
+            socket.recv(timeout=10)
+    assert socket.close_code == 1008
+
+
+def test_the_servers_own_page_may_stream(service):
+    host = service.url.split("://", 1)[1]
+    origin = {"Origin": f"http://{host}"}
+    with connect(url_of(service), additional_headers=origin) as socket:
+        socket.send(json.dumps({"sample_rate": 16_000}))
+        assert json.loads(socket.recv(timeout=10))["kind"] == "stream_start"
