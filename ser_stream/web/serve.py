@@ -207,37 +207,20 @@ def add_arguments(parser) -> None:
         help="bearer token every route but /healthz requires (default: $SER_STREAM_TOKEN; "
         "none: no token)",
     )
-    parser.add_argument(
-        "--max-upload-mb",
-        type=float,
-        default=defaults.max_upload_mb,
-        help="largest upload (default %(default)s)",
-    )
-    parser.add_argument(
-        "--max-streams",
-        type=int,
-        default=defaults.max_streams,
-        help="WebSocket streams at once (default %(default)s)",
-    )
-    parser.add_argument(
-        "--max-predictions",
-        type=int,
-        default=defaults.max_predictions,
-        help="/v1/predict requests in progress at once (default %(default)s)",
-    )
+    for flag, kind, default, text in (
+        ("--max-upload-mb", float, defaults.max_upload_mb, "largest upload"),
+        ("--max-streams", int, defaults.max_streams, "WebSocket streams at once"),
+        ("--max-predictions", int, defaults.max_predictions, "/v1/predict requests at once"),
+        ("--max-speed", float, defaults.max_speed, "how much faster than real time a "
+         "WebSocket client may send audio"),
+    ):  # fmt: skip
+        parser.add_argument(flag, type=kind, default=default, help=f"{text} (default %(default)s)")
     parser.add_argument(
         "--rate-limit",
         type=int,
         default=defaults.rate_per_minute,
         metavar="PER_MINUTE",
         help="requests per minute per client address (default %(default)s)",
-    )
-    parser.add_argument(
-        "--max-speed",
-        type=float,
-        default=defaults.max_speed,
-        help="how much faster than real time a WebSocket client may send "
-        "audio (default %(default)s)",
     )
     parser.add_argument(
         "--allow-origin",

@@ -140,3 +140,22 @@ def test_requests_over_the_rate_get_429_and_health_stays_open():
         assert httpx.get(f"{rated.url}/healthz").status_code == 200
     finally:
         assert rated.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max-streams", "0"], "--max-streams 0: give a positive whole number"),
+        (["--max-speed", "-1"], "--max-upload-mb and --max-speed take positive numbers"),
+        (["--port", "70000"], "--port 70000: give a port from 0 to 65535"),
+        (["--tls-cert", "cert.pem"], "give both --tls-cert and --tls-key, or neither"),
+        (["--host", "192.0.2.1"], "cannot listen on 192.0.2.1:0"),
+    ],
+)
+def test_wrong_settings_are_one_line_before_anything_starts(flags, message):
+    done = subprocess.run(
+        [SER_STREAM, "serve", "--port", "0", *flags], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ser-stream: ") and message in last, done.stderr
