@@ -496,7 +496,7 @@ class StageRuntime(_Lifecycle):
             # batches (the model stage classifies a batch of queued windows in one call).
             size = self.settings.max_batch if self.spec.batches else 1
             while True:
-                waiting = await self._take_waiting(sockets.inbox)
+                waiting = await self._take_waiting(sockets.inbox, max(size, self.settings.hwm))
                 if not waiting:
                     break
                 self._queued = max(self._queued, len(waiting))
@@ -508,10 +508,10 @@ class StageRuntime(_Lifecycle):
                 last_sent = time.monotonic()
                 await self._sweep(sockets)
 
-    async def _take_waiting(self, inbox: zmq.asyncio.Socket) -> deque[list[bytes]]:
-        """The messages that have arrived (a bounded number): this stage's queue now."""
+    async def _take_waiting(self, inbox: zmq.asyncio.Socket, most: int) -> deque[list[bytes]]:
+        """The messages that have arrived, ``most`` at most: this stage's queue now."""
         waiting: deque[list[bytes]] = deque()
-        while len(waiting) < 4 * self.settings.hwm:
+        while len(waiting) < most:
             try:
                 waiting.append(await inbox.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:

@@ -848,7 +848,7 @@ class _Collector:
         self.before_end()
         session.reason = reason
         session.ended = True
-        opened = self.ready_at if stream in self.expected else self._opened_at.get(stream)
+        opened = self.ready_at if stream in self.expected else self._opened_at.pop(stream, None)
         session.duration_s = time.monotonic() - (opened or self.ready_at)
         self.ended.append(stream)
         for item in self.order.forget(stream):
@@ -920,12 +920,14 @@ def run_pipeline(
     on_ready: Callable[[], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     run: Run | None = None,
+    on_stopping: Callable[[], None] | None = None,
 ) -> Run:
     """Run one session to its end; every sink sees every record; return what happened.
 
     ``on_ready`` is called once every stage is up and the captures have started;
     ``should_stop`` is asked between records (a benchmark ends a session of producers so);
-    ``run``, when given, is filled as the session goes (a watcher reads it live).
+    ``run``, when given, is filled as the session goes (a watcher reads it live);
+    ``on_stopping`` is called once the session begins to end (before the stages stop).
     Every stream gets its ``stream_end`` and the sinks their ``session_end``, also when the
     session fails (the failure is raised after that).
     """
@@ -1006,6 +1008,8 @@ def run_pipeline(
         except OutputClosed:  # `up | head`: the reader has what it wanted
             stop["signal"] = True
         finally:
+            if on_stopping is not None:
+                on_stopping()
             signalled = stop["signal"]
             if opened:
                 usage = stages.usage()
@@ -1049,11 +1053,12 @@ def run_pipeline(
 
 def _finished(run: Run, config: PipelineConfig, stages: _Stages, expected: set[str]) -> bool:
     """Enough streams ended, or every source is done and every stream it began has ended."""
-    ended = {stream for stream, session in run.streams.items() if session.ended}
-    if config.streams is not None and len(ended) >= config.streams:
-        return True
+    if config.streams is not None:
+        if sum(1 for session in run.streams.values() if session.ended) >= config.streams:
+            return True
     if stages.restarting or any(process.poll() is None for process in stages.captures()):
         return False
+    ended = {stream for stream, session in run.streams.items() if session.ended}
     return expected <= ended and set(run.streams) <= ended
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
 import tempfile
@@ -12,11 +13,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 from fastapi import FastAPI, File, Request, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile as StarletteUpload
@@ -27,6 +29,7 @@ from ser_stream import __version__
 from ser_stream.logs import get_logger
 from ser_stream.predict import Predictor
 from ser_stream.private import runtime_dir
+from ser_stream.producers import PRODUCER_SILENT_S
 from ser_stream.web.gateway import Busy, ClientStream, Gateway
 from ser_stream.web.limits import (
     AudioPace,
@@ -43,7 +46,13 @@ __all__ = ["ServiceSettings", "create_app"]
 HELLO_TIMEOUT_S = 10.0
 """How long a WebSocket client has to announce its sample rate."""
 
+IDLE_S = PRODUCER_SILENT_S
+"""A WebSocket stream without audio this long is ended (as a silent producer's is)."""
+
 MIN_RATE, MAX_RATE = 8_000, 192_000
+
+MAX_SAMPLES_PER_S = 2 * 48_000
+"""Decoded samples an upload may hold per second of its --max-upload-seconds."""
 
 NO_FILE = "send the audio as the multipart field 'file' (curl -F file=@speech.wav)"
 
@@ -130,7 +139,7 @@ def create_app(
     predicting = {"now": 0}
     labels = predictor.artifact.labels
     page = files("ser_stream.web").joinpath("live.html").read_text(encoding="utf-8")
-    page = page.replace("__LABELS__", json.dumps(list(labels)))
+    page = page.replace("__LABELS__", html.escape(json.dumps(list(labels))))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -142,7 +151,11 @@ def create_app(
             executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
-        title="ser-stream", version=__version__, description=DESCRIPTION, lifespan=lifespan
+        title="ser-stream",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served below: it passes the page's token on to /openapi.json
     )
 
     @app.exception_handler(HTTPException)
@@ -157,26 +170,28 @@ def create_app(
     async def guard(request: Request, call_next):
         path = request.url.path
         route = path if path in _ROUTES else "other"
-        if path != "/healthz":
-            response = _refusal(request)
-        else:
-            response = None
+        response = _refusal(request) if path != "/healthz" else None
+        if response is None and path == "/v1/predict" and request.method == "POST":
+            response = await _predict_turn(request, call_next)
         if response is None:
             response = await call_next(request)
         metrics.requests.labels(route=route, status=str(response.status_code)).inc()
         return response
 
+    async def _predict_turn(request: Request, call_next) -> Response:
+        """A prediction's slot is taken before its upload is read: a 503 reads nothing."""
+        if predicting["now"] >= limits.max_predictions:
+            metrics.refused.labels(reason="busy").inc()
+            message = f"{limits.max_predictions} predictions are in progress; retry in a moment"
+            return _error(503, message, {"Retry-After": "1"})
+        predicting["now"] += 1
+        try:
+            return await call_next(request)
+        finally:
+            predicting["now"] -= 1
+
     def _refusal(request: Request) -> JSONResponse | None:
-        """401 without the token, 429 over the client's rate; None to go on."""
-        if not token_matches(
-            settings.token, token_of(request.headers, request.scope["query_string"])
-        ):
-            metrics.refused.labels(reason="token").inc()
-            return _error(
-                401,
-                "missing or wrong token; send the header 'Authorization: Bearer TOKEN'",
-                {"WWW-Authenticate": "Bearer"},
-            )
+        """429 over the client's rate (guesses of the token count), 401 without the token."""
         wait_s = rates.wait_s(request.client.host if request.client else "-")
         if wait_s:
             metrics.refused.labels(reason="rate").inc()
@@ -186,20 +201,35 @@ def create_app(
                 f"retry in {wait_s:.0f} s",
                 {"Retry-After": str(max(1, round(wait_s)))},
             )
+        given = token_of(request.headers, request.scope["query_string"])
+        if not token_matches(settings.token, given):
+            metrics.refused.labels(reason="token").inc()
+            return _error(
+                401,
+                "missing or wrong token; send the header 'Authorization: Bearer TOKEN'",
+                {"WWW-Authenticate": "Bearer"},
+            )
         return None
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
     async def health() -> JSONResponse:
         """200 once every stage of the pipeline is up, 503 before and while stopping."""
-        status = "ok" if gateway.ready.is_set() else "starting"
+        status = "stopping" if gateway.stopping.is_set() else "starting"
+        status = "ok" if gateway.serving else status
         body = {"status": status, "streams": len(gateway.clients)}
         return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
     @app.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})
     async def prometheus() -> Response:
         """Prometheus text format: windows, drops, latency, queue depth per stage, restarts."""
-        metrics.ready.set(1 if gateway.ready.is_set() else 0)
+        metrics.ready.set(1 if gateway.serving else 0)
         return Response(metrics.text(), media_type=CONTENT_TYPE)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        token = request.query_params.get("token")
+        url = "/openapi.json" + (f"?{urlencode({'token': token})}" if token else "")
+        return get_swagger_ui_html(openapi_url=url, title="ser-stream API")
 
     @app.get("/", response_class=HTMLResponse)
     async def live_page() -> HTMLResponse:
@@ -212,7 +242,10 @@ def create_app(
         responses={
             400: {"model": ErrorMessage, "description": "no file, or an empty one"},
             401: {"model": ErrorMessage, "description": "missing or wrong token"},
-            413: {"model": ErrorMessage, "description": "over --max-upload-mb"},
+            413: {
+                "model": ErrorMessage,
+                "description": "over --max-upload-mb, or audio over --max-upload-seconds",
+            },
             422: {"model": FileError, "description": "audio that cannot be used"},
             429: {"model": ErrorMessage, "description": "over the client's request rate"},
             503: {"model": ErrorMessage, "description": "too many predictions in progress"},
@@ -227,19 +260,10 @@ def create_app(
         if not isinstance(file, StarletteUpload):  # missing, or a plain text field
             raise HTTPException(400, NO_FILE)
         name = Path(file.filename or "upload").name[:200] or "upload"
-        if predicting["now"] >= limits.max_predictions:
-            metrics.refused.labels(reason="busy").inc()
-            raise HTTPException(
-                503,
-                f"{limits.max_predictions} predictions are in progress; retry in a moment",
-                {"Retry-After": "1"},
-            )
-        predicting["now"] += 1
         started = time.monotonic()
         try:
             return await _predict_upload(file, name)
         finally:
-            predicting["now"] -= 1
             metrics.predict_seconds.observe(time.monotonic() - started)
 
     async def _predict_upload(file: StarletteUpload, name: str) -> JSONResponse:
@@ -253,6 +277,9 @@ def create_app(
             saved.flush()
             if size == 0:
                 raise HTTPException(400, f"{name} is empty; send a recording")
+            too_long = _too_long(saved.name, name, limits.max_upload_seconds)
+            if too_long is not None:
+                raise HTTPException(413, too_long)
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(executor, predictor.predict_file, saved.name)
         body = {**result.to_json(), "file": name}
@@ -281,9 +308,16 @@ def create_app(
             gateway.release(client)
 
     def _stream_refusal(socket: WebSocket) -> tuple[str, int, str] | None:
-        if not token_matches(
-            settings.token, token_of(socket.headers, socket.scope["query_string"])
-        ):
+        wait_s = rates.wait_s(socket.client.host if socket.client else "-")
+        if wait_s:
+            return (
+                f"more than {limits.rate_per_minute} requests a minute from this client; "
+                f"retry in {wait_s:.0f} s",
+                1008,
+                "rate",
+            )
+        given = token_of(socket.headers, socket.scope["query_string"])
+        if not token_matches(settings.token, given):
             return "missing or wrong token; connect to /v1/stream?token=TOKEN", 1008, "token"
         origin = socket.headers.get("origin")
         if origin and not _same_origin(origin, socket.headers.get("host", "")):
@@ -294,20 +328,8 @@ def create_app(
                     1008,
                     "origin",
                 )
-        wait_s = rates.wait_s(socket.client.host if socket.client else "-")
-        if wait_s:
-            return (
-                f"more than {limits.rate_per_minute} requests a minute from this client; "
-                f"retry in {wait_s:.0f} s",
-                1008,
-                "rate",
-            )
-        if not gateway.ready.is_set():
-            return (
-                "the pipeline is not serving (starting or stopping); retry shortly",
-                1013,
-                "ready",
-            )
+        if not gateway.serving:
+            return "the pipeline is starting or stopping; retry shortly", 1013, "ready"
         return None
 
     async def _hello(socket: WebSocket) -> ClientStream | None:
@@ -331,10 +353,14 @@ def create_app(
             metrics.refused.labels(reason="streams").inc()
             await _close_with_error(socket, "-", f"{exc}; retry later", 1013)
             return None
+        try:
+            await socket.send_json(
+                {"kind": "stream_start", "stream": client.stream, "sample_rate": rate}
+            )
+        except Exception:  # gone already: its slot is free again
+            gateway.release(client)
+            return None
         log.info("stream started", stream=client.stream, sample_rate=rate)
-        await socket.send_json(
-            {"kind": "stream_start", "stream": client.stream, "sample_rate": rate}
-        )
         return client
 
     async def _serve_stream(socket: WebSocket, client: ClientStream) -> None:
@@ -362,8 +388,14 @@ def create_app(
     async def _receive_audio(socket: WebSocket, client: ClientStream) -> tuple[str, int] | None:
         """Audio until the client leaves (None) or breaks a limit (the reason, a close code)."""
         pace = AudioPace(limits.max_speed, limits.burst_s)
+        heard_at = time.monotonic()  # the last audio
         while True:
-            message = await socket.receive()
+            try:
+                wait_s = None if client.ended else heard_at + IDLE_S - time.monotonic()
+                message = await asyncio.wait_for(socket.receive(), wait_s)
+            except asyncio.TimeoutError:
+                metrics.refused.labels(reason="idle").inc()
+                return f"no audio for {IDLE_S:.0f} s; send audio as it is recorded", 1008
             if message["type"] == "websocket.disconnect":
                 return None
             if client.unread:
@@ -376,7 +408,17 @@ def create_app(
                                   "was skipped; send 16-bit little-endian PCM")  # fmt: skip
                     continue
                 samples = np.frombuffer(data, dtype="<i2").astype(np.int16)
-                if not pace.allows(samples.size / client.sample_rate):
+                seconds = samples.size / client.sample_rate
+                if seconds > limits.burst_s:
+                    metrics.refused.labels(reason="pace").inc()
+                    return (
+                        f"a message of {seconds:.1f} s of audio; send at most "
+                        f"{limits.burst_s:g} s per message, as it is recorded",
+                        1008,
+                    )
+                if samples.size:
+                    heard_at = time.monotonic()
+                if not pace.allows(seconds):
                     metrics.refused.labels(reason="pace").inc()
                     return (
                         f"audio arrives faster than {limits.max_speed:g}x real time; send it "
@@ -425,6 +467,25 @@ def _announced_rate(text: str | None) -> int | str:
     if not MIN_RATE <= rate <= MAX_RATE:
         return f"sample_rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz; announce the real rate"
     return rate
+
+
+def _too_long(path: str, name: str, max_seconds: float) -> str | None:
+    """Why a recording would decode to too much audio, read from its header; else None."""
+    import soundfile
+
+    try:
+        info = soundfile.info(path)
+    except Exception:  # not audio: predict says so in its own words
+        return None
+    seconds = info.frames / info.samplerate if info.samplerate else 0.0
+    # Decoded whole as float32: the duration alone would let 16 channels at 192 kHz through.
+    if seconds > max_seconds or info.frames * info.channels > max_seconds * MAX_SAMPLES_PER_S:
+        return (
+            f"{name} holds {seconds:.0f} s of audio ({info.channels} channels at "
+            f"{info.samplerate} Hz), more than the {max_seconds:g} s of up to 48 kHz stereo "
+            "this service decodes; send a shorter recording (--max-upload-seconds)"
+        )
+    return None
 
 
 def _is_end(text: str) -> bool:

@@ -31,6 +31,9 @@ RECORDS_HELD = 1024
 PUSH_HWM = 64
 """Audio messages queued toward the capture; beyond them sending waits (backpressure)."""
 
+END_WITHIN_S = 2.0
+"""How long an end of stream may wait for the capture (gone, when the service stops)."""
+
 
 class Busy(Exception):
     """Every stream the service allows is open."""
@@ -65,6 +68,7 @@ class Gateway:
         self.endpoint = endpoint
         self.max_streams = max_streams
         self.ready = threading.Event()  # every stage is up
+        self.stopping = threading.Event()  # the pipeline is ending
         self.clients: dict[str, ClientStream] = {}
         self.log = get_logger(component="gateway")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -92,6 +96,15 @@ class Gateway:
         """Every stage is up: streams may start (called from the supervisor's thread)."""
         self.ready.set()
 
+    def mark_stopping(self) -> None:
+        """The pipeline is ending: no stream may start (from the supervisor's thread)."""
+        self.stopping.set()
+
+    @property
+    def serving(self) -> bool:
+        """Streams may start now."""
+        return self.ready.is_set() and not self.stopping.is_set()
+
     def open(self, sample_rate: int) -> ClientStream:
         """A new stream for one client.
 
@@ -114,12 +127,22 @@ class Gateway:
         client.samples_sent += samples.size
 
     async def end(self, client: ClientStream, reason: str = "eof") -> None:
-        """End ``client``'s stream in every stage (once): each frees its state for it."""
+        """End ``client``'s stream in every stage (once): each frees its state for it.
+
+        The end goes out even if the caller is cancelled meanwhile; it waits at most
+        :data:`END_WITHIN_S` for a capture that takes nothing (the service is stopping).
+        """
         if client.ended:
             return
         client.ended = True
-        await self._send(Envelope(client.stream, client.seq, EndOfStream(reason)))
+        marker = Envelope(client.stream, client.seq, EndOfStream(reason))
         client.seq += 1
+        sending = asyncio.ensure_future(self._send(marker))
+        try:
+            await asyncio.wait_for(asyncio.shield(sending), END_WITHIN_S)
+        except asyncio.TimeoutError:
+            sending.cancel()
+            self.log.warning("end of stream not taken by the capture", stream=client.stream)
 
     def release(self, client: ClientStream) -> None:
         """Forget ``client``: records that still come for its stream are not kept."""
@@ -129,6 +152,12 @@ class Gateway:
         if self._push is None:
             raise RuntimeError("the gateway is not attached to an event loop")
         await self._push.send_multipart(encode(envelope))
+
+    def notify_all(self, reason: str) -> None:
+        """Tell every open client ``reason`` in an error record (from any thread)."""
+        for stream in list(self.clients):
+            record = {"kind": "error", "stream": stream, "stage": "gateway", "reason": reason}
+            self.deliver_threadsafe(stream, record)
 
     def deliver_threadsafe(self, stream: str, record: dict) -> None:
         """Hand ``record`` to the client of ``stream`` (from any thread)."""

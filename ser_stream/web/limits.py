@@ -20,22 +20,29 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ServiceLimits:
-    """The limits of ``ser-stream serve`` (each has a flag of the same name).
+    """The limits of ``ser-stream serve``.
+
+    Flags set them: ``--max-upload-mb``, ``--max-upload-seconds``, ``--max-streams``,
+    ``--max-predictions``, ``--rate-limit``, ``--max-speed``.
 
     Attributes:
         max_upload_mb: largest request body, an upload to ``/v1/predict`` included.
+        max_upload_seconds: longest recording an upload may hold (read from its header
+            before it is decoded), at up to 48 kHz stereo.
         max_streams: WebSocket streams open at once.
         max_predictions: ``/v1/predict`` requests in progress at once (one computes, the
             others wait their turn); one more is told to retry.
         rate_per_minute: requests one client (address) may make per minute, WebSocket
             connections included; ``/healthz`` is not counted.
         max_speed: how much faster than real time a WebSocket client may send audio,
-            sustained (it may run ``burst_s`` seconds of audio ahead).
-        burst_s: seconds of audio a WebSocket client may send at once beyond its pace.
+            counted from its first message (it may run ``burst_s`` seconds ahead).
+        burst_s: seconds of audio a WebSocket client may send ahead of its pace, and the
+            most one message may carry.
         max_message_kb: largest WebSocket message.
     """
 
     max_upload_mb: float = 25.0
+    max_upload_seconds: float = 600.0
     max_streams: int = 32
     max_predictions: int = 4
     rate_per_minute: int = 120
@@ -86,26 +93,40 @@ class ClientRates:
         bucket = self._buckets.get(client)
         if bucket is None:
             if len(self._buckets) >= self.remember:
-                self._forget_full(now)
+                self._forget(now)
             bucket = self._buckets[client] = _Bucket(self.per_minute, self.per_minute / 60, now)
         return bucket.take(1.0, now)
 
-    def _forget_full(self, now: float) -> None:
-        # A full bucket is what a newcomer gets anyway: forgetting it loses nothing.
+    def _forget(self, now: float) -> None:
+        # A full bucket is what a newcomer gets anyway: forgetting it loses nothing. Past
+        # that, the oldest go (under a flood of addresses, memory matters more).
         for client in [c for c, b in self._buckets.items() if b.full(now)]:
+            del self._buckets[client]
+        for client in list(self._buckets)[: max(0, len(self._buckets) - self.remember + 1)]:
             del self._buckets[client]
 
 
 class AudioPace:
-    """How fast one WebSocket client sends audio: at most ``max_speed`` x real time."""
+    """How fast one WebSocket client sends audio: at most ``max_speed`` x real time.
+
+    Counted from its first message, so a client whose audio waited (a slow network, or the
+    service catching up) is not refused when it arrives in a burst.
+    """
 
     def __init__(self, max_speed: float, burst_s: float, *, clock=time.monotonic) -> None:
         self.clock = clock
-        self._bucket = _Bucket(burst_s, max_speed, clock())
+        self.max_speed = max_speed
+        self.burst_s = burst_s
+        self.started = clock()
+        self.sent_s = 0.0
 
     def allows(self, seconds: float) -> bool:
         """Count ``seconds`` of audio; False when they come too fast (nothing counted)."""
-        return self._bucket.take(seconds, self.clock()) == 0.0
+        allowed = self.burst_s + self.max_speed * (self.clock() - self.started)
+        if self.sent_s + seconds > allowed:
+            return False
+        self.sent_s += seconds
+        return True
 
 
 class BodyLimit:

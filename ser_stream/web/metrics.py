@@ -44,7 +44,8 @@ class _Processes(Collector):
             labels=["process"],
         )
         fresh_after = time.monotonic() - HUNG_AFTER_MISSES * HEARTBEAT_S
-        for label, (beat, heard) in sorted(list(self.run.heartbeats.items())):
+        beats = sorted(list(self.run.heartbeats.items()))  # the supervisor's thread writes it
+        for label, (beat, heard) in beats:
             if heard < fresh_after:  # a process that stopped reporting is not described
                 continue
             if not label.startswith("capture"):
@@ -53,8 +54,8 @@ class _Processes(Collector):
         restarts = CounterMetricFamily(
             "ser_stream_stage_restarts", "Times a process was restarted", labels=["process"]
         )
-        counts = dict(self.run.restarts)
-        for label in sorted(set(counts) | {label for label in self.run.heartbeats}):
+        counts = dict(list(self.run.restarts.items()))
+        for label in sorted(set(counts) | {label for label, _ in beats}):
             restarts.add_metric([label], counts.get(label, 0))
         yield depth
         yield streams

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import math
 import socket
 import sys
 import tempfile
@@ -135,7 +136,7 @@ def serve(options: ServeOptions, *, announce=None) -> int:
         settings = ServiceSettings(
             limits=options.limits,
             token=options.token,
-            allowed_hosts=LOOPBACK_HOSTS if loopback else ("*",),
+            allowed_hosts=(*LOOPBACK_HOSTS, options.host) if loopback else ("*",),
             allowed_origins=options.allowed_origins,
         )
         app = create_app(gateway, Predictor(artifact), metrics, settings)
@@ -145,6 +146,8 @@ def serve(options: ServeOptions, *, announce=None) -> int:
                 log_config=None,
                 access_log=False,
                 ws_max_size=options.limits.max_message_kb * 1024,
+                # No proxy in front unless one is set up: a client must not name its address.
+                proxy_headers=False,
                 # Connections beyond the streams and some HTTP clients get 503, not memory.
                 limit_concurrency=options.limits.max_streams + EXTRA_CONNECTIONS,
                 timeout_graceful_shutdown=int(DRAIN_S),
@@ -168,6 +171,10 @@ def serve(options: ServeOptions, *, announce=None) -> int:
             metrics.ready.set(1)
             say(f"ready: open {scheme}://{shown}:{port}/ or POST to /v1/predict")
 
+        def stopping() -> None:
+            gateway.mark_stopping()
+            metrics.ready.set(0)
+
         try:
             run_pipeline(
                 config,
@@ -176,19 +183,23 @@ def serve(options: ServeOptions, *, announce=None) -> int:
                 on_ready=ready,
                 should_stop=lambda: not web.is_alive(),
                 run=run,
+                on_stopping=stopping,
             )
         finally:
-            gateway.ready.clear()
-            metrics.ready.set(0)
+            stopping()
             deadline = time.monotonic() + DRAIN_S
             while gateway.clients and web.is_alive() and time.monotonic() < deadline:
                 time.sleep(0.05)  # let each client take its stream_end and session_end
+            # A stream the pipeline never saw a record of has no end to send: say why.
+            gateway.notify_all("the service stopped before this stream ended")
+            time.sleep(0.1 if gateway.clients else 0.0)
+            crashed = not web.is_alive() and not server.should_exit
             server.should_exit = True
             web.join(timeout=DRAIN_S + 2)
             listener.close()
             log.info("stopped", streams=len(run.streams))
-    if not web.is_alive() and not server.started:
-        raise InputError("the web server did not start; see the log above")
+    if crashed:
+        raise InputError("the web server stopped unexpectedly; see the log above")
     return 0
 
 
@@ -209,6 +220,8 @@ def add_arguments(parser) -> None:
     )
     for flag, kind, default, text in (
         ("--max-upload-mb", float, defaults.max_upload_mb, "largest upload"),
+        ("--max-upload-seconds", float, defaults.max_upload_seconds, "longest recording "
+         "an upload may hold (at up to 48 kHz stereo)"),
         ("--max-streams", int, defaults.max_streams, "WebSocket streams at once"),
         ("--max-predictions", int, defaults.max_predictions, "/v1/predict requests at once"),
         ("--max-speed", float, defaults.max_speed, "how much faster than real time a "
@@ -273,12 +286,18 @@ def options_from(args, replicas: dict[str, int]) -> ServeOptions:
     ):
         if value < 1:
             raise InputError(f"{flag} {value}: give a positive whole number")
-    if args.max_upload_mb <= 0 or args.max_speed <= 0:
-        raise InputError("--max-upload-mb and --max-speed take positive numbers")
+    for flag, value in (
+        ("--max-upload-mb", args.max_upload_mb),
+        ("--max-upload-seconds", args.max_upload_seconds),
+        ("--max-speed", args.max_speed),
+    ):
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(f"{flag} {value}: give a positive number")
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port {args.port}: give a port from 0 to 65535")
     limits = ServiceLimits(
         max_upload_mb=args.max_upload_mb,
+        max_upload_seconds=args.max_upload_seconds,
         max_streams=args.max_streams,
         max_predictions=args.max_predictions,
         rate_per_minute=args.rate_limit,

@@ -31,16 +31,21 @@ def test_a_client_gets_its_rate_and_waits_for_the_next_token():
     assert rates.wait_s("a") > 0
 
 
-def test_forgotten_clients_are_only_full_ones():
+def test_full_buckets_are_forgotten_first_and_memory_stays_bounded():
     clock = Clock()
     rates = ClientRates(10, clock=clock, remember=3)
     for _ in range(10):
-        rates.wait_s("busy")
+        rates.wait_s("busy")  # empty now
     rates.wait_s("x")
+    clock.now += 60  # x is full again; busy would be too, but it keeps asking
+    for _ in range(10):
+        rates.wait_s("busy")
     rates.wait_s("y")
-    clock.now += 0.5
-    rates.wait_s("z")  # over the memory: only full buckets go, the busy one stays
-    assert rates.wait_s("busy") > 0
+    rates.wait_s("z")  # over the memory: x (full) goes, busy (empty) stays
+    assert "x" not in rates._buckets and rates.wait_s("busy") > 0
+    for k in range(100):  # a flood of new addresses
+        rates.wait_s(f"flood-{k}")
+    assert len(rates._buckets) <= 3
 
 
 @given(st.lists(st.floats(0.001, 2.0), min_size=1, max_size=200))

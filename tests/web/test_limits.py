@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 def strict():
     running = start_service(
         "--max-streams", "2", "--max-speed", "2", "--max-predictions", "1",
-        "--max-upload-mb", "16", "--no-stop-on-silence",
+        "--max-upload-mb", "16", "--max-upload-seconds", "150", "--no-stop-on-silence",
     )  # fmt: skip
     yield running
     running.stop()
@@ -55,6 +55,59 @@ def test_one_stream_too_many_is_told_to_retry(strict):
     again, started = hello(strict.ws_url)  # a slot freed is a slot taken
     assert started["kind"] == "stream_start"
     again.close()
+
+
+def wait_for_free_slots(service, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while httpx.get(f"{service.url}/healthz").json()["streams"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def test_clients_that_leave_right_after_their_hello_free_their_slots(strict):
+    for _ in range(5):  # more than --max-streams of them
+        socket = connect(strict.ws_url)
+        socket.send(json.dumps({"sample_rate": 16_000}))
+        socket.socket.close()  # gone before its stream_start could reach it
+    wait_for_free_slots(strict)
+    assert httpx.get(f"{strict.url}/healthz").json()["streams"] == 0
+    socket, started = hello(strict.ws_url)
+    assert started["kind"] == "stream_start"
+    socket.close()
+    wait_for_free_slots(strict)
+
+
+def test_a_client_that_sends_no_audio_is_ended_after_ten_seconds(strict):
+    socket, started = hello(strict.ws_url)
+    began = time.monotonic()
+    socket.send(b"")  # nothing of audio: it does not count
+    records = []
+    with pytest.raises(ConnectionClosed):
+        while True:
+            records.append(json.loads(socket.recv(timeout=30)))
+    assert 9 < time.monotonic() - began < 20
+    assert socket.close_code == 1008
+    assert "no audio for 10 s" in records[-1]["reason"]
+    wait_for_free_slots(strict)
+
+
+def test_a_message_of_more_than_ten_seconds_is_refused(strict):
+    socket, _ = hello(strict.ws_url)
+    socket.send(np.zeros(16_000 * 12, np.int16).tobytes())
+    with pytest.raises(ConnectionClosed):
+        refusal = json.loads(socket.recv(timeout=10))
+        socket.recv(timeout=10)
+    assert "a message of 12.0 s of audio" in refusal["reason"]
+    assert socket.close_code == 1008
+    wait_for_free_slots(strict)
+
+
+def test_an_upload_longer_than_allowed_is_refused_before_it_is_decoded(strict, tmp_path):
+    long = tmp_path / "long.flac"
+    soundfile.write(long, np.zeros(16_000 * 200, np.int16), 16_000)  # small as FLAC, 200 s
+    with long.open("rb") as handle:
+        response = httpx.post(f"{strict.url}/v1/predict", files={"file": handle}, timeout=60)
+    assert response.status_code == 413
+    assert "long.flac holds 200 s of audio" in response.json()["error"]
 
 
 def test_audio_faster_than_the_pace_ends_the_stream_with_the_reason(strict):
@@ -120,6 +173,7 @@ def test_sigterm_ends_open_streams_cleanly(strict):
         while True:
             records.append(json.loads(socket.recv(timeout=30)))
     assert [r["kind"] for r in records][-2:] == ["stream_end", "session_end"]
+    assert socket.close_code == 1000
     assert records[-1]["reason"] == "signal"
     assert records[-1]["summary"]["ledger"] == "balanced"
     assert strict.process.wait(30) == 0
@@ -146,7 +200,8 @@ def test_requests_over_the_rate_get_429_and_health_stays_open():
     ("flags", "message"),
     [
         (["--max-streams", "0"], "--max-streams 0: give a positive whole number"),
-        (["--max-speed", "-1"], "--max-upload-mb and --max-speed take positive numbers"),
+        (["--max-speed", "-1"], "--max-speed -1.0: give a positive number"),
+        (["--max-upload-mb", "nan"], "--max-upload-mb nan: give a positive number"),
         (["--port", "70000"], "--port 70000: give a port from 0 to 65535"),
         (["--tls-cert", "cert.pem"], "give both --tls-cert and --tls-key, or neither"),
         (["--host", "192.0.2.1"], "cannot listen on 192.0.2.1:0"),
