@@ -31,7 +31,7 @@ def strict():
 
 
 def hello(url: str):
-    socket = connect(url)
+    socket = connect(url, legacy=True)  # held open across the test
     socket.send(json.dumps({"sample_rate": 16_000}))
     return socket, json.loads(socket.recv(timeout=10))
 
@@ -65,7 +65,7 @@ def wait_for_free_slots(service, timeout: float = 10) -> None:
 
 def test_clients_that_leave_right_after_their_hello_free_their_slots(strict):
     for _ in range(5):  # more than --max-streams of them
-        socket = connect(strict.ws_url)
+        socket = connect(strict.ws_url, legacy=True)
         socket.send(json.dumps({"sample_rate": 16_000}))
         socket.socket.close()  # gone before its stream_start could reach it
     wait_for_free_slots(strict)

@@ -146,7 +146,7 @@ def disconnects(service) -> float:
 def test_a_client_that_leaves_mid_stream_frees_its_state_in_every_stage(service):
     before = disconnects(service)
     audio = utterances(3, seed=4, gap_s=0.3)
-    socket = connect(url_of(service))
+    socket = connect(url_of(service), legacy=True)
     socket.send(json.dumps({"sample_rate": 16_000}))
     socket.recv(timeout=10)
     held: dict[str, float] = {}
