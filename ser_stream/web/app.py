@@ -30,7 +30,7 @@ from ser_stream.logs import get_logger
 from ser_stream.predict import Predictor
 from ser_stream.private import runtime_dir
 from ser_stream.producers import PRODUCER_SILENT_S
-from ser_stream.web.gateway import Busy, ClientStream, Gateway
+from ser_stream.web.gateway import Busy, ClientStream, Gateway, gateway_error
 from ser_stream.web.limits import (
     AudioPace,
     BodyLimit,
@@ -195,12 +195,8 @@ def create_app(
         wait_s = rates.wait_s(request.client.host if request.client else "-")
         if wait_s:
             metrics.refused.labels(reason="rate").inc()
-            return _error(
-                429,
-                f"more than {limits.rate_per_minute} requests a minute from this client; "
-                f"retry in {wait_s:.0f} s",
-                {"Retry-After": str(max(1, round(wait_s)))},
-            )
+            headers = {"Retry-After": str(max(1, round(wait_s)))}
+            return _error(429, _over_rate(limits, wait_s), headers)
         given = token_of(request.headers, request.scope["query_string"])
         if not token_matches(settings.token, given):
             metrics.refused.labels(reason="token").inc()
@@ -222,7 +218,6 @@ def create_app(
     @app.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})
     async def prometheus() -> Response:
         """Prometheus text format: windows, drops, latency, queue depth per stage, restarts."""
-        metrics.ready.set(1 if gateway.serving else 0)
         return Response(metrics.text(), media_type=CONTENT_TYPE)
 
     @app.get("/docs", include_in_schema=False)
@@ -300,22 +295,15 @@ def create_app(
         client = await _hello(socket)
         if client is None:
             return
-        metrics.websocket_streams.inc()
         try:
             await _serve_stream(socket, client)
         finally:
-            metrics.websocket_streams.dec()
             gateway.release(client)
 
     def _stream_refusal(socket: WebSocket) -> tuple[str, int, str] | None:
         wait_s = rates.wait_s(socket.client.host if socket.client else "-")
         if wait_s:
-            return (
-                f"more than {limits.rate_per_minute} requests a minute from this client; "
-                f"retry in {wait_s:.0f} s",
-                1008,
-                "rate",
-            )
+            return _over_rate(limits, wait_s), 1008, "rate"
         given = token_of(socket.headers, socket.scope["query_string"])
         if not token_matches(settings.token, given):
             return "missing or wrong token; connect to /v1/stream?token=TOKEN", 1008, "token"
@@ -446,12 +434,18 @@ def create_app(
 
     async def _report(socket: WebSocket, client: ClientStream, reason: str) -> None:
         metrics.errors.labels(stage="gateway").inc()
-        record = {"kind": "error", "stream": client.stream, "stage": "gateway", "reason": reason}
-        await socket.send_json(record)
+        await socket.send_json(gateway_error(client.stream, reason))
 
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
     app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes)
     return app
+
+
+def _over_rate(limits: ServiceLimits, wait_s: float) -> str:
+    return (
+        f"more than {limits.rate_per_minute} requests a minute from this client; "
+        f"retry in {wait_s:.0f} s"
+    )
 
 
 def _announced_rate(text: str | None) -> int | str:
@@ -502,9 +496,7 @@ def _same_origin(origin: str, host: str) -> bool:
 
 async def _close_with_error(socket: WebSocket, stream: str, reason: str, code: int) -> None:
     try:
-        await socket.send_json(
-            {"kind": "error", "stream": stream, "stage": "gateway", "reason": reason}
-        )
+        await socket.send_json(gateway_error(stream, reason))
     except Exception:  # the client is gone already: nothing to tell
         return
     await _close(socket, code)

@@ -23,7 +23,7 @@ from ser_stream.messages import Audio, EndOfStream
 from ser_stream.sinks import Sink, error_record, event_record, prediction_record
 from ser_stream.wire import Envelope, encode
 
-__all__ = ["Busy", "ClientStream", "Gateway", "GatewaySink"]
+__all__ = ["Busy", "ClientStream", "Gateway", "GatewaySink", "gateway_error"]
 
 RECORDS_HELD = 1024
 """Records a client may leave unread before its stream is closed (it is not reading)."""
@@ -33,6 +33,11 @@ PUSH_HWM = 64
 
 END_WITHIN_S = 2.0
 """How long an end of stream may wait for the capture (gone, when the service stops)."""
+
+
+def gateway_error(stream: str, reason: str) -> dict:
+    """An ``error`` record of the gateway itself (``stream`` ``-``: before a stream began)."""
+    return {"kind": "error", "stream": stream, "stage": "gateway", "reason": reason}
 
 
 class Busy(Exception):
@@ -60,7 +65,8 @@ class ClientStream:
 class Gateway:
     """Streams of WebSocket clients into the pipeline's ``zmq:`` source, records back out.
 
-    Every method but :meth:`deliver_threadsafe` and :meth:`mark_ready` runs on the web
+    :meth:`mark_ready`, :meth:`mark_stopping`, :meth:`notify_all` and
+    :meth:`deliver_threadsafe` may be called from any thread; the others run on the web
     server's event loop.
     """
 
@@ -156,8 +162,7 @@ class Gateway:
     def notify_all(self, reason: str) -> None:
         """Tell every open client ``reason`` in an error record (from any thread)."""
         for stream in list(self.clients):
-            record = {"kind": "error", "stream": stream, "stage": "gateway", "reason": reason}
-            self.deliver_threadsafe(stream, record)
+            self.deliver_threadsafe(stream, gateway_error(stream, reason))
 
     def deliver_threadsafe(self, stream: str, record: dict) -> None:
         """Hand ``record`` to the client of ``stream`` (from any thread)."""

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from ser_stream.sinks import Sink
 from ser_stream.supervisor import HEARTBEAT_S, HUNG_AFTER_MISSES, Run
+from ser_stream.web.gateway import Gateway
 from ser_stream.wire import Envelope
 
 __all__ = ["CONTENT_TYPE", "Metrics", "MetricsSink"]
@@ -65,10 +66,11 @@ class _Processes(Collector):
 class Metrics:
     """Every metric of one ``serve``, in its own registry."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, gateway: Gateway) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.ready = Gauge("ser_stream_ready", "1 once every stage is up", registry=r)
+        ready = Gauge("ser_stream_ready", "1 while every stage is up and serving", registry=r)
+        ready.set_function(lambda: 1.0 if gateway.serving else 0.0)
         self.windows = Counter(
             "ser_stream_windows", "Windows of speech the VAD emitted, counted at stream end",
             registry=r,
@@ -94,9 +96,8 @@ class Metrics:
             "ser_stream_http_requests", "HTTP requests answered, by route and status",
             ["route", "status"], registry=r,
         )  # fmt: skip
-        self.websocket_streams = Gauge(
-            "ser_stream_websocket_streams", "WebSocket streams open now", registry=r
-        )
+        streams = Gauge("ser_stream_websocket_streams", "WebSocket streams open now", registry=r)
+        streams.set_function(lambda: len(gateway.clients))
         self.refused = Counter(
             "ser_stream_refused", "Requests and streams refused, by reason", ["reason"],
             registry=r,

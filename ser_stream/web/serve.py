@@ -131,7 +131,7 @@ def serve(options: ServeOptions, *, announce=None) -> int:
         port = listener.getsockname()[1]
         run = Run()
         gateway = Gateway(endpoint, max_streams=options.limits.max_streams)
-        metrics = Metrics(run)
+        metrics = Metrics(run, gateway)
         loopback = is_loopback(options.host)
         settings = ServiceSettings(
             limits=options.limits,
@@ -168,12 +168,7 @@ def serve(options: ServeOptions, *, announce=None) -> int:
 
         def ready() -> None:
             gateway.mark_ready()
-            metrics.ready.set(1)
             say(f"ready: open {scheme}://{shown}:{port}/ or POST to /v1/predict")
-
-        def stopping() -> None:
-            gateway.mark_stopping()
-            metrics.ready.set(0)
 
         try:
             run_pipeline(
@@ -183,10 +178,10 @@ def serve(options: ServeOptions, *, announce=None) -> int:
                 on_ready=ready,
                 should_stop=lambda: not web.is_alive(),
                 run=run,
-                on_stopping=stopping,
+                on_stopping=gateway.mark_stopping,
             )
         finally:
-            stopping()
+            gateway.mark_stopping()
             deadline = time.monotonic() + DRAIN_S
             while gateway.clients and web.is_alive() and time.monotonic() < deadline:
                 time.sleep(0.05)  # let each client take its stream_end and session_end
