@@ -45,7 +45,8 @@ CHUNK_S = 0.02
 
 def start() -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
-        [SER_STREAM, "serve", "--port", "0", "--vad", "webrtc", "--max-streams", "64"],
+        [SER_STREAM, "serve", "--port", "0", "--vad", "webrtc", "--max-streams", "64",
+         "--max-streams-per-client", "64"],  # every client comes from 127.0.0.1
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     url = ""

@@ -30,7 +30,7 @@ from ser_stream.logs import get_logger
 from ser_stream.predict import Predictor
 from ser_stream.private import runtime_dir
 from ser_stream.producers import PRODUCER_SILENT_S
-from ser_stream.web.gateway import Busy, ClientStream, Gateway, gateway_error
+from ser_stream.web.gateway import Busy, ClientBusy, ClientStream, Gateway, gateway_error
 from ser_stream.web.limits import (
     AudioPace,
     BodyLimit,
@@ -192,7 +192,7 @@ def create_app(
 
     def _refusal(request: Request) -> JSONResponse | None:
         """429 over the client's rate (guesses of the token count), 401 without the token."""
-        wait_s = rates.wait_s(request.client.host if request.client else "-")
+        wait_s = rates.wait_s(_address(request))
         if wait_s:
             metrics.refused.labels(reason="rate").inc()
             headers = {"Retry-After": str(max(1, round(wait_s)))}
@@ -301,7 +301,7 @@ def create_app(
             gateway.release(client)
 
     def _stream_refusal(socket: WebSocket) -> tuple[str, int, str] | None:
-        wait_s = rates.wait_s(socket.client.host if socket.client else "-")
+        wait_s = rates.wait_s(_address(socket))
         if wait_s:
             return _over_rate(limits, wait_s), 1008, "rate"
         given = token_of(socket.headers, socket.scope["query_string"])
@@ -336,7 +336,11 @@ def create_app(
             await _close_with_error(socket, "-", rate, 1003)
             return None
         try:
-            client = gateway.open(rate)
+            client = gateway.open(rate, _address(socket))
+        except ClientBusy as exc:
+            metrics.refused.labels(reason="client_streams").inc()
+            await _close_with_error(socket, "-", f"{exc}; end one before starting another", 1013)
+            return None
         except Busy as exc:
             metrics.refused.labels(reason="streams").inc()
             await _close_with_error(socket, "-", f"{exc}; retry later", 1013)
@@ -439,6 +443,11 @@ def create_app(
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
     app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes)
     return app
+
+
+def _address(connection: Request | WebSocket) -> str:
+    """The client's address: the connection's own (``X-Forwarded-For`` is not read)."""
+    return connection.client.host if connection.client else "-"
 
 
 def _over_rate(limits: ServiceLimits, wait_s: float) -> str:

@@ -23,7 +23,7 @@ from ser_stream.messages import Audio, EndOfStream
 from ser_stream.sinks import Sink, error_record, event_record, prediction_record
 from ser_stream.wire import Envelope, encode
 
-__all__ = ["Busy", "ClientStream", "Gateway", "GatewaySink", "gateway_error"]
+__all__ = ["Busy", "ClientBusy", "ClientStream", "Gateway", "GatewaySink", "gateway_error"]
 
 RECORDS_HELD = 1024
 """Records a client may leave unread before its stream is closed (it is not reading)."""
@@ -44,12 +44,17 @@ class Busy(Exception):
     """Every stream the service allows is open."""
 
 
+class ClientBusy(Busy):
+    """The client's address holds as many streams as one client may."""
+
+
 @dataclass
 class ClientStream:
     """One client's stream: its id, its audio so far and the records waiting for it."""
 
     stream: str
     sample_rate: int
+    address: str = "-"  # the client's, as the connection gives it
     records: asyncio.Queue = field(default_factory=asyncio.Queue)
     seq: int = 0
     samples_sent: int = 0
@@ -70,9 +75,12 @@ class Gateway:
     server's event loop.
     """
 
-    def __init__(self, endpoint: str, *, max_streams: int) -> None:
+    def __init__(
+        self, endpoint: str, *, max_streams: int, max_per_client: int | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.max_streams = max_streams
+        self.max_per_client = max_per_client  # None: as many as max_streams
         self.ready = threading.Event()  # every stage is up
         self.stopping = threading.Event()  # the pipeline is ending
         self.clients: dict[str, ClientStream] = {}
@@ -111,17 +119,30 @@ class Gateway:
         """Streams may start now."""
         return self.ready.is_set() and not self.stopping.is_set()
 
-    def open(self, sample_rate: int) -> ClientStream:
-        """A new stream for one client.
+    def open(self, sample_rate: int, address: str = "-") -> ClientStream:
+        """A new stream for the client at ``address``.
+
+        A client's streams are counted from :attr:`clients`, so whatever ends a stream
+        (:meth:`release`) frees its place in both counts.
 
         Raises:
+            ClientBusy: ``address`` holds ``max_per_client`` streams.
             Busy: ``max_streams`` streams are open.
         """
+        if self.max_per_client is not None and self.held_by(address) >= self.max_per_client:
+            raise ClientBusy(
+                f"{self.max_per_client} streams are open from this address, "
+                "the most one client may hold"
+            )
         if len(self.clients) >= self.max_streams:
             raise Busy(f"{self.max_streams} streams are open, the most this service takes")
-        client = ClientStream(f"ws-{secrets.token_hex(6)}", sample_rate)
+        client = ClientStream(f"ws-{secrets.token_hex(6)}", sample_rate, address)
         self.clients[client.stream] = client
         return client
+
+    def held_by(self, address: str) -> int:
+        """Streams open now for the client at ``address``."""
+        return sum(1 for client in self.clients.values() if client.address == address)
 
     async def send_audio(self, client: ClientStream, samples: np.ndarray) -> None:
         """Send 16-bit samples of ``client`` on; waits while the pipeline is behind."""

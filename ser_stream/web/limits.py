@@ -23,13 +23,17 @@ class ServiceLimits:
     """The limits of ``ser-stream serve``.
 
     Flags set them: ``--max-upload-mb``, ``--max-upload-seconds``, ``--max-streams``,
-    ``--max-predictions``, ``--rate-limit``, ``--max-speed``.
+    ``--max-streams-per-client``, ``--max-predictions``, ``--rate-limit``, ``--max-speed``.
 
     Attributes:
         max_upload_mb: largest request body, an upload to ``/v1/predict`` included.
         max_upload_seconds: longest recording an upload may hold (read from its header
             before it is decoded), at up to 48 kHz stereo.
         max_streams: WebSocket streams open at once.
+        max_streams_per_client: WebSocket streams one client (address) may hold at once,
+            so that one address cannot take every stream; by default 4 (one per tab of the
+            live page: a person with a few tabs, or a few behind one NAT), which leaves
+            room for at least 8 addresses of the default 32 streams.
         max_predictions: ``/v1/predict`` requests in progress at once (one computes, the
             others wait their turn); one more is told to retry.
         rate_per_minute: requests one client (address) may make per minute, WebSocket
@@ -44,6 +48,7 @@ class ServiceLimits:
     max_upload_mb: float = 25.0
     max_upload_seconds: float = 600.0
     max_streams: int = 32
+    max_streams_per_client: int = 4
     max_predictions: int = 4
     rate_per_minute: int = 120
     max_speed: float = 4.0

@@ -130,7 +130,11 @@ def serve(options: ServeOptions, *, announce=None) -> int:
         listener = listen(options.host, options.port)
         port = listener.getsockname()[1]
         run = Run()
-        gateway = Gateway(endpoint, max_streams=options.limits.max_streams)
+        gateway = Gateway(
+            endpoint,
+            max_streams=options.limits.max_streams,
+            max_per_client=options.limits.max_streams_per_client,
+        )
         metrics = Metrics(run, gateway)
         loopback = is_loopback(options.host)
         settings = ServiceSettings(
@@ -218,6 +222,8 @@ def add_arguments(parser) -> None:
         ("--max-upload-seconds", float, defaults.max_upload_seconds, "longest recording "
          "an upload may hold (at up to 48 kHz stereo)"),
         ("--max-streams", int, defaults.max_streams, "WebSocket streams at once"),
+        ("--max-streams-per-client", int, defaults.max_streams_per_client, "WebSocket "
+         "streams one client address may hold at once"),
         ("--max-predictions", int, defaults.max_predictions, "/v1/predict requests at once"),
         ("--max-speed", float, defaults.max_speed, "how much faster than real time a "
          "WebSocket client may send audio"),
@@ -276,6 +282,7 @@ def options_from(args, replicas: dict[str, int]) -> ServeOptions:
 
     for flag, value in (
         ("--max-streams", args.max_streams),
+        ("--max-streams-per-client", args.max_streams_per_client),
         ("--max-predictions", args.max_predictions),
         ("--rate-limit", args.rate_limit),
     ):
@@ -294,6 +301,7 @@ def options_from(args, replicas: dict[str, int]) -> ServeOptions:
         max_upload_mb=args.max_upload_mb,
         max_upload_seconds=args.max_upload_seconds,
         max_streams=args.max_streams,
+        max_streams_per_client=args.max_streams_per_client,
         max_predictions=args.max_predictions,
         rate_per_minute=args.rate_limit,
         max_speed=args.max_speed,

@@ -10,7 +10,7 @@ import zmq
 
 from ser_stream.messages import Audio, EndOfStream
 from ser_stream.web import gateway as gateway_module
-from ser_stream.web.gateway import Busy, Gateway, GatewaySink
+from ser_stream.web.gateway import Busy, ClientBusy, Gateway, GatewaySink
 from ser_stream.wire import decode
 
 
@@ -72,3 +72,29 @@ def test_records_reach_their_client_only_and_a_client_that_does_not_read_is_mark
     assert reader.records.qsize() == 1 and not reader.unread
     assert reader.records.get_nowait()["kind"] == "stream_end"
     assert idler.records.qsize() == 3 and idler.unread
+
+
+def test_each_address_holds_at_most_its_share_and_gets_it_back_on_release():
+    gateway = Gateway("ipc:///nonexistent", max_streams=3, max_per_client=2)
+    a1, a2 = gateway.open(16_000, "10.0.0.1"), gateway.open(16_000, "10.0.0.1")
+    with pytest.raises(ClientBusy, match="2 streams are open from this address"):
+        gateway.open(16_000, "10.0.0.1")
+    b = gateway.open(16_000, "10.0.0.2")  # another address: the last slot is its
+    with pytest.raises(Busy) as refused:
+        gateway.open(16_000, "10.0.0.3")
+    assert not isinstance(refused.value, ClientBusy)  # the service is full, not the client
+    assert (gateway.held_by("10.0.0.1"), gateway.held_by("10.0.0.2")) == (2, 1)
+    gateway.release(a1)
+    gateway.release(a1)  # twice: nothing more
+    assert gateway.held_by("10.0.0.1") == 1
+    gateway.open(16_000, "10.0.0.1")  # its place is back
+    gateway.release(b)
+    assert gateway.held_by("10.0.0.2") == 0 and a2.address == "10.0.0.1"
+
+
+def test_without_a_share_one_address_may_take_every_stream():
+    gateway = Gateway("ipc:///nonexistent", max_streams=2)
+    gateway.open(16_000, "10.0.0.1")
+    gateway.open(16_000, "10.0.0.1")
+    with pytest.raises(Busy):
+        gateway.open(16_000, "10.0.0.1")

@@ -78,12 +78,41 @@ def start_service(*args: str, token: str | None = None, timeout: float = 120) ->
 
 @pytest.fixture(scope="session")
 def service():
-    """One service for most tests: a token, a 2 MB upload limit, room for 24 streams."""
+    """One service for most tests: a token, a 2 MB upload limit, room for 24 streams.
+
+    Every test connects from 127.0.0.1: all 24 streams may be that one address's.
+    """
     running = start_service(
-        "--max-upload-mb", "2", "--max-streams", "24", "--rate-limit", "100000", token=TOKEN
-    )
+        "--max-upload-mb", "2", "--max-streams", "24", "--max-streams-per-client", "24",
+        "--rate-limit", "100000", token=TOKEN,
+    )  # fmt: skip
     yield running
     assert running.stop() == 0, "".join(running.stderr)
+
+
+def hello(url: str, **connect_options):
+    """Open a stream held across a test: the socket, and the server's first record.
+
+    ``connect_options`` go to ``websockets``' ``connect`` (``source_address=("127.0.0.2", 0)``
+    connects from another loopback address).
+    """
+    from websockets.sync.client import connect
+
+    socket = connect(url, legacy=True, **connect_options)  # held open across the test
+    socket.send(json.dumps({"sample_rate": 16_000}))
+    return socket, json.loads(socket.recv(timeout=10))
+
+
+def wait_for_free_slots(service: Service, timeout: float = 10, *, at_most: int = 0) -> int:
+    """Wait until at most ``at_most`` streams are open; return how many are (``/healthz``)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while (open_now := httpx.get(f"{service.url}/healthz").json()["streams"]) > at_most:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    return open_now
 
 
 def utterances(count: int, *, seed: int = 0, gap_s: float = 0.8) -> np.ndarray:
@@ -107,13 +136,17 @@ def stream_through(
     chunk_s: float = 0.1,
     end: bool = True,
     timeout: float = 120,
+    **connect_options,
 ) -> tuple[list[dict], int | None]:
-    """Stream ``audio`` over a WebSocket at ``speed`` x real time: its records, the close code."""
+    """Stream ``audio`` over a WebSocket at ``speed`` x real time: its records, the close code.
+
+    ``connect_options`` go to ``websockets``' ``connect``, as for :func:`hello`.
+    """
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
 
     records: list[dict] = []
-    with connect(url, open_timeout=30, close_timeout=10) as socket:
+    with connect(url, open_timeout=30, close_timeout=10, **connect_options) as socket:
         socket.send(json.dumps({"sample_rate": rate}))
         step = int(rate * chunk_s)
         for start in range(0, audio.size, step):

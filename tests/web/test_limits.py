@@ -15,7 +15,7 @@ import soundfile
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.web.conftest import SER_STREAM, start_service, utterances
+from tests.web.conftest import SER_STREAM, hello, start_service, utterances, wait_for_free_slots
 
 pytestmark = pytest.mark.slow
 
@@ -28,12 +28,6 @@ def strict():
     )  # fmt: skip
     yield running
     running.stop()
-
-
-def hello(url: str):
-    socket = connect(url, legacy=True)  # held open across the test
-    socket.send(json.dumps({"sample_rate": 16_000}))
-    return socket, json.loads(socket.recv(timeout=10))
 
 
 def test_one_stream_too_many_is_told_to_retry(strict):
@@ -55,12 +49,6 @@ def test_one_stream_too_many_is_told_to_retry(strict):
     again, started = hello(strict.ws_url)  # a slot freed is a slot taken
     assert started["kind"] == "stream_start"
     again.close()
-
-
-def wait_for_free_slots(service, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while httpx.get(f"{service.url}/healthz").json()["streams"] and time.monotonic() < deadline:
-        time.sleep(0.1)
 
 
 def test_clients_that_leave_right_after_their_hello_free_their_slots(strict):
@@ -200,6 +188,10 @@ def test_requests_over_the_rate_get_429_and_health_stays_open():
     ("flags", "message"),
     [
         (["--max-streams", "0"], "--max-streams 0: give a positive whole number"),
+        (
+            ["--max-streams-per-client", "0"],
+            "--max-streams-per-client 0: give a positive whole number",
+        ),
         (["--max-speed", "-1"], "--max-speed -1.0: give a positive number"),
         (["--max-upload-mb", "nan"], "--max-upload-mb nan: give a positive number"),
         (["--port", "70000"], "--port 70000: give a port from 0 to 65535"),
