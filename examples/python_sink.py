@@ -22,7 +22,10 @@ def runtime_dir() -> str:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isdir(xdg):
         return os.path.join(xdg, "ser-stream")
-    return os.path.join(tempfile.gettempdir(), f"ser-stream-{os.getuid()}")
+    default = os.path.join(tempfile.gettempdir(), f"ser-stream-{os.getuid()}")
+    if os.path.lexists(default) and os.lstat(default).st_uid != os.getuid():
+        return os.path.expanduser("~/.cache/ser-stream-run")  # another user took the name
+    return default
 
 
 def main() -> None:

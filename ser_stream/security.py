@@ -9,8 +9,9 @@ refusal is logged. ipc:// endpoints need none of this: they live in a private fo
 A key folder holds ``server.key`` / ``server.key_secret``, ``client.key`` /
 ``client.key_secret`` (pyzmq's certificate files) and ``authorized/``, the public keys of
 the clients let in. ``ser-stream keys DIR`` makes one; ``ser-stream up --tcp`` makes one
-for the session by itself. Secret files must be mode 0600 and the user's own, or nothing
-starts.
+for the session by itself. The folder, ``authorized/`` and the key files must be the
+user's own, no links, and writable by no one else (secret files: mode 0600), or nothing
+starts: whoever could write ``authorized/`` could let their own producer in.
 """
 
 from __future__ import annotations
@@ -46,20 +47,29 @@ class CurveKeys:
 def create_keys(folder: Path) -> Path:
     """Make a key folder: a server and a client key pair, the client authorized.
 
+    A folder that exists already must be this user's and writable by no one else (a folder
+    that is not there yet is made mode 0700), so no one can plant a key or a link in it.
+
     Raises:
-        InputError: the folder cannot be made, or holds keys already.
+        InputError: the folder cannot be made, holds keys already, or is a link, another
+            user's, or writable by others.
     """
     folder = Path(folder)
+    if os.path.lexists(folder):
+        _check_ours(folder, folder=True, fix=f"`chmod 700 {folder}` and check what is in it")
     if (folder / "server.key_secret").exists():
         raise InputError(f"{folder} holds keys already; remove them or pick another folder")
+    authorized = folder / "authorized"
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _check_ours(folder, folder=True, fix=f"`chmod 700 {folder}`")  # made by us, or raced
         folder.chmod(0o700)
+        if os.path.lexists(authorized):
+            _check_ours(authorized, folder=True, fix=f"remove {authorized}")
+        authorized.mkdir(mode=0o700, exist_ok=True)
         for name in ("server", "client"):
             zmq.auth.create_certificates(str(folder), name)
             (folder / f"{name}.key_secret").chmod(0o600)
-        authorized = folder / "authorized"
-        authorized.mkdir(mode=0o700, exist_ok=True)
         shutil.copy(folder / "client.key", authorized / "client.key")
     except OSError as exc:
         raise InputError(f"{folder}: cannot write keys ({exc.strerror})") from exc
@@ -67,22 +77,23 @@ def create_keys(folder: Path) -> Path:
 
 
 def load_keys(folder: Path) -> CurveKeys:
-    """Read a key folder, refusing secret files that others could read.
+    """Read a key folder, refusing keys that others could read or replace.
+
+    The folder, ``authorized/`` and every key file read must be this user's, no link, and
+    writable by no one else (secret files: readable by no one else): whoever could write
+    ``authorized/`` could let their own producer in.
 
     Raises:
-        InputError: a missing or unreadable key file, or a secret file that is not mode
-            0600 and this user's own (the message says what to fix).
+        InputError: a missing or unreadable key file, or a folder or key file that is a
+            link, another user's or open to others (the message says what to fix).
     """
     folder = Path(folder)
+    _check_ours(folder, folder=True, fix=f"`chmod 700 {folder}` and check what is in it")
     secrets = {}
     for name in ("server", "client"):
         path = folder / f"{name}.key_secret"
-        try:
-            info = os.stat(path)
-        except OSError as exc:
-            raise InputError(f"{path}: missing ({exc.strerror}); make keys with "
-                             "`ser-stream keys DIR`") from exc  # fmt: skip
-        if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+        info = _check_ours(path, folder=False, fix=f"`chmod 600 {path}`")
+        if stat.S_IMODE(info.st_mode) & 0o077:
             raise InputError(
                 f"{path} is open to others (mode {stat.S_IMODE(info.st_mode):o}); "
                 f"`chmod 600 {path}` and start again"
@@ -92,7 +103,11 @@ def load_keys(folder: Path) -> CurveKeys:
         except (OSError, ValueError) as exc:
             raise InputError(f"{path}: not a key file ({exc})") from exc
     authorized = set()
+    if os.path.lexists(folder / "authorized"):  # none there: no client is let in
+        fix = f"`chmod 700 {folder / 'authorized'}` and check the keys in it"
+        _check_ours(folder / "authorized", folder=True, fix=fix)
     for key_file in sorted((folder / "authorized").glob("*.key")):
+        _check_ours(key_file, folder=False, fix=f"`chmod go-w {key_file}`")
         try:
             public, _ = zmq.auth.load_certificate(str(key_file))
         except (OSError, ValueError) as exc:
@@ -106,6 +121,34 @@ def load_keys(folder: Path) -> CurveKeys:
         client_secret=secrets["client"][1],
         authorized=frozenset(authorized),
     )
+
+
+def _check_ours(path: Path, *, folder: bool, fix: str) -> os.stat_result:
+    """Refuse ``path`` unless it is a real folder (or file) of this user, writable by no other.
+
+    ``fix`` says what to do when it is only writable by others.
+    """
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        raise InputError(f"{path}: missing ({exc.strerror}); make keys with "
+                         "`ser-stream keys DIR`") from exc  # fmt: skip
+    kind = "folder" if folder else "file"
+    if stat.S_ISLNK(info.st_mode):
+        raise InputError(f"{path} is a symbolic link; give the {kind} it points to, if it is yours")
+    if not (stat.S_ISDIR if folder else stat.S_ISREG)(info.st_mode):
+        raise InputError(f"{path} is not a {kind}; remove it or pick another key folder")
+    if info.st_uid != os.getuid():
+        raise InputError(
+            f"{path} belongs to another user (uid {info.st_uid}), who could let any key in; "
+            "make a key folder of your own with `ser-stream keys DIR`"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise InputError(
+            f"{path} is writable by others (mode {stat.S_IMODE(info.st_mode):o}); {fix} "
+            "and start again"
+        )
+    return info
 
 
 class _Keyring:

@@ -87,21 +87,32 @@ class Sink:
         """The session ended; ``summary`` is the ``session_end`` summary of every stream."""
 
 
+def _open_for_writing(path: Path) -> int:
+    """Create or empty ``path`` for writing, never through a link; return its descriptor."""
+    # A link planted where the file goes (in a shared folder, by another user) would
+    # otherwise have this user overwrite whatever it points to.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o666)
+    except OSError as exc:
+        if os.path.islink(path):  # ELOOP on Linux, EMLINK on FreeBSD
+            raise InputError(
+                f"{path} is a symbolic link; give the file it points to, if it is yours, "
+                "or pick another path"
+            ) from exc
+        raise InputError(f"cannot write {path} ({exc.strerror}); pick a writable path") from exc
+
+
 class JSONLSink(Sink):
-    """One JSON object per line, flushed as it comes."""
+    """One JSON object per line, flushed as it comes; a link at the path is refused."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
         self._file: TextIO | None = None
 
     def open(self, labels: tuple[str, ...]) -> None:
-        """Create the file."""
-        try:
-            self._file = self.path.open("w", encoding="utf-8")
-        except OSError as exc:
-            raise InputError(
-                f"cannot write {self.path} ({exc.strerror}); pick a writable path"
-            ) from exc
+        """Create the file (or empty an existing one)."""
+        self._file = os.fdopen(_open_for_writing(self.path), "w", encoding="utf-8")
 
     def _write(self, record: dict) -> None:
         if self._file is not None:
@@ -313,7 +324,8 @@ class LiveView:
 class PlotSink(Sink):
     """``--plot PATH``: at the session's end, a PNG of its mean distribution and timeline.
 
-    With several streams it draws the first one (its own summary).
+    With several streams it draws the first one (its own summary). A link at the path is
+    refused, at the start and when the PNG is written.
     """
 
     def __init__(self, path: str) -> None:
@@ -325,11 +337,16 @@ class PlotSink(Sink):
         self._speech: list[tuple[str, float]] = []
 
     def open(self, labels: tuple[str, ...]) -> None:
-        """Check the folder is writable now, not after a long session."""
+        """Check the folder exists and the path is no link now, not after a long session."""
         self._labels = labels
         folder = self.path.parent if str(self.path.parent) else Path(".")
         if not folder.is_dir():
             raise InputError(f"--plot {self.path}: no folder {folder}; create it or pick another")
+        if self.path.is_symlink():
+            raise InputError(
+                f"{self.path} is a symbolic link; give the file it points to, if it is yours, "
+                "or pick another path"
+            )
 
     def _mine(self, stream: str) -> bool:
         if self._stream is None:
@@ -354,16 +371,28 @@ class PlotSink(Sink):
 
     def close(self, reason: str, summary: dict) -> None:
         """Draw and write the PNG."""
+        import tempfile
+
         from ser_stream.plots import plot_session
 
         if self._summary is not None and summary.get("streams", 1) > 1:
             summary, reason = self._summary, self._reason
-        try:
-            plot_session(self.path, self._labels, self._predictions, self._speech, summary, reason)
-        except OSError as exc:
-            raise InputError(
-                f"cannot write {self.path} ({exc.strerror}); pick a writable path"
-            ) from exc
+        # Drawn in a private folder, then copied into a file opened without following links.
+        with tempfile.TemporaryDirectory(prefix="ser-stream-plot-") as private:
+            try:
+                drawn = plot_session(Path(private) / "session.png", self._labels,
+                                     self._predictions, self._speech, summary, reason)  # fmt: skip
+                png = drawn.read_bytes()
+            except OSError as exc:
+                raise InputError(f"cannot draw the plot ({exc.strerror}); free some space "
+                                 "in the temporary folder") from exc  # fmt: skip
+        with os.fdopen(_open_for_writing(self.path), "wb") as out:
+            try:
+                out.write(png)
+            except OSError as exc:
+                raise InputError(
+                    f"cannot write {self.path} ({exc.strerror}); pick a writable path"
+                ) from exc
 
 
 def parse_sink(text: str) -> Sink:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile
 
 from ser_stream.testing import noise, voiced
@@ -107,3 +112,44 @@ def assert_ledger_holds(summary: dict, predictions: list[dict]) -> None:
     seqs = [(p["stream"], p["seq"]) for p in predictions]
     assert len(seqs) == len(set(seqs)), "a sequence number was used twice"
     assert summary["predicted"] == len(predictions)
+
+
+def as_stranger(attack) -> dict:
+    """Run ``attack()`` in a forked child as the ``nobody`` user (needs root); return its dict.
+
+    The child reports anything it raises as ``{"failed": repr(exc)}`` and never returns into
+    pytest.
+    """
+    nobody = pwd.getpwnam("nobody")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the stranger
+        os.close(read)
+        try:
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            result = attack()
+        except BaseException as exc:  # report anything, never return into pytest
+            result = {"failed": repr(exc)}
+        os.write(write, json.dumps(result).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        text = pipe.read()
+    os.waitpid(pid, 0)
+    return json.loads(text)
+
+
+@pytest.fixture
+def shared_tmp(monkeypatch):
+    """A temporary folder open to everyone (mode 1777, as /tmp), with no $XDG_RUNTIME_DIR.
+
+    Use it in a test module as ``shared_tmp = helpers.shared_tmp``.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="shared-", dir="/tmp"))
+    folder.chmod(0o1777)
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)

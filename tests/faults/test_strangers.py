@@ -120,20 +120,3 @@ def test_a_stranger_cannot_listen_inject_steal_or_lock(shared_tmp, tmp_path):
     session = records(jsonl)
     assert not [r for r in session if "INJECTED" in json.dumps(r)]
     assert session[-1]["summary"]["ledger"] == "balanced"
-
-
-def test_a_runtime_folder_planted_by_a_stranger_is_refused(shared_tmp, tmp_path):
-    """Another user made the folder first (to bind the endpoint, or read what comes)."""
-    planted = shared_tmp / f"ser-stream-{os.getuid()}"
-
-    def plant() -> dict:
-        planted.mkdir(mode=0o777)
-        os.chmod(planted, 0o777)
-        return {"planted": True}
-
-    assert as_stranger(plant) == {"planted": True}
-    source, jsonl = talk(tmp_path / "talk.wav", 1), tmp_path / "s.jsonl"
-    up = start_up(f"file:{source}", jsonl, default_publish=True)
-    stderr = finish(up, 60)
-    assert up.returncode == 2
-    assert f"{planted} is not a private folder of this user" in stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from ser_stream.errors import InputError
 from ser_stream.labels import LABELS
 from ser_stream.messages import ErrorMsg, Event, Prediction
-from ser_stream.sinks import ConsoleSink, PlotSink, summary_table
+from ser_stream.sinks import ConsoleSink, JSONLSink, PlotSink, summary_table
 from ser_stream.supervisor import Session
 from ser_stream.wire import Envelope
 
@@ -109,6 +110,47 @@ class TestPlotSink:
     def test_a_missing_folder_is_reported_before_the_session(self, tmp_path):
         with pytest.raises(InputError, match="no folder"):
             PlotSink(str(tmp_path / "nope" / "p.png")).open(LABELS)
+
+    def test_a_link_at_the_path_is_refused_before_the_session(self, tmp_path):
+        (tmp_path / "p.png").symlink_to(tmp_path / "precious")
+        with pytest.raises(InputError, match="p.png is a symbolic link"):
+            PlotSink(str(tmp_path / "p.png")).open(LABELS)
+
+    def test_a_link_planted_during_the_session_is_never_followed(self, tmp_path):
+        victim = tmp_path / "precious"
+        victim.write_text("keep me")
+        sink = PlotSink(str(tmp_path / "p.png"))
+        sink.open(LABELS)
+        (tmp_path / "p.png").symlink_to(victim)
+        with pytest.raises(InputError, match="p.png is a symbolic link"):
+            sink.close("no_speech", Session(reason="no_speech").summary(LABELS))
+        assert victim.read_text() == "keep me"
+
+
+class TestJSONLSink:
+    def test_one_record_per_line_replacing_what_was_there(self, tmp_path):
+        path = tmp_path / "s.jsonl"
+        path.write_text("an older session\n" * 100)
+        sink = JSONLSink(str(path))
+        sink.open(LABELS)
+        sink.prediction(RECORDS[0], LABELS)
+        sink.close("silence", SUMMARY)
+        kinds = [json.loads(line)["kind"] for line in path.read_text().splitlines()]
+        assert kinds == ["prediction", "session_end"]
+
+    def test_a_link_at_the_path_is_refused_and_its_target_untouched(self, tmp_path):
+        victim = tmp_path / "precious"
+        victim.write_text("keep me")
+        (tmp_path / "s.jsonl").symlink_to(victim)
+        with pytest.raises(InputError, match="s.jsonl is a symbolic link"):
+            JSONLSink(str(tmp_path / "s.jsonl")).open(LABELS)
+        assert victim.read_text() == "keep me"
+
+    def test_a_dangling_link_creates_nothing(self, tmp_path):
+        (tmp_path / "s.jsonl").symlink_to(tmp_path / "created-by-the-link")
+        with pytest.raises(InputError, match="is a symbolic link"):
+            JSONLSink(str(tmp_path / "s.jsonl")).open(LABELS)
+        assert not (tmp_path / "created-by-the-link").exists()
 
 
 class TestSessionSummary:
