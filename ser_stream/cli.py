@@ -144,6 +144,11 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--plot", metavar="PATH.png", help="write the session's plot at its end")
     up.add_argument("--model", metavar="DIR", help="model artifact folder (default: shipped)")
     up.add_argument("--publish", metavar="ENDPOINT", help="PUB endpoint for subscribers (tap)")
+    up.add_argument(
+        "--publish-plaintext",
+        action="store_true",
+        help="allow a tcp:// --publish endpoint without CURVE (anyone reaching it reads all)",
+    )
     up.add_argument("--tcp", action="store_true", help="tcp:// on loopback between stages")
     up.add_argument(
         "--curve",
@@ -389,6 +394,7 @@ def _up(args: argparse.Namespace) -> int:
         "replicas": _replicas(args.replicas) or None,
         "streams": args.streams,
         "curve": args.curve,
+        "publish_plaintext": args.publish_plaintext or None,
     }
     settings.update({key: value for key, value in flags.items() if value is not None})
     if args.no_stop_on_silence:
@@ -427,6 +433,9 @@ def _up(args: argparse.Namespace) -> int:
     settings["publish"] = settings.get("publish") or claim_publish_endpoint()
     config = PipelineConfig(**settings)
     check_stage_settings(config, artifact)  # a stage must not die of a wrong setting
+    if config.publish_in_the_clear:
+        print(f"ser-stream: {config.publish} publishes every record in the clear to anyone "
+              "who reaches the port (--publish-plaintext)", file=sys.stderr)  # fmt: skip
 
     def ready() -> None:
         speak = " (speak now)" if any(source.kind == "mic" for source in sources) else ""

@@ -140,6 +140,13 @@ class Heartbeat:
         streams: a heartbeat to the supervisor: streams whose state the process holds.
         queued: a stage's heartbeat to the supervisor: the most input messages it found
             waiting at one look since its previous heartbeat (its queue depth).
+        received: a heartbeat to the supervisor: messages the process has taken in so far.
+        sent: a heartbeat to the supervisor: messages it has sent on so far.
+        oldest_s: age of the oldest message the process holds and has not finished with
+            (0 when it holds none).
+        stalled_s: how long the process has held work without finishing or sending anything
+            (0 when it holds none): the supervisor's measure of being stuck, however
+            regularly the heartbeats come.
     """
 
     stage: str
@@ -147,6 +154,10 @@ class Heartbeat:
     positions: dict[str, float] = field(default_factory=dict)
     streams: int = 0
     queued: int = 0
+    received: int = 0
+    sent: int = 0
+    oldest_s: float = 0.0
+    stalled_s: float = 0.0
 
 
 class Kind(str, Enum):

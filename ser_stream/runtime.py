@@ -28,6 +28,7 @@ import zmq
 import zmq.asyncio
 
 from ser_stream.errors import InputError, WireError
+from ser_stream.liveness import Progress
 from ser_stream.logs import get_logger
 from ser_stream.messages import Audio, EndOfStream, ErrorMsg, Event, Heartbeat, Window
 from ser_stream.ordering import first_seq
@@ -321,6 +322,7 @@ class _Lifecycle:
         self._stopping: asyncio.Event | None = None
         self._give_up_at = float("inf")
         self._tasks: list[asyncio.Task] = []
+        self.progress = Progress()  # what the heartbeats report (see ser_stream.liveness)
 
     def stop(self) -> None:
         """Ask the process to drain and exit (safe from signal handlers)."""
@@ -418,6 +420,7 @@ class StageRuntime(_Lifecycle):
             positions=self.logic.positions(),
             streams=len(self.logic.open_streams),
             queued=queued,
+            **self.progress.report(),
         )
         return Envelope("-", 0, beat)
 
@@ -500,11 +503,13 @@ class StageRuntime(_Lifecycle):
                 if not waiting:
                     break
                 self._queued = max(self._queued, len(waiting))
+                self.progress.took(len(waiting))
                 while waiting:
                     # Stamped as each batch begins: before it, a message was still queued.
                     now = time.time_ns()
                     batch = [(waiting.popleft(), now) for _ in range(min(size, len(waiting)))]
                     await self._process(batch, sockets)
+                    self.progress.finished(len(batch))
                 last_sent = time.monotonic()
                 await self._sweep(sockets)
 
@@ -545,7 +550,9 @@ class StageRuntime(_Lifecycle):
                 frames = await sockets.inbox.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            self.progress.took()
             await self._process([(frames, time.time_ns())], sockets)
+            self.progress.finished()
 
     async def _process(self, batch: list[tuple[list[bytes], int]], sockets: _Sockets) -> None:
         envelopes = []
@@ -608,7 +615,9 @@ class StageRuntime(_Lifecycle):
             ):
                 self.counters["ledger_entries_lost_on_shutdown"] += 1
         sock = sockets.out_for(envelope.stream)
-        if not await _send_or_give_up(sock, envelope, self.settings, lambda: self._give_up_at):
+        if await _send_or_give_up(sock, envelope, self.settings, lambda: self._give_up_at):
+            self.progress.sent()
+        else:
             self.counters[f"lost_on_shutdown_{envelope.kind.value}"] += 1
             self.log.error(
                 "message lost on shutdown",
@@ -662,10 +671,14 @@ class SourceRuntime(_Lifecycle):
         self._unacked = _Unacknowledged()
         self._position_s = 0.0  # stream time sent so far (a one-stream source)
         self._open_streams: set[str] = set()
+        self._first_t: float | None = None  # stream time of the first frame (pacing)
 
     def _heartbeat(self) -> Envelope:
         beat = Heartbeat(
-            f"capture.{self.replica}", self._position_s, streams=len(self._open_streams)
+            f"capture.{self.replica}",
+            self._position_s,
+            streams=len(self._open_streams),
+            **self.progress.report(),
         )
         return Envelope("-", 0, beat)
 
@@ -686,8 +699,45 @@ class SourceRuntime(_Lifecycle):
         if envelope.kind is Kind.END_OF_STREAM:
             self._unacked.add(envelope)
         sock = outs[shard_of(envelope.stream, len(outs))]
-        if not await _send_or_give_up(sock, envelope, self.settings, lambda: self._give_up_at):
+        if await _send_or_give_up(sock, envelope, self.settings, lambda: self._give_up_at):
+            self.progress.sent()
+        else:
             self.counters[f"lost_on_shutdown_{envelope.kind.value}"] += 1
+
+    async def _forward(
+        self,
+        outs: list[zmq.asyncio.Socket],
+        stream: str,
+        frame: SourceItem,
+        stamps: dict[str, int],
+        started: float,
+    ) -> None:
+        """Send one item of the source on.
+
+        Audio (paced at real time if asked), a report, or the end of one producer's stream.
+        """
+        if isinstance(frame, EndOfStream):  # one producer's stream is over
+            self._open_streams.discard(stream)
+            await self._send(outs, stream, frame)
+            self._seq.pop(stream, None)
+            return
+        if stream != "-":  # "-": a report about no stream (a malformed message)
+            self._open_streams.add(stream)
+        if isinstance(frame, ErrorMsg | Event):  # skipped input, lost audio: say so
+            self.counters[f"source_{type(frame).__name__.lower()}s"] += 1
+            await self._send(outs, stream, frame)
+            return
+        t_end = frame.t_start + frame.samples.size / frame.sample_rate
+        if self.realtime:
+            # A frame is "captured" when its last sample would have been heard (from the
+            # first frame: a resumed file starts later in its stream).
+            if self._first_t is None:
+                self._first_t = frame.t_start
+            await asyncio.sleep(max(0.0, started + t_end - self._first_t - time.monotonic()))
+        await self._send(outs, stream, frame, stamps)
+        if stream == self.stream:
+            self._position_s = t_end
+        self.counters["out_audio"] += 1
 
     async def run(self) -> int:
         """Send every frame, then the end of each stream; return the exit status."""
@@ -703,7 +753,6 @@ class SourceRuntime(_Lifecycle):
         reason = "eof"
         status = 0
         open_streams = self._open_streams
-        first_t: float | None = None
         try:
             for sock, endpoint in zip(outs, self.outputs, strict=True):
                 self._bind(sock, endpoint)
@@ -739,27 +788,11 @@ class SourceRuntime(_Lifecycle):
                     stream, frame = self.stream, item
                 if isinstance(frame, Heartbeat):  # an idle source: look at the stop flag again
                     continue
-                if isinstance(frame, EndOfStream):  # one producer's stream is over
-                    open_streams.discard(stream)
-                    await self._send(outs, stream, frame)
-                    self._seq.pop(stream, None)
-                    continue
-                if stream != "-":  # "-": a report about no stream (a malformed message)
-                    open_streams.add(stream)
-                if isinstance(frame, ErrorMsg | Event):  # skipped input, lost audio: say so
-                    self.counters[f"source_{type(frame).__name__.lower()}s"] += 1
-                    await self._send(outs, stream, frame)
-                    continue
-                t_end = frame.t_start + frame.samples.size / frame.sample_rate
-                if self.realtime:
-                    # A frame is "captured" when its last sample would have been heard (from
-                    # the first frame: a resumed file starts later in its stream).
-                    first_t = frame.t_start if first_t is None else first_t
-                    await asyncio.sleep(max(0.0, started + t_end - first_t - time.monotonic()))
-                await self._send(outs, stream, frame, stamps)
-                if stream == self.stream:
-                    self._position_s = t_end
-                self.counters["out_audio"] += 1
+                self.progress.took()
+                try:
+                    await self._forward(outs, stream, frame, stamps, started)
+                finally:
+                    self.progress.finished()
             if not self.named_streams:  # its one stream ends, even if nothing was read
                 open_streams.add(self.stream)
             for stream in sorted(open_streams):

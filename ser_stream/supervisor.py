@@ -16,6 +16,7 @@ balancing) and keeps sequence numbers, from which the collector restores the ord
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -33,6 +34,7 @@ import numpy as np
 import zmq
 
 from ser_stream.errors import InputError, OutputClosed, WireError
+from ser_stream.liveness import stuck
 from ser_stream.logs import get_logger
 from ser_stream.messages import EndOfStream, ErrorMsg, Event, Heartbeat, Prediction
 from ser_stream.ordering import Reorderer
@@ -59,7 +61,9 @@ CHAIN = ("vad", "denoise", "features", "model")
 HEARTBEAT_S = 1.0
 """Every process tells the supervisor it lives this often (see the stage runtime)."""
 HUNG_AFTER_MISSES = 3
-"""Heartbeats missed in a row after which a process is taken for hung and replaced."""
+"""Heartbeats missed in a row after which a process is taken for hung and replaced. A
+process whose heartbeats come but that holds work without progress for
+:data:`~ser_stream.liveness.STALLED_AFTER_S` is replaced too (see :mod:`ser_stream.liveness`)."""
 RESTART_WINDOW_S = 60.0
 """Restart intensity: more than ``max_restarts`` failures of one process within this window
 stop the pipeline; the restart back-off also counts only the failures within it."""
@@ -75,6 +79,7 @@ STATELESS = frozenset({"model"})
 _TOML_KEYS = {
     "source", "fast", "sinks", "stop_on_silence_s", "model", "publish", "tcp", "stages", "rate",
     "max_restarts", "start_timeout_s", "plot", "replicas", "streams", "curve",
+    "publish_plaintext",
 }  # fmt: skip
 
 
@@ -175,6 +180,9 @@ class PipelineConfig:
         curve: key folder for CURVE on every tcp:// endpoint, ``zmq:tcp://`` sources
             included (None: with ``tcp``, keys made for the session; see
             :mod:`ser_stream.security`).
+        publish_plaintext: let a ``tcp://`` publish endpoint go without CURVE (anyone who
+            reaches the port reads every record); without it, such an endpoint needs ``tcp``
+            or ``curve``.
         max_restarts: failures allowed per process within a minute (restart intensity);
             one more stops the session.
         start_timeout_s: how long the stages may take to come up.
@@ -191,6 +199,7 @@ class PipelineConfig:
     replicas: dict[str, int] = field(default_factory=dict)
     streams: int | None = None
     curve: str | None = None
+    publish_plaintext: bool = False
     max_restarts: int = 5
     start_timeout_s: float = 120.0
 
@@ -208,12 +217,23 @@ class PipelineConfig:
                 raise InputError(f"--replicas {name}={count}: give a whole number from 1 to 32")
         if self.streams is not None and self.streams < 1:
             raise InputError(f"--streams {self.streams}: give a positive number of streams")
+        if self.publish_in_the_clear and not self.publish_plaintext:
+            raise InputError(
+                f"--publish {self.publish}: a tcp:// endpoint would send every record in the "
+                "clear to anyone who reaches the port; add --curve KEYDIR (subscribers then "
+                "need a key), or --publish-plaintext if that is what you want"
+            )
         producers = any(source.startswith("zmq:") for source in self.sources)
         if self.streams is not None and not producers and self.streams > len(self.sources):
             raise InputError(
                 f"--streams {self.streams}: only {len(self.sources)} sources and no zmq: "
                 "source; the session ends when they do"
             )
+
+    @property
+    def publish_in_the_clear(self) -> bool:
+        """The publish endpoint is tcp:// and no CURVE keys secure it."""
+        return self.publish.startswith("tcp://") and not (self.tcp or self.curve)
 
     def replicas_of(self, name: str) -> int:
         """How many processes run stage ``name``."""
@@ -476,6 +496,7 @@ class _Stages:
         self._started_at: dict[tuple[str, int], float] = {}
         self._heard: dict[tuple[str, int], float] = {}  # last heartbeat of each process
         self._listened_at = time.monotonic()
+        self._attentive_since = self._listened_at  # listening without a pause since then
         self._failures: dict[tuple[str, int], deque[float]] = defaultdict(deque)
         self._due: dict[tuple[str, int], float] = {}  # restarts waiting out their back-off
         self.positions: dict[
@@ -597,7 +618,7 @@ class _Stages:
             stdin=stdin,
             env=limit_numeric_threads(dict(os.environ)),
             pass_fds=tuple(self.listening_fds(name, replica).values()),
-            preexec_fn=_end_with_parent,
+            preexec_fn=functools.partial(_end_with_parent, os.getpid()),
             # Out of the terminal's process group: Ctrl-C reaches the supervisor only, which
             # stops them upstream first (a capture reading the terminal stays in it).
             start_new_session=not reads_stdin,
@@ -622,8 +643,10 @@ class _Stages:
         """Take the heartbeats waiting on the control socket (never waits)."""
         now = time.monotonic()
         if now - self._listened_at > self.heartbeat_s:
-            # This process was busy (a stalled console): their silence was ours.
+            # This process was busy (a stalled console): their silence was ours, and so may
+            # be their lack of progress (the last stage sends its results here).
             self._heard = {key: max(heard, now) for key, heard in self._heard.items()}
+            self._attentive_since = now
         self._listened_at = now
         for _ in range(1024):
             try:
@@ -700,20 +723,43 @@ class _Stages:
 
     def _check_alive(self, key: tuple[str, int], process: subprocess.Popen, now: float) -> None:
         heard = self._heard.get(key)
+        label = self.label(*key)
+        beat = self.heartbeats.get(label)
         if heard is None:  # still starting: the start timeout applies
             if now - self._started_at[key] <= self.config.start_timeout_s:
                 return
             silent = f"no heartbeat within {self.config.start_timeout_s:.0f} s of its start"
         elif now - heard > HUNG_AFTER_MISSES * self.heartbeat_s:
             silent = f"no heartbeat for {now - heard:.1f} s"
+        elif beat is not None and stuck(
+            min(beat[0].stalled_s, now - self._attentive_since), self._blocked_after(key)
+        ):
+            silent = (f"no progress for {beat[0].stalled_s:.1f} s while holding work "
+                      f"(the oldest message for {beat[0].oldest_s:.1f} s)")  # fmt: skip
         else:
             return
-        label = self.label(*key)
         self.log.error("stage hung, replacing it", stage=label, reason=silent)
         self.hung[label] += 1
         process.kill()  # SIGKILL ends a stopped (SIGSTOP) process too
         process.wait()
         self._schedule_restart(key, f"hung: {silent}")
+
+    def _blocked_after(self, key: tuple[str, int]) -> bool:
+        """A process of a later stage is down, starting, or stalled itself.
+
+        The process ``key`` may then only be waiting for it (that one is replaced first).
+        """
+        order = ("capture", *CHAIN)
+        later = order[order.index(key[0]) + 1 :]
+        for other, process in self.processes.items():
+            if other[0] not in later:
+                continue
+            if other in self._due or other not in self._heard or process.poll() is not None:
+                return True
+            beat = self.heartbeats.get(self.label(*other))
+            if beat is not None and beat[0].stalled_s > self.heartbeat_s:
+                return True
+        return False
 
     def _schedule_restart(self, key: tuple[str, int], cause: str) -> None:
         now = time.monotonic()
@@ -942,7 +988,8 @@ def run_pipeline(
     authenticators: dict = {}
     failure: InputError | None = None
     opened: list[Sink] = []
-    with tempfile.TemporaryDirectory(prefix="up-", dir=runtime_dir()) as folder:
+    _sweep_left_behind(runtime_dir())
+    with tempfile.TemporaryDirectory(prefix=f"up-{os.getpid()}-", dir=runtime_dir()) as folder:
         stages = _Stages(config, Path(folder))
         run.restarts = stages.restarts
         run.heartbeats = stages.heartbeats
@@ -1051,6 +1098,44 @@ def run_pipeline(
     return run
 
 
+def _sweep_left_behind(folder: Path) -> None:
+    """Remove what sessions whose supervisor was killed left in the runtime folder.
+
+    A session's folder (``up-PID-*``, ``serve-PID-*``) and a second pipeline's publish
+    endpoint (``pub-PID``) name the process that made them; a live one keeps them, a dead
+    one's are removed.
+    """
+    import shutil
+
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.startswith(("up-", "serve-")):
+            pid = name.split("-")[1]
+        elif name.startswith("pub-"):
+            pid = name[len("pub-") :]
+        else:
+            continue
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError:
+            pass  # another supervisor swept it first
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process holds the number
+        return True
+    return True
+
+
 def _finished(run: Run, config: PipelineConfig, stages: _Stages, expected: set[str]) -> bool:
     """Enough streams ended, or every source is done and every stream it began has ended."""
     if config.streams is not None:
@@ -1126,12 +1211,19 @@ def _session_keys(config: PipelineConfig, folder: Path) -> CurveKeys | None:
     return None
 
 
-def _end_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the supervisor dies, even by SIGKILL."""
+def _end_with_parent(parent: int) -> None:
+    """In the child, before exec: be killed when the supervisor dies, however it dies.
+
+    SIGKILL, not SIGTERM: a stage stopped with SIGSTOP (or stuck in a debugger) would never
+    act on a SIGTERM and would live on as an orphan; and with its supervisor gone there is
+    nobody to drain to. A supervisor that died before this ran is noticed at once.
+    """
     if sys.platform.startswith("linux"):
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
 
 
 def _listening_pair() -> tuple[socket.socket, socket.socket]:

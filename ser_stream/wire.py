@@ -103,8 +103,23 @@ _SCHEMAS: dict[Kind, _Schema] = {
             "positions": (dict,),
             "streams": (int,),
             "queued": (int,),
+            "received": (int,),
+            "sent": (int,),
+            "oldest_s": _NUMBER,
+            "stalled_s": _NUMBER,
         },
-        frozenset({"position_s", "positions", "streams", "queued"}),
+        frozenset(
+            {
+                "position_s",
+                "positions",
+                "streams",
+                "queued",
+                "received",
+                "sent",
+                "oldest_s",
+                "stalled_s",
+            }
+        ),  # fmt: skip
     ),
 }
 _KIND_OF = {schema.cls: kind for kind, schema in _SCHEMAS.items()}
@@ -282,8 +297,10 @@ def _check_body(kind: Kind, values: dict) -> None:
         _check_numbers("event data", values["data"])
     if kind is Kind.HEARTBEAT:
         _check_numbers("heartbeat position", values.get("positions", {}))
-        if values.get("streams", 0) < 0 or values.get("queued", 0) < 0:
-            raise WireError("heartbeat counts (streams, queued) must not be negative")
+        counts = ("streams", "queued", "received", "sent", "oldest_s", "stalled_s")
+        _check_numbers("heartbeat", {key: values[key] for key in counts if key in values})
+        if any(values.get(key, 0) < 0 for key in counts):
+            raise WireError(f"heartbeat counts ({', '.join(counts)}) must not be negative")
     if kind is Kind.PREDICTION:
         probabilities = values["probabilities"]
         if probabilities.shape != (len(LABELS),):

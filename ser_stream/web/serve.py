@@ -12,6 +12,7 @@ import asyncio
 import errno
 import ipaddress
 import math
+import os
 import socket
 import sys
 import tempfile
@@ -117,7 +118,8 @@ def serve(options: ServeOptions, *, announce=None) -> int:
         raise InputError("give both --tls-cert and --tls-key, or neither")
     artifact = load_artifact(options.model)
     log = get_logger(component="serve")
-    with tempfile.TemporaryDirectory(prefix="serve-", dir=runtime_dir()) as folder:
+    # named after this process: a later `up` or `serve` sweeps it if this one is killed
+    with tempfile.TemporaryDirectory(prefix=f"serve-{os.getpid()}-", dir=runtime_dir()) as folder:
         endpoint = f"ipc://{folder}/in"
         config = PipelineConfig(
             sources=(f"zmq:{endpoint}",),
