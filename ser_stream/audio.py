@@ -16,6 +16,7 @@ from ser_stream.errors import InputError
 __all__ = [
     "SAMPLE_RATE",
     "bundled_sample",
+    "check_audio_file",
     "load_audio",
     "peak_dbfs",
     "stream_audio",
@@ -113,14 +114,21 @@ def stream_audio(
     Raises:
         InputError: as :func:`load_audio`, with the file's name.
     """
+    path = Path(path)
+    handle = _open(path, start_s)
+    return _blocks(path, handle, max(1, round(block_s * handle.samplerate)))
+
+
+def _open(path: Path, start_s: float = 0.0):
+    """An open ``soundfile.SoundFile`` at ``start_s``, or the reason in one line."""
     import soundfile
 
-    path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file; check the path")
     try:
         handle = soundfile.SoundFile(str(path))
         if handle.frames == 0:
+            handle.close()
             raise InputError(f"{path}: audio is empty; pass at least one sample")
         if start_s > 0:
             handle.seek(min(handle.frames, round(start_s * handle.samplerate)))
@@ -129,7 +137,7 @@ def stream_audio(
         raise InputError(
             f"{path}: cannot decode audio ({reason}); pass a valid wav, flac, ogg or mp3 file"
         ) from exc
-    return _blocks(path, handle, max(1, round(block_s * handle.samplerate)))
+    return handle
 
 
 def _blocks(path: Path, handle, block: int) -> Iterator[np.ndarray]:
@@ -142,18 +150,55 @@ def _blocks(path: Path, handle, block: int) -> Iterator[np.ndarray]:
         else soxr.ResampleStream(rate, SAMPLE_RATE, 1, "float32", quality="HQ")
     )
     with handle:
-        while True:
-            samples = handle.read(block, dtype="float32", always_2d=True)
-            last = samples.shape[0] < block
-            if samples.shape[0] and not np.all(np.isfinite(samples)):
-                raise InputError(f"{path}: audio contains NaN or infinite samples; fix or "
-                                 "re-export the source")  # fmt: skip
+        for samples, last in _checked_reads(path, handle, block):
             audio = np.clip(samples.mean(axis=1, dtype=np.float32), -1.0, 1.0)
             if resampler is not None:
                 audio = np.clip(resampler.resample_chunk(audio, last=last), -1.0, 1.0)
             if audio.size:
                 yield np.ascontiguousarray(audio, dtype=np.float32)
-            if last:
+
+
+def _checked_reads(path: Path, handle, block: int) -> Iterator[tuple[np.ndarray, bool]]:
+    """``(samples, last)`` blocks of an open file, checked.
+
+    A decoder failure (a truncated or corrupt file) or NaN/infinite samples raise
+    :class:`InputError` with the file's name.
+    """
+    import soundfile
+
+    while True:
+        try:
+            samples = handle.read(block, dtype="float32", always_2d=True)
+        except (soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            seconds = handle.tell() / handle.samplerate if handle.samplerate else 0.0
+            raise InputError(
+                f"{path}: cannot decode audio after {seconds:.1f} s ({reason}); the file is "
+                "truncated or corrupt: re-export or re-download it"
+            ) from exc
+        last = samples.shape[0] < block
+        if samples.shape[0] and not np.all(np.isfinite(samples)):
+            raise InputError(f"{path}: audio contains NaN or infinite samples; fix or "
+                             "re-export the source")  # fmt: skip
+        yield samples, last
+        if last:
+            return
+
+
+def check_audio_file(path: str | Path, *, most_s: float = 3600.0) -> None:
+    """Decode a file to its end (its first ``most_s`` seconds), without keeping it.
+
+    What fails only part-way (a truncated or corrupt stream, NaN samples) is then known
+    before any process starts, not when the capture reaches it.
+
+    Raises:
+        InputError: as :func:`stream_audio`, with the file's name.
+    """
+    path = Path(path)
+    with _open(path) as handle:
+        most = int(most_s * handle.samplerate)
+        for _ in _checked_reads(path, handle, 1 << 16):
+            if handle.tell() >= most:
                 return
 
 

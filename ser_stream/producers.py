@@ -2,12 +2,35 @@
 
 A socket loop, so it lives beside the runtime, not among the stage cores: the capture
 process runs it as its source (``ser-stream stage capture --source zmq:ENDPOINT``).
+
+Producers are strangers, so every message is checked and cut before it goes on:
+
+* a message carries at most :data:`MAX_MESSAGE_S` of audio at a rate from
+  :data:`MIN_RATE` to :data:`MAX_RATE` Hz; others are refused with an error record that
+  says why (after resampling, any larger one could exceed what the next stage takes);
+* accepted audio is resampled to 16 kHz and cut into frames of at most
+  :data:`~ser_stream.stages.capture.FRAME_MS`, which fit anywhere downstream;
+* streams take turns: the frames waiting are sent one stream at a time, round robin, each
+  stream at most :data:`MAX_SPEED` times real time after its first :data:`BURST_S`; a
+  stream may have at most :data:`MAX_AHEAD_S` of audio waiting (more is refused with an
+  error record that says to pace the producer), and the socket is read whatever waits
+  (up to :data:`READ_AHEAD_S` for all streams together). One producer's volume therefore
+  takes only a share of the stages (its audio does not queue ahead of everyone's in every
+  stage) and never keeps another's messages unread; a flood of malformed messages costs
+  one frame per turn: its reports are held to a few at a time and the rest counted in one
+  record;
+* a stream's silence is measured on the time this source spent waiting for messages
+  with none to read, never on time it spent blocked sending or busy with others' audio;
+* a stream's messages must number upwards (``seq``): a message that does not is refused,
+  as another producer using the same stream id (their audio is never merged silently).
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,13 +41,258 @@ from ser_stream.stage import MAX_OPEN_STREAMS
 
 if TYPE_CHECKING:
     from ser_stream.security import CurveKeys
+    from ser_stream.wire import Envelope
 
-__all__ = ["PRODUCER_SILENT_S", "zmq_frames"]
+__all__ = [
+    "BURST_S",
+    "MAX_MESSAGE_S",
+    "MAX_SPEED",
+    "MAX_RATE",
+    "MIN_RATE",
+    "PRODUCER_SILENT_S",
+    "READ_AHEAD_S",
+    "zmq_frames",
+]
 
 
 PRODUCER_SILENT_S = 10.0
 """A producer's stream that sends nothing this long is ended (its producer is gone): a live
 producer sends audio all the time, silence included."""
+MAX_MESSAGE_S = 10.0
+"""Most audio in one producer message (as ``serve`` takes per WebSocket message): a live
+producer sends tens of milliseconds at a time; more is a file that should be sent in parts."""
+MIN_RATE, MAX_RATE = 8_000, 384_000
+"""Sample rates the pipeline can use, in Hz: telephone speech up to studio rates."""
+MAX_SPEED = 20.0
+"""Fastest a producer stream's audio is taken, in times real time, after its first
+:data:`BURST_S` (a file sent as fast as the socket takes it is fine, up to this pace): one
+stream can then take only a share of what the stages can do, and the others' audio does not
+queue behind it in every stage."""
+TURN_S = 0.12
+"""Audio each stream may send in one round of the turns: a real-time producer's 20-100 ms
+messages go on whole in the round after they arrive."""
+BURST_S = 10.0
+"""Audio of a stream that goes on at once, whatever its pace (a short clip is not slowed)."""
+MAX_AHEAD_S = 20.0
+"""Most audio of one stream read and not yet sent on: audio beyond it is refused with an
+error record (the producer sends faster than ``MAX_SPEED`` for long; it should pace itself).
+The socket is always read, so a flood cannot keep a real-time producer's messages unread."""
+READ_AHEAD_S = 600.0
+"""Audio waiting of all streams together beyond which this source stops reading (and the
+producers' own queues make them wait): the memory bound, 19 MB, reached only by dozens of
+streams each at its ``MAX_AHEAD_S``."""
+REPORTS_HELD = 8
+"""Error reports waiting per stream beyond which further ones are counted in one record."""
+
+Item = tuple  # (stream, body) or (stream, body, timestamps), as the source runtime takes
+
+
+@dataclass
+class _Stream:
+    """One producer stream: where it is, what waits to go on, when it was last heard."""
+
+    heard: float  # the listening clock at its last message
+    seq: int  # the last sequence number taken
+    position: int = 0  # samples sent so far (16 kHz)
+    resamplers: dict[int, object] = field(default_factory=dict)
+    pending: deque[Item] = field(default_factory=deque)
+    reports: int = 0  # error reports in ``pending``
+    first_sent: float | None = None  # when its first frame went on (monotonic)
+    sent: int = 0  # samples sent on
+    waiting: int = 0  # samples in ``pending``
+    untold: int = 0  # reports counted, not sent
+    last_reason: str = ""
+
+
+class _Producers:
+    """The state of every producer stream, and the turn order in which they send."""
+
+    def __init__(self, frame: int, max_streams: int, log) -> None:
+        self.frame = frame
+        self.max_streams = max_streams
+        self.log = log
+        self.open: dict[str, _Stream] = {}
+        self.closing: dict[str, _Stream] = {}  # ended, with frames still to send
+        self.nobody = _Stream(heard=0.0, seq=-1)  # reports about no stream, under "-"
+        self.listened = 0.0  # seconds spent waiting with nothing to read
+        self.pending_samples = 0
+
+    def streams(self) -> list[tuple[str, _Stream]]:
+        """Every stream with a turn; a stream id opened again waits until its last one ends."""
+        reopened = [(name, s) for name, s in self.open.items() if name not in self.closing]
+        return [("-", self.nobody), *self.closing.items(), *reopened]
+
+    def report(self, name: str, state: _Stream, reason: str) -> None:
+        """An error record for ``name``, unless too many already wait (then counted)."""
+        if state.reports >= REPORTS_HELD:  # counted, and logged with the record that says so
+            state.untold += 1
+            state.last_reason = reason
+            return
+        self.log.warning("producer message skipped", stream=name, reason=reason)
+        state.reports += 1
+        state.pending.append((name, ErrorMsg(reason, "capture")))
+
+    def take(self, envelope: Envelope) -> None:
+        """One producer message: refuse it with a reason, or queue its frames."""
+        stream, body = envelope.stream, envelope.body
+        if stream == "-":
+            self.report("-", self.nobody, "stream id '-' is reserved; name your stream otherwise")
+            return
+        state = self.open.get(stream)
+        problem = _refusal(body) if isinstance(body, Audio) else ""
+        if state is None:
+            if isinstance(body, EndOfStream):
+                return  # the end of a stream that is not open (already ended): nothing to do
+            if problem or len(self.open) >= self.max_streams:  # not opened: said under "-"
+                problem = problem or f"{self.max_streams} streams are open; end one first"
+                self.report("-", self.nobody, f"producer stream {stream} refused: {problem}")
+                return
+            state = self.open[stream] = _Stream(heard=self.listened, seq=envelope.seq - 1)
+        if envelope.seq <= state.seq:
+            self.report(stream, state, f"stream {stream}: message {envelope.seq} does not follow "
+                        f"{state.seq}; is another producer using this stream id? Give each "
+                        "producer its own")  # fmt: skip
+            return
+        state.seq = envelope.seq
+        state.heard = self.listened
+        if isinstance(body, EndOfStream):
+            self.close(stream, body.reason)
+        elif not isinstance(body, Audio):
+            self.report(stream, state, f"producer sent {envelope.kind.value}, not audio; "
+                        "send audio messages")  # fmt: skip
+        elif problem or (problem := self._too_far_ahead(state, body)):
+            self.report(stream, state, f"stream {stream}: message {envelope.seq} refused: "
+                        f"{problem}")  # fmt: skip
+        else:
+            self._queue(stream, state, body, envelope.timestamps)
+
+    @staticmethod
+    def _too_far_ahead(state: _Stream, body: Audio) -> str:
+        waiting = state.waiting / SAMPLE_RATE
+        if waiting + body.samples.size / body.sample_rate <= MAX_AHEAD_S:
+            return ""
+        return (f"{waiting:.1f} s of this stream's audio already waits to go on (at most "
+                f"{MAX_AHEAD_S:.0f} s); send at most {MAX_SPEED:.0f}x real time")  # fmt: skip
+
+    def _queue(self, stream: str, state: _Stream, body: Audio, stamps: dict) -> None:
+        import soxr
+
+        samples = np.asarray(body.samples)
+        if samples.dtype != np.int16:
+            samples = np.round(np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
+        if body.sample_rate != SAMPLE_RATE:
+            resampler = state.resamplers.get(body.sample_rate)
+            if resampler is None:
+                resampler = soxr.ResampleStream(body.sample_rate, SAMPLE_RATE, 1, "int16")
+                state.resamplers[body.sample_rate] = resampler
+            samples = resampler.resample_chunk(samples)
+        self._frames(stream, state, samples, stamps)
+
+    def _frames(self, stream: str, state: _Stream, samples: np.ndarray, stamps: dict) -> None:
+        for start in range(0, samples.size, self.frame):
+            piece = samples[start : start + self.frame]
+            audio = Audio(piece, SAMPLE_RATE, state.position / SAMPLE_RATE)
+            # a producer's own timestamps ride along only when it sent some
+            state.pending.append((stream, audio, stamps) if stamps else (stream, audio))
+            state.position += piece.size
+            self.pending_samples += piece.size
+            state.waiting += piece.size
+
+    def close(self, stream: str, reason: str) -> None:
+        """The end of one stream: the resamplers' last samples, then its end of stream."""
+        state = self.open.pop(stream)
+        for resampler in state.resamplers.values():
+            tail = resampler.resample_chunk(np.zeros(0, np.int16), last=True)
+            self._frames(stream, state, tail, {})
+        state.resamplers.clear()
+        self._tell_untold(stream, state)
+        state.pending.append((stream, EndOfStream(reason)))
+        self.closing[stream] = state
+
+    def end_silent(self, silent_s: float) -> None:
+        """End the streams whose producer sent nothing for ``silent_s`` of listening."""
+        for stream, state in list(self.open.items()):
+            if self.listened - state.heard > silent_s:
+                self.log.warning("producer went silent", stream=stream, seconds=silent_s)
+                reason = (f"the producer of stream {stream} sent nothing for {silent_s:.0f} s; "
+                          "its stream was ended")  # fmt: skip
+                state.pending.append((stream, ErrorMsg(reason, "capture")))
+                self.close(stream, "error")
+
+    def _tell_untold(self, name: str, state: _Stream) -> None:
+        if state.untold:
+            reason = (f"{state.untold} more producer messages skipped (the last: "
+                      f"{state.last_reason})")  # fmt: skip
+            self.log.warning("producer messages skipped", stream=name, reason=reason)
+            state.pending.append((name, ErrorMsg(reason, "capture")))
+            state.untold = 0
+
+    def due_in(self, state: _Stream, now: float) -> float:
+        """Seconds until the stream's next frame may go (0: now), at :data:`MAX_SPEED`."""
+        if (
+            state.first_sent is None
+            or not state.pending
+            or not isinstance(state.pending[0][1], Audio)
+        ):
+            return 0.0
+        allowed_s = BURST_S + (now - state.first_sent) * MAX_SPEED
+        return max(0.0, (state.sent / SAMPLE_RATE - allowed_s) / MAX_SPEED)
+
+    def wait_s(self, now: float) -> float | None:
+        """Seconds until some stream may send (0: now; None: nothing waits)."""
+        waits = [self.due_in(state, now) for _, state in self.streams() if state.pending]
+        if any(state.untold and not state.pending for _, state in self.streams()):
+            waits.append(0.0)
+        return min(waits) if waits else None
+
+    def turn(self, now: float) -> list[Item]:
+        """What every stream may send in this round: up to :data:`TURN_S` of its audio."""
+        items = []
+        for name, state in self.streams():
+            if not state.pending and state.untold:
+                self._tell_untold(name, state)
+            quantum = int(TURN_S * SAMPLE_RATE)
+            while state.pending and quantum > 0 and self.due_in(state, now) == 0:
+                item = self._next(name, state, now)
+                if isinstance(item[1], Audio):
+                    quantum -= item[1].samples.size
+                items.append(item)
+        return items
+
+    def _next(self, name: str, state: _Stream, now: float) -> Item:
+        """Take the next item of a stream off its queue."""
+        item = state.pending.popleft()
+        body = item[1]
+        if isinstance(body, ErrorMsg):
+            state.reports = max(0, state.reports - 1)
+        elif isinstance(body, Audio):
+            self.pending_samples -= body.samples.size
+            state.waiting -= body.samples.size
+            state.sent += body.samples.size
+            if state.first_sent is None:
+                state.first_sent = now
+        if not state.pending and name in self.closing:
+            del self.closing[name]
+        return item
+
+    @property
+    def waiting(self) -> bool:
+        return any(state.pending or state.untold for _, state in self.streams())
+
+
+def _refusal(body: Audio) -> str:
+    """Why audio cannot be taken ("" when it can)."""
+    rate = body.sample_rate
+    if not MIN_RATE <= rate <= MAX_RATE:
+        return f"sample rate {rate} Hz is not usable; send {MIN_RATE:,}-{MAX_RATE:,} Hz audio"
+    seconds = body.samples.size / rate
+    if seconds > MAX_MESSAGE_S:
+        return (f"{seconds:.1f} s of audio in one message; send at most {MAX_MESSAGE_S:.0f} s "
+                "per message (live producers send 20-100 ms)")  # fmt: skip
+    samples = np.asarray(body.samples)
+    if np.issubdtype(samples.dtype, np.floating) and not np.all(np.isfinite(samples)):
+        return "audio contains NaN or infinite samples"
+    return ""
 
 
 def _log_refusals(monitor, log) -> None:
@@ -49,24 +317,24 @@ def zmq_frames(
 
     The capture binds a PULL socket there; any number of producers connect, each naming its
     stream in the messages' ``stream`` field, and each stream keeps that id through the
-    pipeline. Audio of any rate is resampled to 16 kHz as it flows; a producer's
-    ``end_of_stream`` ends its stream (only), and so does ``silent_s`` without a message
-    from it (reason ``error``, with an error record saying so). A malformed message is logged
-    and skipped, and an :class:`ErrorMsg` saying why goes downstream under stream ``-`` for
-    the accounting. The ``ts`` a producer puts on its audio travel on with it (the capture
-    adds its own). At most ``max_streams`` streams are open at once: a message of one more
-    is refused with an error record under ``-``. With ``keys``, a tcp:// endpoint takes
-    only producers that hold an authorized CURVE key (see :mod:`ser_stream.security`). While
-    no producer sends, a
-    :class:`Heartbeat` comes every half second, so the caller can notice a stop request.
+    pipeline. Audio is checked, resampled to 16 kHz and cut into frames as the module says;
+    a producer's ``end_of_stream`` ends its stream (only), and so does ``silent_s`` of
+    listening without a message from it (reason ``error``, with an error record saying so).
+    A malformed message is logged and skipped, and an :class:`ErrorMsg` saying why goes
+    downstream under stream ``-`` for the accounting. The ``ts`` a producer puts on its
+    audio travel on with every frame of it (the capture adds its own). At most
+    ``max_streams`` streams are open at once: a message of one more is refused with an
+    error record under ``-``. With ``keys``, a tcp:// endpoint takes only producers that
+    hold an authorized CURVE key (see :mod:`ser_stream.security`). While no producer sends,
+    a :class:`Heartbeat` comes every half second, so the caller can notice a stop request.
     """
-    import soxr
     import zmq
 
     from ser_stream.errors import WireError
     from ser_stream.logs import get_logger
     from ser_stream.runtime import bind_endpoint
     from ser_stream.security import secure, stop_authenticators
+    from ser_stream.stages.capture import FRAME_MS
     from ser_stream.wire import MAX_FRAME_BYTES, decode
 
     log = get_logger(stage="capture", source=endpoint)
@@ -86,85 +354,43 @@ def zmq_frames(
             | zmq.EVENT_HANDSHAKE_FAILED_AUTH
         )
     bind_endpoint(sock, endpoint)
-    resamplers: dict[tuple[str, int], soxr.ResampleStream] = {}
-    positions: dict[str, int] = {}
-    heard: dict[str, float] = {}  # when each open stream last sent something
+    producers = _Producers(SAMPLE_RATE * FRAME_MS // 1000, max_streams, log)
+    read_ahead = int(READ_AHEAD_S * SAMPLE_RATE)
     idle_since = time.monotonic()
-
-    def close(stream: str, reason: str) -> Iterator[tuple[str, Audio | EndOfStream]]:
-        """The end of one stream: the resamplers' last samples, then its end of stream."""
-        heard.pop(stream, None)
-        for key in [key for key in resamplers if key[0] == stream]:
-            tail = resamplers.pop(key).resample_chunk(np.zeros(0, np.int16), last=True)
-            if tail.size:
-                yield stream, Audio(tail, SAMPLE_RATE, positions.get(stream, 0) / SAMPLE_RATE)
-                positions[stream] = positions.get(stream, 0) + tail.size
-        positions.pop(stream, None)
-        yield stream, EndOfStream(reason)
-
     try:
         while True:
-            for stream, at in list(heard.items()):
-                if time.monotonic() - at > silent_s:
-                    log.warning("producer went silent", stream=stream, seconds=silent_s)
-                    message = f"the producer of stream {stream} sent nothing for {silent_s:.0f} s; "
-                    yield stream, ErrorMsg(message + "its stream was ended", "capture")
-                    yield from close(stream, "error")
+            producers.end_silent(silent_s)
             if refusals is not None:
                 _log_refusals(refusals, log)
-            if not sock.poll(500):
-                if idle_timeout_s is not None and time.monotonic() - idle_since > idle_timeout_s:
+            wait_s = producers.wait_s(time.monotonic())
+            timeout_s = 0.5 if wait_s is None else min(wait_s, 0.5)
+            if producers.pending_samples < read_ahead:
+                waited = time.monotonic()
+                ready = sock.poll(round(timeout_s * 1000))
+                producers.listened += time.monotonic() - waited  # nothing there meanwhile
+                for _ in range(32 if ready else 0):  # a few, then a round of the turns
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    idle_since = time.monotonic()
+                    try:
+                        producers.take(decode(frames))
+                    except WireError as exc:
+                        reason = f"producer message skipped: {exc}; follow docs/wire.md"
+                        producers.report("-", producers.nobody, reason)
+                    if producers.pending_samples >= read_ahead:
+                        break
+            else:
+                time.sleep(min(timeout_s, 0.05))  # the read-ahead is full: its frames wait
+            items = producers.turn(time.monotonic())
+            if items:
+                yield from items
+                continue
+            if idle_timeout_s is not None and not producers.waiting:
+                if time.monotonic() - idle_since > idle_timeout_s:
                     return
-                yield Heartbeat("capture")
-                continue
-            idle_since = time.monotonic()
-            try:
-                envelope = decode(sock.recv_multipart())
-            except WireError as exc:
-                log.warning("malformed message skipped", reason=str(exc))
-                yield (
-                    "-",
-                    ErrorMsg(f"producer message skipped: {exc}; follow docs/wire.md", "capture"),
-                )
-                continue
-            stream, body = envelope.stream, envelope.body
-            if stream == "-":
-                yield (
-                    "-",
-                    ErrorMsg("stream id '-' is reserved; name your stream otherwise", "capture"),
-                )
-                continue
-            if isinstance(body, EndOfStream):
-                yield from close(stream, body.reason)
-                continue
-            if stream not in heard and len(heard) >= max_streams:
-                reason = (f"producer stream {stream} refused: {max_streams} streams are open; "
-                          "end one first")  # fmt: skip
-                log.warning("message skipped", reason=reason)
-                yield "-", ErrorMsg(reason, "capture")
-                continue
-            heard[stream] = time.monotonic()
-            if not isinstance(body, Audio):
-                reason = f"producer sent {envelope.kind.value}, not audio; send audio messages"
-                log.warning("message skipped", reason=reason, stream=stream)
-                yield stream, ErrorMsg(reason, "capture")
-                continue
-            samples = np.asarray(body.samples)
-            if samples.dtype != np.int16:
-                samples = np.round(np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
-            if body.sample_rate != SAMPLE_RATE:
-                key = (stream, body.sample_rate)
-                if key not in resamplers:
-                    resamplers[key] = soxr.ResampleStream(body.sample_rate, SAMPLE_RATE, 1, "int16")
-                samples = resamplers[key].resample_chunk(samples)
-            if samples.size:
-                position = positions.get(stream, 0)
-                audio = Audio(samples, SAMPLE_RATE, position / SAMPLE_RATE)
-                # the producer's own timestamps travel on (a producer's clock: "produced")
-                # a producer's own timestamps ride along only when it sent some
-                yield (stream, audio, envelope.timestamps) if envelope.timestamps else (
-                    stream, audio)  # fmt: skip
-                positions[stream] = position + samples.size
+            yield Heartbeat("capture")  # nothing to send now: the caller may look at its flags
     finally:
         if refusals is not None:
             sock.disable_monitor()

@@ -10,6 +10,7 @@ file and stdin frames at real time unless asked to go as fast as backpressure al
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,13 +18,14 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ser_stream.audio import SAMPLE_RATE, stream_audio
+from ser_stream.audio import SAMPLE_RATE, check_audio_file, stream_audio
 from ser_stream.errors import InputError
 from ser_stream.messages import Audio
 
 __all__ = [
     "FRAME_MS",
     "CaptureConfig",
+    "check_endpoint",
     "file_frames",
     "frames_of",
     "parse_source",
@@ -92,13 +94,40 @@ def check_source(source: CaptureConfig) -> None:
             raise InputError(f"{source.target}: no such file; check --source file:PATH")
         if not os.access(source.target, os.R_OK):
             raise InputError(f"{source.target}: not readable; check its permissions")
-        stream_audio(source.target)  # an empty, corrupt or non-audio file fails here
+        check_audio_file(source.target)  # empty, corrupt, truncated, NaN: fails here
+    elif source.kind == "zmq":
+        check_endpoint(source.target)
     elif source.kind == "stdin" and source.rate <= 0:
         raise InputError(f"--rate {source.rate} is not a sample rate; give the PCM rate in Hz")
     elif source.kind == "mic":
         from ser_stream.stages.mic import open_check
 
         open_check(source.target)
+
+
+_TCP_ENDPOINT = re.compile(r"tcp://(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
+IPC_PATH_MAX = 107
+"""The longest ipc:// path the system takes (a Unix socket address)."""
+
+
+def check_endpoint(endpoint: str) -> None:
+    """An endpoint a producer source can bind: ``ipc://PATH`` or ``tcp://HOST:PORT``.
+
+    Raises:
+        InputError: anything else, with the forms that work.
+    """
+    usage = "give zmq:ipc://PATH or zmq:tcp://HOST:PORT"
+    if endpoint.startswith("ipc://"):
+        path = endpoint[len("ipc://") :]
+        if not path:
+            raise InputError(f"zmq:{endpoint}: no path; {usage}")
+        if len(path.encode()) > IPC_PATH_MAX:
+            raise InputError(f"zmq:{endpoint}: the path is longer than {IPC_PATH_MAX} bytes; "
+                             "use a shorter one")  # fmt: skip
+        return
+    match = _TCP_ENDPOINT.fullmatch(endpoint)
+    if match is None or not 0 < int(match.group(2)) < 65536:
+        raise InputError(f"zmq:{endpoint} is not an endpoint; {usage}")
 
 
 def frames_of(samples: np.ndarray, *, frame_ms: int = FRAME_MS) -> Iterator[Audio]:

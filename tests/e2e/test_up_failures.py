@@ -146,8 +146,8 @@ def test_a_file_that_is_not_audio_is_refused_before_anything_starts(tmp_path):
     assert not (tmp_path / "s.jsonl").exists()
 
 
-def test_a_capture_that_fails_mid_file_ends_up_with_its_message(tmp_path):
-    """NaN samples 2 s into a file: the error reaches the sinks and `up` exits 1."""
+def test_a_file_that_fails_mid_way_is_refused_before_anything_starts(tmp_path):
+    """NaN samples 2 s into a file: found by decoding it to its end first; one line, exit 2."""
     audio = np.concatenate([noise(2.0), voiced(2.0)]).astype(np.float32)
     audio[40_000:40_100] = np.nan
     source = tmp_path / "broken.wav"
@@ -155,9 +155,7 @@ def test_a_capture_that_fails_mid_file_ends_up_with_its_message(tmp_path):
     jsonl = tmp_path / "s.jsonl"
     up = start_up(source, jsonl, "--fast")
     _, stderr = up.communicate(timeout=120)
-    assert up.returncode == 1, stderr
-    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
-    errors = [r for r in records if r["kind"] == "error"]
-    assert len(errors) == 1 and errors[0]["stage"] == "capture"
-    assert "NaN" in errors[0]["reason"]
-    assert records[-1]["kind"] == "session_end" and records[-1]["reason"] == "error"
+    assert up.returncode == 2, stderr
+    (line,) = stderr.strip().splitlines()
+    assert "NaN or infinite samples" in line and "ready" not in stderr
+    assert not jsonl.exists()  # no session began

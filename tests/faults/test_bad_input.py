@@ -9,6 +9,7 @@ import pytest
 import soundfile
 import zmq
 
+from ser_stream.errors import InputError
 from ser_stream.messages import Audio, EndOfStream
 from ser_stream.testing import noise, voiced
 from ser_stream.wire import Envelope, encode
@@ -30,7 +31,18 @@ def bad_files(tmp_path):
     text.write_text("hello, not audio\n" * 50)
     header_only = tmp_path / "header.wav"
     soundfile.write(header_only, np.zeros(0, np.float32), 16_000)
+    flac = tmp_path / "whole.flac"
+    soundfile.write(flac, np.concatenate([noise(1.0), voiced(8.0), noise(1.0)]), 16_000)
+    truncated = tmp_path / "truncated.flac"
+    truncated.write_bytes(flac.read_bytes()[: flac.stat().st_size // 3])
+    with_nan = tmp_path / "nan.wav"
+    audio = np.concatenate([noise(1.0), voiced(1.0)]).astype(np.float32)
+    audio[20_000] = np.inf
+    soundfile.write(with_nan, audio, 16_000, subtype="FLOAT")
     return {
+        "truncated": (f"file:{truncated}", "the file is truncated or corrupt: re-export"),
+        "NaN mid-file": (f"file:{with_nan}", "NaN or infinite samples; fix or re-export"),
+        "not an endpoint": ("zmq:foo", "give zmq:ipc://PATH or zmq:tcp://HOST:PORT"),
         "missing": (f"file:{tmp_path}/missing.wav", "no such file; check --source file:PATH"),
         "0-byte": (f"file:{empty}", "pass a valid wav, flac, ogg or mp3 file"),
         "not audio": (f"file:{text}", "pass a valid wav, flac, ogg or mp3 file"),
@@ -39,7 +51,11 @@ def bad_files(tmp_path):
     }
 
 
-@pytest.mark.parametrize("case", ["missing", "0-byte", "not audio", "no samples", "unknown scheme"])
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "0-byte", "not audio", "no samples", "unknown scheme", "truncated",
+     "NaN mid-file", "not an endpoint"],
+)  # fmt: skip
 def test_a_source_that_cannot_deliver_is_one_line_before_anything_starts(tmp_path, case):
     source, advice = bad_files(tmp_path)[case]
     done = up(tmp_path, "--source", source)
@@ -57,15 +73,18 @@ def test_a_rate_of_zero_on_stdin_is_one_line(tmp_path):
     ]
 
 
-def test_nan_samples_mid_file_end_the_session_with_the_reason(tmp_path):
-    audio = np.concatenate([noise(1.0), voiced(1.0)]).astype(np.float32)
-    audio[20_000] = np.inf
-    path = tmp_path / "inf.wav"
-    soundfile.write(path, audio, 16_000, subtype="FLOAT")
-    done = up(tmp_path, "--source", f"file:{path}", "--fast")
-    assert done.returncode == 1
-    assert "NaN or infinite samples; fix or re-export the source" in done.stdout.decode()
-    assert b"Traceback" not in done.stderr
+def test_a_file_that_fails_part_way_through_is_an_input_error_not_a_crash(tmp_path):
+    """Past the pre-flight check's reach (its first hour), a decoder failure is one line."""
+    from ser_stream.stages.capture import file_frames
+
+    flac = tmp_path / "whole.flac"
+    soundfile.write(flac, np.concatenate([noise(1.0), voiced(8.0), noise(1.0)]), 16_000)
+    truncated = tmp_path / "truncated.flac"
+    truncated.write_bytes(flac.read_bytes()[: flac.stat().st_size // 2])
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        for _ in file_frames(str(truncated)):
+            pass
+    # an InputError makes the capture send its reason and exit 2, which is not restarted
 
 
 @pytest.mark.slow
@@ -97,3 +116,28 @@ def test_garbage_from_a_producer_is_counted_and_the_next_message_goes_through(tm
     skipped = [r for r in found if r["kind"] == "error"]
     assert len(skipped) == len(garbage)
     assert all("follow docs/wire.md" in r["reason"] for r in skipped)
+
+
+def test_a_tcp_publish_endpoint_without_keys_is_refused_unless_asked_for(tmp_path):
+    """Case 4: every record in the clear to anyone on the machine, unless the user says so."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    source = f"file:{tmp_path / 'talk.wav'}"
+    soundfile.write(tmp_path / "talk.wav", np.concatenate([noise(0.5), voiced(1.0)]), 16_000)
+    refused = subprocess.run(
+        [SER_STREAM, "up", "--source", source, "--publish", f"tcp://127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert "in the clear" in line and "--curve KEYDIR" in line and "--publish-plaintext" in line
+    allowed = subprocess.run(
+        [SER_STREAM, "up", *SYNTHETIC_SPEECH_VAD, "--source", source, "--fast", "--publish",
+         f"tcp://127.0.0.1:{port}", "--publish-plaintext", "--sink", f"jsonl:{tmp_path}/o.jsonl"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert allowed.returncode == 0, allowed.stderr
+    assert "publishes every record in the clear" in allowed.stderr
