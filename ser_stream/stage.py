@@ -8,6 +8,8 @@ and counting everything. The process runtime wraps this with sockets and an even
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
@@ -19,7 +21,7 @@ from ser_stream.messages import EndOfStream, ErrorMsg, Heartbeat, Kind
 from ser_stream.ordering import first_seq
 from ser_stream.wire import Body, Envelope
 
-__all__ = ["StageContext", "StageLogic", "StageSpec", "StreamProcessor"]
+__all__ = ["StageContext", "StageLogic", "StageSpec", "StreamProcessor", "give_back_memory"]
 
 
 class StreamProcessor(Protocol):
@@ -32,6 +34,9 @@ class StreamProcessor(Protocol):
     def flush(self) -> list[Body]:
         """End of stream: return what is still held."""
         ...
+
+    # Optional: ``close()``, called once the stream ended, frees what the processor holds
+    # outside Python (a Silero network goes back to its pool).
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,27 @@ ENDED_MEMORY = 10_000
 """Ended streams remembered, so that a straggler of one opens no new state."""
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc; elsewhere there is nothing to call
+    except (OSError, AttributeError):
+        return None
+
+
+def give_back_memory() -> None:
+    """Return the C heap's free pages to the system (glibc ``malloc_trim``; else nothing).
+
+    Memory that ended streams freed on the heap stays with the process otherwise: glibc
+    returns only the top of a heap, not free pages below live data. 2,000 streams, 250 at
+    a time, left the VAD ~170 MB above its baseline that only this gave back (their Silero
+    networks' buffers mapped apart; with those on the heap too, 1.5 GB). Takes 1-16 ms.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 @dataclass
 class StageLogic:
     """Per-stream routing and accounting for one stage process."""
@@ -111,6 +137,7 @@ class StageLogic:
     _seq: dict[str, int] = field(default_factory=dict)
     _ended: OrderedDict[str, None] = field(default_factory=OrderedDict)
     _heard: dict[str, float] = field(default_factory=dict)  # last message of each open stream
+    _ends_kept: int = 0  # streams ended since the memory was last given back
 
     @property
     def open_streams(self) -> list[str]:
@@ -120,6 +147,8 @@ class StageLogic:
     def handle(self, envelope: Envelope) -> list[Envelope]:
         """Process one incoming envelope; return what to send downstream, in order."""
         self.counters[f"in_{envelope.kind.value}"] += 1
+        if envelope.kind is Kind.END_OF_STREAM:
+            self._ends_kept += 1
         if self.spec.stateless:
             return self._handle_stateless(envelope)
         stream = envelope.stream
@@ -152,7 +181,8 @@ class StageLogic:
         for body in bodies:
             outputs.append(self._wrap(stream, body, envelope))
             if isinstance(body, EndOfStream):
-                self._processors.pop(stream, None)
+                _close(self._processors.pop(stream, None))
+                self._ends_kept += 1
                 self._end(stream)
                 break
         return outputs
@@ -184,6 +214,11 @@ class StageLogic:
             reason = f"stream {stream} sent nothing for {idle_s:.0f} s; its state was freed"
             outputs.append(self.error(cause, reason))
             outputs.extend(self.handle(cause))
+        if self._ends_kept:
+            # Streams ended since the last call: what they held goes back to the system.
+            self._ends_kept = 0
+            give_back_memory()
+            self.counters["memory_given_back"] += 1
         return outputs
 
     def _handle_stateless(self, envelope: Envelope) -> list[Envelope]:
@@ -282,7 +317,10 @@ class StageLogic:
         processor = self._processors.pop(stream, None)
         if processor is None:
             return []
-        return [self._wrap(stream, body, cause) for body in processor.flush()]
+        try:
+            return [self._wrap(stream, body, cause) for body in processor.flush()]
+        finally:
+            _close(processor)
 
     def _processor(self, stream: str) -> StreamProcessor:
         if self.spec.stateless:
@@ -316,6 +354,13 @@ class StageLogic:
         out = Envelope(stream, seq, body, timestamps)
         self.counters[f"out_{out.kind.value}"] += 1
         return out
+
+
+def _close(processor: StreamProcessor | None) -> None:
+    """Let an ended stream's processor free what it holds (when it has a ``close``)."""
+    close = getattr(processor, "close", None)
+    if close is not None:
+        close()
 
 
 def run_stage(spec: StageSpec, context: StageContext, inputs: Iterable[Envelope]) -> list[Envelope]:

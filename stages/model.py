@@ -46,6 +46,10 @@ class ModelCore:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # No arena: it keeps the memory of the largest batch ever (+16 MB at 32 windows) once
+        # the burst is over; without it a batch's memory is freed when run returns, at the
+        # same speed (measured: 0.8 ms for 1 window, 16 ms for 32, either way).
+        options.enable_cpu_mem_arena = False
         try:
             self._session = onnxruntime.InferenceSession(
                 str(artifact.onnx_path), options, providers=["CPUExecutionProvider"]

