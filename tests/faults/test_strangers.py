@@ -8,52 +8,25 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
-import tempfile
-from pathlib import Path
 
 import pytest
 import zmq
 
-from tests.faults.helpers import children, finish, records, start_up, talk, wait_for
+from tests.faults import helpers
+from tests.faults.helpers import (
+    as_stranger,
+    children,
+    finish,
+    records,
+    start_up,
+    talk,
+    wait_for,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
 
 
-def as_stranger(attack) -> dict:
-    """Run ``attack()`` in a child process as ``nobody``; return the dict it returns."""
-    nobody = pwd.getpwnam("nobody")
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the stranger
-        os.close(read)
-        try:
-            os.setgroups([])
-            os.setgid(nobody.pw_gid)
-            os.setuid(nobody.pw_uid)
-            result = attack()
-        except BaseException as exc:  # report anything, never return into pytest
-            result = {"failed": repr(exc)}
-        os.write(write, json.dumps(result).encode())
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        text = pipe.read()
-    os.waitpid(pid, 0)
-    return json.loads(text)
-
-
-@pytest.fixture
-def shared_tmp(monkeypatch):
-    """A temporary folder open to everyone (mode 1777, as /tmp), with no $XDG_RUNTIME_DIR."""
-    folder = Path(tempfile.mkdtemp(prefix="shared-", dir="/tmp"))
-    folder.chmod(0o1777)
-    monkeypatch.setenv("TMPDIR", str(folder))
-    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
-    yield folder
-    import shutil
-
-    shutil.rmtree(folder, ignore_errors=True)
+shared_tmp = helpers.shared_tmp  # the fixture, under its name in this module
 
 
 def endpoint_of(up_pid: int, stage: str, flag: str) -> str:
