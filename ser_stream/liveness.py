@@ -29,7 +29,9 @@ class Progress:
     """What one process has done, for the heartbeat.
 
     ``took(n)`` when messages are taken in, ``finished(n)`` when the oldest ``n`` held are
-    done with (processed and their results sent), ``sent()`` for every message that left.
+    done with (processed and their results sent); ``sending()`` before every send and
+    ``done_sending(sent)`` after it. A send in progress is work held, also outside any
+    message (a sweep's ends of stream, a resend): none can wait unseen.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -37,6 +39,7 @@ class Progress:
         self.sent_count = 0
         self._clock = clock
         self._held: deque[float] = deque()  # when each held message was taken in
+        self._sending = 0  # sends in progress
         self._moved_at = clock()
 
     def took(self, count: int = 1) -> None:
@@ -44,7 +47,7 @@ class Progress:
         now = self._clock()
         self.received += count
         self._held.extend([now] * count)
-        if len(self._held) == count:  # it was idle: the wait starts now
+        if len(self._held) == count and not self._sending:  # it was idle: the wait starts now
             self._moved_at = now
 
     def finished(self, count: int = 1) -> None:
@@ -53,15 +56,23 @@ class Progress:
             self._held.popleft()
         self._moved_at = self._clock()
 
-    def sent(self) -> None:
-        """A message left."""
-        self.sent_count += 1
-        self._moved_at = self._clock()
+    def sending(self) -> None:
+        """A send begins."""
+        if not self._held and not self._sending:  # it was idle: the wait starts now
+            self._moved_at = self._clock()
+        self._sending += 1
+
+    def done_sending(self, sent: bool) -> None:
+        """The send ended: the message left (``sent``), or it was given up at shutdown."""
+        self._sending = max(0, self._sending - 1)
+        if sent:
+            self.sent_count += 1
+            self._moved_at = self._clock()
 
     @property
     def holding(self) -> int:
-        """Messages taken in and not finished with."""
-        return len(self._held)
+        """Messages taken in and not finished with, and sends in progress."""
+        return len(self._held) + self._sending
 
     def oldest_s(self) -> float:
         """Age of the oldest message held (0 when none)."""
@@ -69,7 +80,7 @@ class Progress:
 
     def stalled_s(self) -> float:
         """How long work has been held with no progress (0 when none is held)."""
-        return round(self._clock() - self._moved_at, 3) if self._held else 0.0
+        return round(self._clock() - self._moved_at, 3) if self.holding else 0.0
 
     def report(self) -> dict[str, float | int]:
         """The heartbeat fields: ``received``, ``sent``, ``oldest_s``, ``stalled_s``."""

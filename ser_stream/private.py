@@ -22,7 +22,7 @@ from pathlib import Path
 from ser_stream.errors import InputError
 from ser_stream.logs import get_logger
 
-__all__ = ["open_lock", "runtime_dir"]
+__all__ = ["hold", "held", "open_lock", "runtime_dir"]
 
 # ipc:// paths are socket paths (at most 107 bytes on Linux); a pipeline adds up to about
 # 40 (``/up-XXXXXXXX/features.12.s12.ack``) below its runtime folder.
@@ -151,3 +151,43 @@ def open_lock(path: Path) -> int:
         os.close(descriptor)
         raise InputError(f"{path}: not a lock file of this user; remove it and start again")
     return descriptor
+
+
+def hold(path: Path) -> int:
+    """Take the lock file at ``path`` for as long as this process lives (or until closed).
+
+    What it marks (a session's folder) is in use: :func:`held` says so to other processes,
+    in other PID namespaces too.
+
+    Raises:
+        InputError: as :func:`open_lock`, or another process holds it.
+    """
+    import fcntl
+
+    descriptor = open_lock(path)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(descriptor)
+        raise InputError(f"{path}: held by another process; start again") from exc
+    return descriptor
+
+
+def held(path: Path) -> bool:
+    """Whether a process holds the lock file at ``path`` (see :func:`hold`).
+
+    A missing or unreadable one counts as held: its maker may be about to take it.
+    """
+    import fcntl
+
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(descriptor)
+    return False

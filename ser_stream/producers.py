@@ -22,13 +22,14 @@ Producers are strangers, so every message is checked and cut before it goes on:
 * a stream's silence is measured on the time this source spent waiting for messages
   with none to read, never on time it spent blocked sending or busy with others' audio;
 * a stream's messages must number upwards (``seq``): a message that does not is refused,
-  as another producer using the same stream id (their audio is never merged silently).
+  as another producer using the same stream id (their audio is never merged silently);
+  and an id whose stream ended is not opened again (the stages would drop it unsaid).
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -37,7 +38,7 @@ import numpy as np
 
 from ser_stream.audio import SAMPLE_RATE
 from ser_stream.messages import Audio, EndOfStream, ErrorMsg, Heartbeat
-from ser_stream.stage import MAX_OPEN_STREAMS
+from ser_stream.stage import ENDED_MEMORY, MAX_OPEN_STREAMS
 
 if TYPE_CHECKING:
     from ser_stream.security import CurveKeys
@@ -94,11 +95,12 @@ class _Stream:
     heard: float  # the listening clock at its last message
     seq: int  # the last sequence number taken
     position: int = 0  # samples sent so far (16 kHz)
-    resamplers: dict[int, object] = field(default_factory=dict)
+    rate: int = SAMPLE_RATE  # of the producer's audio
+    resampler: object | None = None  # to 16 kHz, from ``rate``
     pending: deque[Item] = field(default_factory=deque)
     reports: int = 0  # error reports in ``pending``
-    first_sent: float | None = None  # when its first frame went on (monotonic)
-    sent: int = 0  # samples sent on
+    credit_s: float = BURST_S  # audio it may send now (a token bucket, refilled at MAX_SPEED)
+    credit_at: float | None = None  # when the credit was counted (monotonic)
     waiting: int = 0  # samples in ``pending``
     untold: int = 0  # reports counted, not sent
     last_reason: str = ""
@@ -113,14 +115,14 @@ class _Producers:
         self.log = log
         self.open: dict[str, _Stream] = {}
         self.closing: dict[str, _Stream] = {}  # ended, with frames still to send
+        self.ended: OrderedDict[str, None] = OrderedDict()  # ids that may not open again
         self.nobody = _Stream(heard=0.0, seq=-1)  # reports about no stream, under "-"
         self.listened = 0.0  # seconds spent waiting with nothing to read
         self.pending_samples = 0
 
     def streams(self) -> list[tuple[str, _Stream]]:
-        """Every stream with a turn; a stream id opened again waits until its last one ends."""
-        reopened = [(name, s) for name, s in self.open.items() if name not in self.closing]
-        return [("-", self.nobody), *self.closing.items(), *reopened]
+        """Every stream with a turn."""
+        return [("-", self.nobody), *self.closing.items(), *self.open.items()]
 
     def report(self, name: str, state: _Stream, reason: str) -> None:
         """An error record for ``name``, unless too many already wait (then counted)."""
@@ -143,8 +145,11 @@ class _Producers:
         if state is None:
             if isinstance(body, EndOfStream):
                 return  # the end of a stream that is not open (already ended): nothing to do
-            if problem or len(self.open) >= self.max_streams:  # not opened: said under "-"
-                problem = problem or f"{self.max_streams} streams are open; end one first"
+            if stream in self.ended:  # the stages would take it for a straggler of the last
+                problem = "that stream has ended; give each new stream an id of its own"
+            elif len(self.open) >= self.max_streams:
+                problem = f"{self.max_streams} streams are open; end one first"
+            if problem:  # not opened: said under "-"
                 self.report("-", self.nobody, f"producer stream {stream} refused: {problem}")
                 return
             state = self.open[stream] = _Stream(heard=self.listened, seq=envelope.seq - 1)
@@ -180,13 +185,20 @@ class _Producers:
         samples = np.asarray(body.samples)
         if samples.dtype != np.int16:
             samples = np.round(np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
-        if body.sample_rate != SAMPLE_RATE:
-            resampler = state.resamplers.get(body.sample_rate)
-            if resampler is None:
-                resampler = soxr.ResampleStream(body.sample_rate, SAMPLE_RATE, 1, "int16")
-                state.resamplers[body.sample_rate] = resampler
-            samples = resampler.resample_chunk(samples)
+        if body.sample_rate != state.rate:  # the producer changed its rate: finish the old
+            self._flush_resampler(stream, state)
+            state.rate = body.sample_rate
+            if state.rate != SAMPLE_RATE:
+                state.resampler = soxr.ResampleStream(state.rate, SAMPLE_RATE, 1, "int16")
+        if state.resampler is not None:
+            samples = state.resampler.resample_chunk(samples)
         self._frames(stream, state, samples, stamps)
+
+    def _flush_resampler(self, stream: str, state: _Stream) -> None:
+        if state.resampler is not None:
+            tail = state.resampler.resample_chunk(np.zeros(0, np.int16), last=True)
+            self._frames(stream, state, tail, {})
+            state.resampler = None
 
     def _frames(self, stream: str, state: _Stream, samples: np.ndarray, stamps: dict) -> None:
         for start in range(0, samples.size, self.frame):
@@ -199,12 +211,12 @@ class _Producers:
             state.waiting += piece.size
 
     def close(self, stream: str, reason: str) -> None:
-        """The end of one stream: the resamplers' last samples, then its end of stream."""
+        """The end of one stream: the resampler's last samples, then its end of stream."""
         state = self.open.pop(stream)
-        for resampler in state.resamplers.values():
-            tail = resampler.resample_chunk(np.zeros(0, np.int16), last=True)
-            self._frames(stream, state, tail, {})
-        state.resamplers.clear()
+        self._flush_resampler(stream, state)
+        self.ended[stream] = None
+        while len(self.ended) > ENDED_MEMORY:
+            self.ended.popitem(last=False)
         self._tell_untold(stream, state)
         state.pending.append((stream, EndOfStream(reason)))
         self.closing[stream] = state
@@ -229,14 +241,13 @@ class _Producers:
 
     def due_in(self, state: _Stream, now: float) -> float:
         """Seconds until the stream's next frame may go (0: now), at :data:`MAX_SPEED`."""
-        if (
-            state.first_sent is None
-            or not state.pending
-            or not isinstance(state.pending[0][1], Audio)
-        ):
+        if not state.pending or not isinstance(state.pending[0][1], Audio):
             return 0.0
-        allowed_s = BURST_S + (now - state.first_sent) * MAX_SPEED
-        return max(0.0, (state.sent / SAMPLE_RATE - allowed_s) / MAX_SPEED)
+        if state.credit_at is not None:
+            earned = (now - state.credit_at) * MAX_SPEED
+            state.credit_s = min(BURST_S, state.credit_s + earned)
+        state.credit_at = now
+        return 0.0 if state.credit_s > 0 else -state.credit_s / MAX_SPEED
 
     def wait_s(self, now: float) -> float | None:
         """Seconds until some stream may send (0: now; None: nothing waits)."""
@@ -253,13 +264,13 @@ class _Producers:
                 self._tell_untold(name, state)
             quantum = int(TURN_S * SAMPLE_RATE)
             while state.pending and quantum > 0 and self.due_in(state, now) == 0:
-                item = self._next(name, state, now)
+                item = self._next(name, state)
                 if isinstance(item[1], Audio):
                     quantum -= item[1].samples.size
                 items.append(item)
         return items
 
-    def _next(self, name: str, state: _Stream, now: float) -> Item:
+    def _next(self, name: str, state: _Stream) -> Item:
         """Take the next item of a stream off its queue."""
         item = state.pending.popleft()
         body = item[1]
@@ -268,9 +279,7 @@ class _Producers:
         elif isinstance(body, Audio):
             self.pending_samples -= body.samples.size
             state.waiting -= body.samples.size
-            state.sent += body.samples.size
-            if state.first_sent is None:
-                state.first_sent = now
+            state.credit_s -= body.samples.size / SAMPLE_RATE
         if not state.pending and name in self.closing:
             del self.closing[name]
         return item

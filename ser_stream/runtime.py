@@ -615,9 +615,13 @@ class StageRuntime(_Lifecycle):
             ):
                 self.counters["ledger_entries_lost_on_shutdown"] += 1
         sock = sockets.out_for(envelope.stream)
-        if await _send_or_give_up(sock, envelope, self.settings, lambda: self._give_up_at):
-            self.progress.sent()
-        else:
+        self.progress.sending()
+        sent = False
+        try:
+            sent = await _send_or_give_up(sock, envelope, self.settings, lambda: self._give_up_at)
+        finally:
+            self.progress.done_sending(sent)
+        if not sent:
             self.counters[f"lost_on_shutdown_{envelope.kind.value}"] += 1
             self.log.error(
                 "message lost on shutdown",
@@ -699,9 +703,13 @@ class SourceRuntime(_Lifecycle):
         if envelope.kind is Kind.END_OF_STREAM:
             self._unacked.add(envelope)
         sock = outs[shard_of(envelope.stream, len(outs))]
-        if await _send_or_give_up(sock, envelope, self.settings, lambda: self._give_up_at):
-            self.progress.sent()
-        else:
+        self.progress.sending()
+        sent = False
+        try:
+            sent = await _send_or_give_up(sock, envelope, self.settings, lambda: self._give_up_at)
+        finally:
+            self.progress.done_sending(sent)
+        if not sent:
             self.counters[f"lost_on_shutdown_{envelope.kind.value}"] += 1
 
     async def _forward(

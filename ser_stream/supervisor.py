@@ -38,7 +38,7 @@ from ser_stream.liveness import stuck
 from ser_stream.logs import get_logger
 from ser_stream.messages import EndOfStream, ErrorMsg, Event, Heartbeat, Prediction
 from ser_stream.ordering import Reorderer
-from ser_stream.private import open_lock, runtime_dir
+from ser_stream.private import held, hold, open_lock, runtime_dir
 from ser_stream.runtime import LEDGER_EVENT, ack_endpoint, bind_endpoint, window_id
 from ser_stream.security import CurveKeys, create_keys, load_keys, secure, stop_authenticators
 from ser_stream.sinks import Sink
@@ -154,6 +154,8 @@ def claim_publish_endpoint() -> str:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(lock)
+        # marked as this process's, so that a later `up` removes it only once it is gone
+        _CLAIM.append(hold(folder / f"pub-{os.getpid()}.lock"))
         return f"ipc://{folder}/pub-{os.getpid()}"
     _CLAIM.append(lock)  # held until the process exits
     return default_publish_endpoint()
@@ -497,6 +499,7 @@ class _Stages:
         self._heard: dict[tuple[str, int], float] = {}  # last heartbeat of each process
         self._listened_at = time.monotonic()
         self._attentive_since = self._listened_at  # listening without a pause since then
+        self._last_blocked: dict[tuple[str, int], float] = {}  # see _blocked_at
         self._failures: dict[tuple[str, int], deque[float]] = defaultdict(deque)
         self._due: dict[tuple[str, int], float] = {}  # restarts waiting out their back-off
         self.positions: dict[
@@ -732,7 +735,8 @@ class _Stages:
         elif now - heard > HUNG_AFTER_MISSES * self.heartbeat_s:
             silent = f"no heartbeat for {now - heard:.1f} s"
         elif beat is not None and stuck(
-            min(beat[0].stalled_s, now - self._attentive_since), self._blocked_after(key)
+            min(beat[0].stalled_s, now - self._attentive_since, now - self._blocked_at(key, now)),
+            self._blocked_after(key),
         ):
             silent = (f"no progress for {beat[0].stalled_s:.1f} s while holding work "
                       f"(the oldest message for {beat[0].oldest_s:.1f} s)")  # fmt: skip
@@ -744,10 +748,21 @@ class _Stages:
         process.wait()
         self._schedule_restart(key, f"hung: {silent}")
 
-    def _blocked_after(self, key: tuple[str, int]) -> bool:
-        """A process of a later stage is down, starting, or stalled itself.
+    def _blocked_at(self, key: tuple[str, int], now: float) -> float:
+        """When a later stage last held ``key`` up (see :meth:`_blocked_after`).
 
-        The process ``key`` may then only be waiting for it (that one is replaced first).
+        A stall only counts from then: a process whose neighbour just came back reports
+        the outage as its own stall for a heartbeat or two.
+        """
+        if self._blocked_after(key):
+            self._last_blocked[key] = now
+        return self._last_blocked.get(key, float("-inf"))
+
+    def _blocked_after(self, key: tuple[str, int]) -> bool:
+        """A process of a later stage is down, starting, stalled, or behind a backlog.
+
+        The process ``key`` may then only be waiting for it (that one is replaced first;
+        one that works through a backlog holds old messages while it makes progress).
         """
         order = ("capture", *CHAIN)
         later = order[order.index(key[0]) + 1 :]
@@ -757,7 +772,7 @@ class _Stages:
             if other in self._due or other not in self._heard or process.poll() is not None:
                 return True
             beat = self.heartbeats.get(self.label(*other))
-            if beat is not None and beat[0].stalled_s > self.heartbeat_s:
+            if beat is not None and max(beat[0].stalled_s, beat[0].oldest_s) > self.heartbeat_s:
                 return True
         return False
 
@@ -990,6 +1005,7 @@ def run_pipeline(
     opened: list[Sink] = []
     _sweep_left_behind(runtime_dir())
     with tempfile.TemporaryDirectory(prefix=f"up-{os.getpid()}-", dir=runtime_dir()) as folder:
+        in_use = hold(Path(folder) / ".lock")  # released when this process ends, however
         stages = _Stages(config, Path(folder))
         run.restarts = stages.restarts
         run.heartbeats = stages.heartbeats
@@ -1077,6 +1093,7 @@ def run_pipeline(
             stop_authenticators(authenticators)
             context.destroy(linger=0)
             stages.close_listeners()
+            os.close(in_use)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     if failure is not None:
@@ -1101,27 +1118,32 @@ def run_pipeline(
 def _sweep_left_behind(folder: Path) -> None:
     """Remove what sessions whose supervisor was killed left in the runtime folder.
 
-    A session's folder (``up-PID-*``, ``serve-PID-*``) and a second pipeline's publish
-    endpoint (``pub-PID``) name the process that made them; a live one keeps them, a dead
-    one's are removed.
+    A session's folder (``up-PID-*``, ``serve-PID-*``, holding its ``.lock``) and a second
+    pipeline's publish endpoint (``pub-PID``, beside ``pub-PID.lock``) name the process that
+    made them and are marked by a lock it holds (:func:`~ser_stream.private.hold`). What is
+    neither held nor of a live process is removed; a missing lock is left alone (its maker
+    may be about to take it), and so is a lock held from another PID namespace.
     """
     import shutil
 
     for entry in folder.iterdir():
         name = entry.name
-        if name.startswith(("up-", "serve-")):
-            pid = name.split("-")[1]
-        elif name.startswith("pub-"):
-            pid = name[len("pub-") :]
+        if name.startswith(("up-", "serve-")) and entry.is_dir() and not entry.is_symlink():
+            pid, lock, extra = name.split("-")[1], entry / ".lock", None
+        elif name.startswith("pub-") and not name.endswith(".lock"):
+            pid, extra = name[len("pub-") :], folder / f"{name}.lock"
+            lock = extra
         else:
             continue
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or _alive(int(pid)) or held(lock):
             continue
         try:
-            if entry.is_dir() and not entry.is_symlink():
+            if entry.is_dir():
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
+            if extra is not None:
+                extra.unlink()
         except OSError:
             pass  # another supervisor swept it first
 

@@ -116,6 +116,9 @@ def check_endpoint(endpoint: str) -> None:
     Raises:
         InputError: anything else, with the forms that work.
     """
+    import os
+    import socket
+
     usage = "give zmq:ipc://PATH or zmq:tcp://HOST:PORT"
     if endpoint.startswith("ipc://"):
         path = endpoint[len("ipc://") :]
@@ -124,10 +127,23 @@ def check_endpoint(endpoint: str) -> None:
         if len(path.encode()) > IPC_PATH_MAX:
             raise InputError(f"zmq:{endpoint}: the path is longer than {IPC_PATH_MAX} bytes; "
                              "use a shorter one")  # fmt: skip
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+            raise InputError(f"zmq:{endpoint}: {folder} is not a folder this user can write "
+                             "in; pick another path")  # fmt: skip
         return
     match = _TCP_ENDPOINT.fullmatch(endpoint)
     if match is None or not 0 < int(match.group(2)) < 65536:
         raise InputError(f"zmq:{endpoint} is not an endpoint; {usage}")
+    host = match.group(1).strip("[]")
+    try:  # a trial bind: a port another program holds is said now, before anything starts
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family) as trial:
+            trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            trial.bind(("" if host == "*" else host, int(match.group(2))))
+    except OSError as exc:
+        reason = f"zmq:{endpoint}: cannot bind ({exc.strerror}); another program may hold"
+        raise InputError(f"{reason} the port, or the address is not this machine's") from exc
 
 
 def frames_of(samples: np.ndarray, *, frame_ms: int = FRAME_MS) -> Iterator[Audio]:

@@ -19,10 +19,11 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ser_stream.errors import InputError
 from ser_stream.logs import get_logger
-from ser_stream.private import runtime_dir
+from ser_stream.private import hold, runtime_dir
 from ser_stream.web.limits import ServiceLimits
 
 __all__ = ["ServeOptions", "serve"]
@@ -120,6 +121,7 @@ def serve(options: ServeOptions, *, announce=None) -> int:
     log = get_logger(component="serve")
     # named after this process: a later `up` or `serve` sweeps it if this one is killed
     with tempfile.TemporaryDirectory(prefix=f"serve-{os.getpid()}-", dir=runtime_dir()) as folder:
+        hold(Path(folder) / ".lock")  # until this process ends: a later `up` leaves it be
         endpoint = f"ipc://{folder}/in"
         config = PipelineConfig(
             sources=(f"zmq:{endpoint}",),

@@ -141,3 +141,19 @@ def test_a_tcp_publish_endpoint_without_keys_is_refused_unless_asked_for(tmp_pat
     )  # fmt: skip
     assert allowed.returncode == 0, allowed.stderr
     assert "publishes every record in the clear" in allowed.stderr
+
+
+def test_a_zmq_source_on_a_port_another_program_holds_is_one_line_before_anything_starts(
+    tmp_path,
+):
+    import socket
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        done = up(tmp_path, "--source", f"zmq:tcp://127.0.0.1:{port}")
+    assert done.returncode == 2
+    (line,) = done.stderr.decode().strip().splitlines()
+    assert "cannot bind (Address already in use); another program may hold the port" in line
+    assert line.startswith("ser-stream: zmq:tcp:")

@@ -112,7 +112,8 @@ def test_heartbeats_say_what_was_done_and_how_long_work_waits():
     assert progress.report() == {"received": 0, "sent": 0, "oldest_s": 0.0, "stalled_s": 0.0}
     progress.took(3)
     now[0] += 2.0
-    progress.sent()
+    progress.sending()
+    progress.done_sending(sent=True)
     now[0] += 7.0
     report = progress.report()
     assert report == {"received": 3, "sent": 1, "oldest_s": 9.0, "stalled_s": 7.0}
@@ -120,6 +121,11 @@ def test_heartbeats_say_what_was_done_and_how_long_work_waits():
     assert not stuck(report["stalled_s"], downstream_blocked=True)  # it waits on another
     progress.finished(3)
     assert progress.report()["stalled_s"] == 0.0  # holds nothing: idle is not stuck
+    progress.sending()  # a send outside any message (an end of stream at a sweep)
+    now[0] += 8.0
+    assert progress.report()["stalled_s"] == 8.0
+    progress.done_sending(sent=False)  # given up at shutdown: no progress, nothing held
+    assert progress.report() == {"received": 3, "sent": 1, "oldest_s": 0.0, "stalled_s": 0.0}
     beat = Heartbeat("vad.0", **report)
     assert beat.stalled_s == 7.0 and beat.received == 3
 

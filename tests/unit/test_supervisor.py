@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -230,3 +231,36 @@ def test_a_source_list_and_a_replicas_table_are_read(tmp_path):
     assert load_toml(str(path)) == {
         "source": ["file:a.wav", "file:b.wav"], "streams": 2, "replicas": {"model": 2}
     }  # fmt: skip
+
+
+def test_the_sweep_removes_only_what_no_live_process_holds(tmp_path):
+    import subprocess
+    import sys
+
+    from ser_stream.private import hold
+    from ser_stream.supervisor import _sweep_left_behind
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    left = tmp_path / f"up-{gone}-abc"  # its supervisor was killed: its lock is free
+    left.mkdir()
+    (left / ".lock").touch()
+    (left / "vad.0").touch()
+    held_elsewhere = tmp_path / f"serve-{gone}-def"  # a process of another PID namespace
+    held_elsewhere.mkdir()
+    keep = hold(held_elsewhere / ".lock")
+    starting = tmp_path / f"up-{gone}-ghi"  # made, its lock not yet taken
+    starting.mkdir()
+    mine = tmp_path / f"up-{os.getpid()}-jkl"
+    mine.mkdir()
+    (mine / ".lock").touch()
+    (tmp_path / f"pub-{gone}").touch()
+    (tmp_path / f"pub-{gone}.lock").touch()
+    (tmp_path / "pub.lock").touch()
+    try:
+        _sweep_left_behind(tmp_path)
+    finally:
+        os.close(keep)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [held_elsewhere.name, starting.name, mine.name, "pub.lock"]
+    )
