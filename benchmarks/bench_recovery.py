@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from benchmarks.common import machine, percentiles, write_report
+from benchmarks.common import machine, percentiles, stage_processes, write_report
 from ser_stream.testing import noise, voiced
 
 SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
@@ -42,25 +42,10 @@ def talk(path: Path, seconds: float) -> Path:
     return path
 
 
-def pid_of(parent: int, stage: str) -> int | None:
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            argv = (entry / "cmdline").read_bytes().decode().split("\0")
-        except (OSError, IndexError):
-            continue
-        if int(stat[1]) == parent and stat[0] != "Z" and "stage" in argv:
-            if argv[argv.index("stage") + 1] == stage:
-                return int(entry.name)
-    return None
-
-
 def wait_for_pid(parent: int, stage: str) -> int:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        pid = pid_of(parent, stage)
+        pid = stage_processes(parent).get(stage)
         if pid is not None:
             return pid
         time.sleep(0.02)
@@ -121,7 +106,7 @@ def main() -> None:
             pid = wait_for_pid(up.pid, "denoise")
             stopped_at["t"] = time.monotonic()
             os.kill(pid, signal.SIGSTOP)
-            while pid_of(up.pid, "denoise") in (pid, None):
+            while stage_processes(up.pid).get("denoise") in (pid, None):
                 time.sleep(0.01)
             stopped_at["replaced_s"] = time.monotonic() - stopped_at["t"]
 

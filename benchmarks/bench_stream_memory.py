@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from benchmarks.common import machine, write_report
+from benchmarks.common import machine, stage_processes, write_report
 from ser_stream.audio import bundled_sample, load_audio
 from ser_stream.messages import Audio, EndOfStream
 from ser_stream.testing import noise
@@ -49,22 +49,6 @@ def stream_audio(seconds: float) -> np.ndarray:
     part = speech[max(0, start - 3_200) :][: round(seconds * 16_000)]
     audio = part + noise(part.size / 16_000)[: part.size]
     return (np.clip(audio, -1, 1) * 32767).astype(np.int16)
-
-
-def processes(parent: int) -> dict[str, int]:
-    """The pipeline's processes by stage name, and the supervisor."""
-    found = {"supervisor": parent}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            argv = (entry / "cmdline").read_bytes().decode().split("\0")
-        except (OSError, IndexError):
-            continue
-        if int(stat[1]) == parent and stat[0] != "Z" and "stage" in argv:
-            found[argv[argv.index("stage") + 1]] = int(entry.name)
-    return found
 
 
 def memory_mb(pid: int, field: str = "VmRSS") -> float | None:
@@ -181,7 +165,7 @@ def main() -> None:
         if up.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"up did not start:\n{(folder / 'up.log').read_text()}")
         time.sleep(0.1)
-    pids = processes(up.pid)
+    pids = stage_processes(up.pid)
     context = zmq.Context()
     push = context.socket(zmq.PUSH)
     push.connect(endpoint)
@@ -205,7 +189,7 @@ def main() -> None:
         time.sleep(SETTLE_S)  # a benchmark's fixed look later, to show what stays
         settled = snapshot(pids)
         hwm = {name: memory_mb(pid, "VmHWM") for name, pid in pids.items()}
-        alive = processes(up.pid)
+        alive = stage_processes(up.pid)
     finally:
         push.close(linger=0)
         context.term()

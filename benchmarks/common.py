@@ -25,3 +25,19 @@ def write_report(name: str, report: dict) -> Path:
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return path
+
+
+def stage_processes(parent: int) -> dict[str, int]:
+    """The live stage processes of a ``ser-stream up`` by stage name, and its supervisor."""
+    found = {"supervisor": parent}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            argv = (entry / "cmdline").read_bytes().decode().split("\0")
+        except (OSError, IndexError):
+            continue
+        if int(stat[1]) == parent and stat[0] != "Z" and "stage" in argv:
+            found[argv[argv.index("stage") + 1]] = int(entry.name)
+    return found

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from benchmarks.common import machine, write_report
+from benchmarks.common import machine, stage_processes, write_report
 from ser_stream.audio import bundled_sample, load_audio
 from ser_stream.messages import Audio, EndOfStream
 from ser_stream.testing import noise
@@ -75,22 +75,6 @@ def produce(endpoint: str, minutes: float, stop: threading.Event) -> int:
     return streams
 
 
-def processes(parent: int) -> dict[str, int]:
-    """The pipeline's processes by stage name (and the supervisor)."""
-    found = {"supervisor": parent}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            argv = (entry / "cmdline").read_bytes().decode().split("\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == parent and "stage" in argv:
-            found[argv[argv.index("stage") + 1]] = int(entry.name)
-    return found
-
-
 def sample(pid: int) -> dict[str, float] | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -134,7 +118,7 @@ def main() -> None:
     try:
         while producer.is_alive():
             now = time.monotonic() - started
-            for name, pid in processes(up.pid).items():
+            for name, pid in stage_processes(up.pid).items():
                 point = sample(pid)
                 if point is not None:
                     series.setdefault(name, []).append((now, point))

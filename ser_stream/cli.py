@@ -10,7 +10,18 @@ from pathlib import Path
 
 from ser_stream.errors import OutputClosed, SerStreamError
 
-__all__ = ["main"]
+__all__ = ["main", "self_command"]
+
+
+def self_command() -> list[str]:
+    """How a process of this package starts another: ``python -m ser_stream``.
+
+    With ``-P`` (Python 3.11+) the working folder does not come first on the module path,
+    so a plain install run from the project's checkout starts the installed package, not
+    the checkout's ``ser_stream/`` folder (where ``ser_stream.stages`` is not).
+    """
+    safe = ["-P"] if sys.version_info >= (3, 11) else []
+    return [sys.executable, *safe, "-m", "ser_stream"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -558,7 +569,7 @@ def _capture(args: argparse.Namespace) -> int:
     keys = _curve_keys(args.curve)
     try:
         if source.kind != "mic":  # the microphone source opens and checks the device itself
-            check_source(source)
+            check_source(source, decode_all=False)  # `up` decoded it all before it started
         if source.kind == "file":
             frames = file_frames(
                 source.target,

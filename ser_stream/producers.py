@@ -118,11 +118,15 @@ class _Producers:
         self.ended: OrderedDict[str, None] = OrderedDict()  # ids that may not open again
         self.nobody = _Stream(heard=0.0, seq=-1)  # reports about no stream, under "-"
         self.listened = 0.0  # seconds spent waiting with nothing to read
-        self.pending_samples = 0
 
     def streams(self) -> list[tuple[str, _Stream]]:
         """Every stream with a turn."""
         return [("-", self.nobody), *self.closing.items(), *self.open.items()]
+
+    @property
+    def pending_samples(self) -> int:
+        """Audio read and not yet sent on, all streams together, in samples."""
+        return sum(state.waiting for _, state in self.streams())
 
     def report(self, name: str, state: _Stream, reason: str) -> None:
         """An error record for ``name``, unless too many already wait (then counted)."""
@@ -130,34 +134,41 @@ class _Producers:
             state.untold += 1
             state.last_reason = reason
             return
-        self.log.warning("producer message skipped", stream=name, reason=reason)
+        self._say(name, state, "producer message skipped", reason)
+
+    def _say(self, name: str, state: _Stream, event: str, reason: str) -> None:
+        """Log ``reason`` and queue its error record in the stream's turn."""
+        self.log.warning(event, stream=name, reason=reason)
         state.reports += 1
         state.pending.append((name, ErrorMsg(reason, "capture")))
 
-    def take(self, envelope: Envelope) -> None:
-        """One producer message: refuse it with a reason, or queue its frames."""
+    def take(self, envelope: Envelope) -> int:
+        """One producer message: refuse it with a reason, or queue its frames.
+
+        Returns the samples it queued (0 when refused or not audio).
+        """
         stream, body = envelope.stream, envelope.body
         if stream == "-":
             self.report("-", self.nobody, "stream id '-' is reserved; name your stream otherwise")
-            return
+            return 0
         state = self.open.get(stream)
         problem = _refusal(body) if isinstance(body, Audio) else ""
         if state is None:
             if isinstance(body, EndOfStream):
-                return  # the end of a stream that is not open (already ended): nothing to do
+                return 0  # the end of a stream that is not open (already ended): nothing to do
             if stream in self.ended:  # the stages would take it for a straggler of the last
                 problem = "that stream has ended; give each new stream an id of its own"
             elif len(self.open) >= self.max_streams:
                 problem = f"{self.max_streams} streams are open; end one first"
             if problem:  # not opened: said under "-"
                 self.report("-", self.nobody, f"producer stream {stream} refused: {problem}")
-                return
+                return 0
             state = self.open[stream] = _Stream(heard=self.listened, seq=envelope.seq - 1)
         if envelope.seq <= state.seq:
             self.report(stream, state, f"stream {stream}: message {envelope.seq} does not follow "
                         f"{state.seq}; is another producer using this stream id? Give each "
                         "producer its own")  # fmt: skip
-            return
+            return 0
         state.seq = envelope.seq
         state.heard = self.listened
         if isinstance(body, EndOfStream):
@@ -169,7 +180,8 @@ class _Producers:
             self.report(stream, state, f"stream {stream}: message {envelope.seq} refused: "
                         f"{problem}")  # fmt: skip
         else:
-            self._queue(stream, state, body, envelope.timestamps)
+            return self._queue(stream, state, body, envelope.timestamps)
+        return 0
 
     @staticmethod
     def _too_far_ahead(state: _Stream, body: Audio) -> str:
@@ -179,7 +191,7 @@ class _Producers:
         return (f"{waiting:.1f} s of this stream's audio already waits to go on (at most "
                 f"{MAX_AHEAD_S:.0f} s); send at most {MAX_SPEED:.0f}x real time")  # fmt: skip
 
-    def _queue(self, stream: str, state: _Stream, body: Audio, stamps: dict) -> None:
+    def _queue(self, stream: str, state: _Stream, body: Audio, stamps: dict) -> int:
         import soxr
 
         samples = np.asarray(body.samples)
@@ -193,6 +205,7 @@ class _Producers:
         if state.resampler is not None:
             samples = state.resampler.resample_chunk(samples)
         self._frames(stream, state, samples, stamps)
+        return samples.size
 
     def _flush_resampler(self, stream: str, state: _Stream) -> None:
         if state.resampler is not None:
@@ -207,7 +220,6 @@ class _Producers:
             # a producer's own timestamps ride along only when it sent some
             state.pending.append((stream, audio, stamps) if stamps else (stream, audio))
             state.position += piece.size
-            self.pending_samples += piece.size
             state.waiting += piece.size
 
     def close(self, stream: str, reason: str) -> None:
@@ -225,18 +237,16 @@ class _Producers:
         """End the streams whose producer sent nothing for ``silent_s`` of listening."""
         for stream, state in list(self.open.items()):
             if self.listened - state.heard > silent_s:
-                self.log.warning("producer went silent", stream=stream, seconds=silent_s)
                 reason = (f"the producer of stream {stream} sent nothing for {silent_s:.0f} s; "
                           "its stream was ended")  # fmt: skip
-                state.pending.append((stream, ErrorMsg(reason, "capture")))
+                self._say(stream, state, "producer went silent", reason)
                 self.close(stream, "error")
 
     def _tell_untold(self, name: str, state: _Stream) -> None:
         if state.untold:
             reason = (f"{state.untold} more producer messages skipped (the last: "
                       f"{state.last_reason})")  # fmt: skip
-            self.log.warning("producer messages skipped", stream=name, reason=reason)
-            state.pending.append((name, ErrorMsg(reason, "capture")))
+            self._say(name, state, "producer messages skipped", reason)
             state.untold = 0
 
     def due_in(self, state: _Stream, now: float) -> float:
@@ -275,9 +285,8 @@ class _Producers:
         item = state.pending.popleft()
         body = item[1]
         if isinstance(body, ErrorMsg):
-            state.reports = max(0, state.reports - 1)
+            state.reports -= 1
         elif isinstance(body, Audio):
-            self.pending_samples -= body.samples.size
             state.waiting -= body.samples.size
             state.credit_s -= body.samples.size / SAMPLE_RATE
         if not state.pending and name in self.closing:
@@ -373,7 +382,8 @@ def zmq_frames(
                 _log_refusals(refusals, log)
             wait_s = producers.wait_s(time.monotonic())
             timeout_s = 0.5 if wait_s is None else min(wait_s, 0.5)
-            if producers.pending_samples < read_ahead:
+            room = read_ahead - producers.pending_samples
+            if room > 0:
                 waited = time.monotonic()
                 ready = sock.poll(round(timeout_s * 1000))
                 producers.listened += time.monotonic() - waited  # nothing there meanwhile
@@ -384,11 +394,11 @@ def zmq_frames(
                         break
                     idle_since = time.monotonic()
                     try:
-                        producers.take(decode(frames))
+                        room -= producers.take(decode(frames))
                     except WireError as exc:
                         reason = f"producer message skipped: {exc}; follow docs/wire.md"
                         producers.report("-", producers.nobody, reason)
-                    if producers.pending_samples >= read_ahead:
+                    if room <= 0:
                         break
             else:
                 time.sleep(min(timeout_s, 0.05))  # the read-ahead is full: its frames wait

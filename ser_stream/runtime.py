@@ -363,6 +363,19 @@ class _Lifecycle:
         secure(sock, endpoint, self.keys, server=False)
         sock.connect(endpoint)
 
+    async def _send_counted(self, sock: zmq.asyncio.Socket, envelope: Envelope) -> bool:
+        """Send with backpressure (see :func:`_send_or_give_up`); False if given up.
+
+        The wait counts as held work in the heartbeats' progress.
+        """
+        self.progress.sending()
+        sent = False
+        try:
+            sent = await _send_or_give_up(sock, envelope, self.settings, lambda: self._give_up_at)
+        finally:
+            self.progress.done_sending(sent)
+        return sent
+
     def _in_background(self, coroutine) -> None:
         """Run ``coroutine`` beside the main loop until the end."""
         self._tasks.append(asyncio.create_task(coroutine))
@@ -615,13 +628,7 @@ class StageRuntime(_Lifecycle):
             ):
                 self.counters["ledger_entries_lost_on_shutdown"] += 1
         sock = sockets.out_for(envelope.stream)
-        self.progress.sending()
-        sent = False
-        try:
-            sent = await _send_or_give_up(sock, envelope, self.settings, lambda: self._give_up_at)
-        finally:
-            self.progress.done_sending(sent)
-        if not sent:
+        if not await self._send_counted(sock, envelope):
             self.counters[f"lost_on_shutdown_{envelope.kind.value}"] += 1
             self.log.error(
                 "message lost on shutdown",
@@ -703,13 +710,7 @@ class SourceRuntime(_Lifecycle):
         if envelope.kind is Kind.END_OF_STREAM:
             self._unacked.add(envelope)
         sock = outs[shard_of(envelope.stream, len(outs))]
-        self.progress.sending()
-        sent = False
-        try:
-            sent = await _send_or_give_up(sock, envelope, self.settings, lambda: self._give_up_at)
-        finally:
-            self.progress.done_sending(sent)
-        if not sent:
+        if not await self._send_counted(sock, envelope):
             self.counters[f"lost_on_shutdown_{envelope.kind.value}"] += 1
 
     async def _forward(

@@ -87,6 +87,15 @@ class Sink:
         """The session ended; ``summary`` is the ``session_end`` summary of every stream."""
 
 
+def _refuse_link(path: Path) -> None:
+    """Raise :class:`InputError` if ``path`` is a symbolic link."""
+    if os.path.islink(path):
+        raise InputError(
+            f"{path} is a symbolic link; give the file it points to, if it is yours, "
+            "or pick another path"
+        )
+
+
 def _open_for_writing(path: Path) -> int:
     """Create or empty ``path`` for writing, never through a link; return its descriptor."""
     # A link planted where the file goes (in a shared folder, by another user) would
@@ -95,11 +104,7 @@ def _open_for_writing(path: Path) -> int:
     try:
         return os.open(path, flags, 0o666)
     except OSError as exc:
-        if os.path.islink(path):  # ELOOP on Linux, EMLINK on FreeBSD
-            raise InputError(
-                f"{path} is a symbolic link; give the file it points to, if it is yours, "
-                "or pick another path"
-            ) from exc
+        _refuse_link(path)  # ELOOP on Linux, EMLINK on FreeBSD
         raise InputError(f"cannot write {path} ({exc.strerror}); pick a writable path") from exc
 
 
@@ -342,11 +347,7 @@ class PlotSink(Sink):
         folder = self.path.parent if str(self.path.parent) else Path(".")
         if not folder.is_dir():
             raise InputError(f"--plot {self.path}: no folder {folder}; create it or pick another")
-        if self.path.is_symlink():
-            raise InputError(
-                f"{self.path} is a symbolic link; give the file it points to, if it is yours, "
-                "or pick another path"
-            )
+        _refuse_link(self.path)
 
     def _mine(self, stream: str) -> bool:
         if self._stream is None:

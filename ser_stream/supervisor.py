@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from ser_stream.cli import self_command
 from ser_stream.errors import InputError, OutputClosed, WireError
 from ser_stream.liveness import stuck
 from ser_stream.logs import get_logger
@@ -499,7 +500,7 @@ class _Stages:
         self._heard: dict[tuple[str, int], float] = {}  # last heartbeat of each process
         self._listened_at = time.monotonic()
         self._attentive_since = self._listened_at  # listening without a pause since then
-        self._last_blocked: dict[tuple[str, int], float] = {}  # see _blocked_at
+        self._last_blocked: dict[tuple[str, int], float] = {}  # see _stuck
         self._failures: dict[tuple[str, int], deque[float]] = defaultdict(deque)
         self._due: dict[tuple[str, int], float] = {}  # restarts waiting out their back-off
         self.positions: dict[
@@ -575,7 +576,7 @@ class _Stages:
         return f"{name}.{replica}" if self.count(name) > 1 or name == "capture" else name
 
     def command(self, name: str, replica: int) -> list[str]:
-        base = [sys.executable, "-m", "ser_stream", "--log-level", "warning", "stage", name]
+        base = [*self_command(), "--log-level", "warning", "stage", name]
         outs = (
             [arg for out in self.outputs(name, replica) for arg in ("--out", out)]
             if (name != CHAIN[-1])
@@ -734,10 +735,7 @@ class _Stages:
             silent = f"no heartbeat within {self.config.start_timeout_s:.0f} s of its start"
         elif now - heard > HUNG_AFTER_MISSES * self.heartbeat_s:
             silent = f"no heartbeat for {now - heard:.1f} s"
-        elif beat is not None and stuck(
-            min(beat[0].stalled_s, now - self._attentive_since, now - self._blocked_at(key, now)),
-            self._blocked_after(key),
-        ):
+        elif beat is not None and self._stuck(key, beat[0], now):
             silent = (f"no progress for {beat[0].stalled_s:.1f} s while holding work "
                       f"(the oldest message for {beat[0].oldest_s:.1f} s)")  # fmt: skip
         else:
@@ -748,15 +746,18 @@ class _Stages:
         process.wait()
         self._schedule_restart(key, f"hung: {silent}")
 
-    def _blocked_at(self, key: tuple[str, int], now: float) -> float:
-        """When a later stage last held ``key`` up (see :meth:`_blocked_after`).
+    def _stuck(self, key: tuple[str, int], beat: Heartbeat, now: float) -> bool:
+        """The process holds work without progress (see :mod:`ser_stream.liveness`).
 
-        A stall only counts from then: a process whose neighbour just came back reports
-        the outage as its own stall for a heartbeat or two.
+        Its stall counts only while this supervisor listened, and only from the last time
+        a later stage held it up (a process whose neighbour just came back reports the
+        outage as its own stall for a heartbeat or two).
         """
-        if self._blocked_after(key):
+        blocked = self._blocked_after(key)
+        if blocked:
             self._last_blocked[key] = now
-        return self._last_blocked.get(key, float("-inf"))
+        seen_s = now - max(self._attentive_since, self._last_blocked.get(key, float("-inf")))
+        return stuck(min(beat.stalled_s, seen_s), blocked)
 
     def _blocked_after(self, key: tuple[str, int]) -> bool:
         """A process of a later stage is down, starting, stalled, or behind a backlog.

@@ -80,12 +80,17 @@ def parse_source(text: str, *, rate: int = SAMPLE_RATE, realtime: bool = True) -
     raise InputError(f"source {text!r} is not {SOURCE_FORMS}; see ser-stream up --help")
 
 
-def check_source(source: CaptureConfig) -> None:
+def check_source(source: CaptureConfig, *, decode_all: bool = True) -> None:
     """Fail fast, before any process starts, on a source that cannot deliver.
 
+    ``decode_all``: decode a file to its end (its first hour), so that a truncated file or
+    NaN samples part-way are known now; without it only its header is read (the capture
+    process itself, which meets the rest as it reads).
+
     Raises:
-        InputError: a missing, unreadable, empty or non-audio file, a rate that is not
-            positive, or a microphone that cannot be opened; the message says what to do.
+        InputError: a missing, unreadable, empty, corrupt or non-audio file, an endpoint
+            that cannot be bound, a rate that is not positive, or a microphone that cannot
+            be opened; the message says what to do.
     """
     import os
 
@@ -94,7 +99,10 @@ def check_source(source: CaptureConfig) -> None:
             raise InputError(f"{source.target}: no such file; check --source file:PATH")
         if not os.access(source.target, os.R_OK):
             raise InputError(f"{source.target}: not readable; check its permissions")
-        check_audio_file(source.target)  # empty, corrupt, truncated, NaN: fails here
+        if decode_all:
+            check_audio_file(source.target)  # empty, corrupt, truncated, NaN: fails here
+        else:
+            stream_audio(source.target)  # empty, corrupt header, not audio: fails here
     elif source.kind == "zmq":
         check_endpoint(source.target)
     elif source.kind == "stdin" and source.rate <= 0:

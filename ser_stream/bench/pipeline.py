@@ -392,10 +392,11 @@ def measure_memory(seconds: float, folder: Path) -> dict:
     """
     import json
     import subprocess
-    import sys
+
+    from ser_stream.cli import self_command
 
     wav = write_wav(folder / "memory.wav", bench_audio(seconds, seed=1))
-    command = [sys.executable, "-m", "ser_stream", "--log-level", "info", "up", "--fast",
+    command = [*self_command(), "--log-level", "info", "up", "--fast",
                "--source", f"file:{wav}", "--sink", f"jsonl:{folder / 'memory.jsonl'}",
                "--publish", f"ipc://{folder}/memory-publish"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
