@@ -24,9 +24,10 @@ lint: setup-dev
 # Tests add: espeak-ng (tests that speak real sentences), libzmq headers and a C compiler
 # (the C sink example), and a PulseAudio server with its tools (the microphone tests play
 # audio into a virtual microphone through a real audio server), and Chromium with its
-# WebDriver (the live page of `ser-stream serve`, tested in a headless browser).
+# WebDriver (the live page of `ser-stream serve`, tested in a headless browser), and ffmpeg
+# (the real codecs of the channel-shift yardstick).
 RUNTIME_DEBS := libportaudio2 libasound2-plugins python3-venv
-TEST_DEBS    := espeak-ng libzmq3-dev gcc make pulseaudio pulseaudio-utils chromium chromium-driver
+TEST_DEBS    := espeak-ng libzmq3-dev gcc make pulseaudio pulseaudio-utils chromium chromium-driver ffmpeg
 APT_INSTALL  := if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq
 
@@ -41,7 +42,7 @@ system-packages-dev: system-packages
 	@if ! command -v espeak-ng >/dev/null || ! [ -f /usr/include/zmq.h ] \
 		|| ! command -v cc >/dev/null || ! command -v pulseaudio >/dev/null \
 		|| ! command -v paplay >/dev/null || ! command -v chromium >/dev/null \
-		|| ! command -v chromedriver >/dev/null; then \
+		|| ! command -v chromedriver >/dev/null || ! command -v ffmpeg >/dev/null; then \
 		$(APT_INSTALL) $(TEST_DEBS); \
 	fi
 

@@ -33,9 +33,9 @@ from ser_stream.stages import denoise, features, vad
 from ser_stream.stages.normalize import NormalizeConfig
 from ser_stream.train import acoustics
 from ser_stream.train import augment as augment_module
-from ser_stream.train import channels as channels_module
 from ser_stream.train.augment import AugmentConfig, augment
 from ser_stream.train.channels import apply_condition
+from ser_stream.train.codecs import CODECS, ffmpeg_available
 from ser_stream.train.datasets import Clip
 
 __all__ = ["CACHE_ENV", "WindowSet", "cache_dir", "clip_windows"]
@@ -50,7 +50,6 @@ _FEATURE_CODE = (
     analysis_module,
     audio_module,
     augment_module,
-    channels_module,
     denoise,
     features,
     vad,
@@ -132,6 +131,12 @@ def clip_windows(
         progress: show a progress bar.
     """
     config = replace(config, normalize=NormalizeConfig())
+    if condition in CODECS and not ffmpeg_available():
+        # Checked here: a clip the analysis rejects is cached as skipped for good.
+        raise InputError(
+            f"channel condition {condition!r} runs a real codec through ffmpeg, which is not "
+            "installed: apt-get install ffmpeg (or make setup-dev)"
+        )
     copies = augmentation.copies if augmentation and condition is None else 0
     babble = babble or [()] * len(clips)
     jobs = [
@@ -179,12 +184,35 @@ def clip_windows(
     )
 
 
-def _code_digest() -> bytes:
+_CONDITION_CODE = ("channels.py", "codecs.py", "rooms.py")
+"""Files of the channel yardstick (beside this one): they key only the conditioned entries,
+so a new yardstick condition leaves the clean and augmented features valid."""
+
+
+def _code_digest(files: tuple[str, ...] = ()) -> bytes:
     """Digest of the code that turns audio into features, as imported by this process."""
     digest = hashlib.sha256()
     for file in (*(module.__file__ for module in _FEATURE_CODE), __file__):
         digest.update(Path(file).read_bytes())
+    for name in files:
+        path = Path(__file__).with_name(name)
+        if path.is_file():
+            digest.update(path.read_bytes())
     return digest.digest()
+
+
+@lru_cache(maxsize=1)
+def _ffmpeg_version() -> str:
+    """The version line of ffmpeg: another build is another codec, so other entries."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["ffmpeg", "-version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "absent"
+    return done.stdout.splitlines()[0] if done.stdout else "absent"
 
 
 @lru_cache(maxsize=1)
@@ -255,10 +283,12 @@ class _ClipStore:
         spec = {
             "config": config.to_dict(),
             "libraries": _library_versions(),
+            "ffmpeg": _ffmpeg_version() if condition in CODECS else None,
             "augmentation": augmentation.to_dict() if augmentation else None,
             "condition": condition,
         }
-        return hashlib.sha256(_CODE_DIGEST + json.dumps(spec, sort_keys=True).encode()).digest()
+        code = _CONDITION_DIGEST if condition else _CODE_DIGEST
+        return hashlib.sha256(code + json.dumps(spec, sort_keys=True).encode()).digest()
 
     def _path(self, job: _Job) -> Path:
         clean = self._clean and job.variant == 0
@@ -371,5 +401,6 @@ def _windows_of(arg) -> tuple[_Windows, bool]:
 
 
 _CODE_DIGEST = _code_digest()
+_CONDITION_DIGEST = _code_digest(_CONDITION_CODE)
 """Read once at import: entries are keyed by the code this process runs, even if the files
 change while it runs."""

@@ -57,7 +57,7 @@ class TestClipCache:
         """Another augmentation or condition is another entry, never a stale one."""
         cache = tmp_path / "cache"
         clip_windows(corpus[:1], CONFIG, augmentation=AUGMENT, cache=cache, workers=1)
-        clip_windows(corpus[:1], CONFIG, condition="telephone", cache=cache, workers=1)
+        clip_windows(corpus[:1], CONFIG, condition="gain", cache=cache, workers=1)
         assert len(entries(cache)) == 3
 
     def test_a_damaged_entry_is_computed_again(self, corpus, tmp_path):

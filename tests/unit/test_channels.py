@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import ast
+from functools import cache
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from ser_stream.errors import InputError
 from ser_stream.testing import voiced
-from ser_stream.train import acoustics
-from ser_stream.train.channels import CONDITIONS, NOISE_SNR_DB, apply_condition
+from ser_stream.train import acoustics, augment, channels, codecs, rooms
+from ser_stream.train.channels import (
+    CONDITIONS,
+    DESCRIPTIONS,
+    NOISE_SNR_DB,
+    SHARED_WITH_TRAINING,
+    apply_condition,
+)
+from tests.unit.test_codecs import band_energy, formant_voice, needs_ffmpeg
 
 RATE = 16_000
 
@@ -107,17 +118,52 @@ class TestNoiseAndRooms:
         assert np.sqrt(np.mean(out.astype(float) ** 2)) == pytest.approx(1.0, rel=1e-3)
 
 
+CODEC_CONDITIONS = [c for c in CONDITIONS if c in codecs.CODECS]
+NARROWBAND = [c for c in CODEC_CONDITIONS if codecs.CODECS[c].narrowband] + ["band-cheby"]
+OTHER_TALKERS = [voiced(1.0, f0=220.0, seed=7), voiced(1.3, f0=105.0, seed=9)]
+
+
+CLIP = formant_voice(1.0)
+
+
+@cache
+def heard(name: str) -> np.ndarray:
+    """The test clip through a condition (seed 11), computed once per test run."""
+    return apply_condition(name, CLIP, RATE, 11, babble_sources=OTHER_TALKERS)
+
+
+def condition_param(name: str):
+    marks = [needs_ffmpeg] if name in codecs.CODECS else []
+    return pytest.param(name, marks=marks, id=name)
+
+
 class TestConditions:
-    @pytest.mark.parametrize("name", [c for c in CONDITIONS if c != "reverb"])
+    @pytest.mark.parametrize("name", [condition_param(c) for c in CONDITIONS if c != "reverb"])
     def test_conditions_are_deterministic_finite_and_keep_length(self, name):
         """Every condition keeps the length, stays finite in [-1, 1] and repeats for a seed."""
-        clip = voiced(1.5)
-        sources = [voiced(1.0, f0=220.0, seed=7)]
-        first = apply_condition(name, clip, RATE, 11, babble_sources=sources)
-        again = apply_condition(name, clip, RATE, 11, babble_sources=sources)
-        assert first.shape == clip.shape and np.all(np.isfinite(first))
-        assert float(np.max(np.abs(first))) <= 1.0
+        first = heard(name)
+        again = apply_condition(name, CLIP, RATE, 11, babble_sources=OTHER_TALKERS)
+        assert first.shape == CLIP.shape and first.dtype == np.float32
+        assert np.all(np.isfinite(first)) and float(np.max(np.abs(first))) <= 1.0
         np.testing.assert_array_equal(first, again)
+
+    @pytest.mark.parametrize("name", [condition_param(c) for c in NARROWBAND])
+    def test_narrowband_lines_remove_what_lies_above_four_khz(self, name):
+        """Telephone lines keep the speech band's energy and almost nothing above 4 kHz.
+
+        (The line filters shift phase as real lines do, so the waveform is not compared.)
+        """
+        out = heard(name)
+        above = band_energy(out, 4_200, 8_000) / band_energy(out, 0, 8_000)
+        assert above < 0.01 * band_energy(CLIP, 4_200, 8_000) / band_energy(CLIP, 0, 8_000)
+        kept_db = 10 * np.log10(band_energy(out, 400, 3_000) / band_energy(CLIP, 400, 3_000))
+        assert abs(kept_db) < 3.0
+
+    def test_band_cheby_keeps_the_telephone_band_only(self):
+        """The Chebyshev band keeps 1 kHz and removes 100 Hz and 6 kHz."""
+        for hz, inside in ((100, False), (1_000, True), (6_000, False)):
+            change = gain_db(tone(hz), apply_condition("band-cheby", tone(hz), RATE, 0))
+            assert (abs(change) < 1.5) if inside else (change < -30.0)
 
     def test_gain_condition_is_minus_twenty_db(self):
         """The gain condition scales by -20 dB exactly."""
@@ -125,20 +171,95 @@ class TestConditions:
         np.testing.assert_allclose(apply_condition("gain", clip, RATE, 0), clip * 0.1, rtol=1e-6)
 
     def test_noise_condition_adds_noise_at_ten_db(self):
-        """Room noise is added at the stated SNR."""
+        """Room noise is added at the stated SNR, a different room for another seed."""
         clip = voiced(2.0)
-        out = apply_condition("noise", clip, RATE, 3, babble_sources=[voiced(1.0, seed=8)])
+        out = apply_condition("noise", clip, RATE, 3, babble_sources=OTHER_TALKERS)
         added = out.astype(float) - clip
         frames = clip[: clip.size // 480 * 480].astype(float).reshape(-1, 480)
         powers = np.sort(np.mean(frames**2, axis=1))
         assert 10 * np.log10(
             powers[powers.size // 2 :].mean() / np.mean(added**2)
         ) == pytest.approx(NOISE_SNR_DB, abs=0.3)
+        other = apply_condition("noise", clip, RATE, 4, babble_sources=OTHER_TALKERS)
+        assert not np.array_equal(out, other)
 
     def test_unknown_condition_is_an_input_error(self):
         """A condition name not in the list is rejected with the choices."""
-        with pytest.raises(InputError, match="telephone"):
+        with pytest.raises(InputError, match="g711-mulaw"):
             apply_condition("underwater", voiced(0.5), RATE, 0)
+        with pytest.raises(InputError, match="unknown channel condition 'telephone'"):
+            apply_condition("telephone", voiced(0.5), RATE, 0)
+
+    def test_every_condition_is_described_and_sharing_names_real_conditions(self):
+        """Reports find one line per condition; the shared list names only conditions."""
+        assert set(DESCRIPTIONS) == set(CONDITIONS)
+        assert set(SHARED_WITH_TRAINING) <= set(CONDITIONS)
+        assert all(text and "\n" not in text for text in DESCRIPTIONS.values())
+        assert all(text and "\n" not in text for text in SHARED_WITH_TRAINING.values())
+
+
+# Arithmetic that augment also calls but that simulates nothing: convolving with a given
+# response, and scaling noise to a stated SNR (so "10 dB" means the same everywhere).
+UTILITIES = {"apply_biquad", "convolve_rir", "mix_at_snr"}
+NAMED_GENERATORS = {
+    "band_limit",
+    "mu_law_round_trip",
+    "colored_noise",
+    "mains_hum",
+    "babble",
+    "decaying_noise_rir",
+    "peaking_eq",
+    "shelf_eq",
+}
+
+
+def acoustics_used(module) -> set[str]:
+    """Names of ``acoustics`` a module calls as ``acoustics.x`` or imports from it."""
+    tree = ast.parse(Path(module.__file__).read_text())
+    used = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "acoustics"
+        ):
+            used.add(node.attr)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("acoustics"):
+            used.update(alias.name for alias in node.names)
+    return used
+
+
+def train_imports(module) -> set[str]:
+    """Modules of ``ser_stream.train`` that a module imports."""
+    tree = ast.parse(Path(module.__file__).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "ser_stream.train":
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            "ser_stream.train."
+        ):
+            found.add(node.module.rsplit(".", 1)[1])
+        elif isinstance(node, ast.Import):
+            found.update(
+                a.name.rsplit(".", 1)[1]
+                for a in node.names
+                if a.name.startswith("ser_stream.train.")
+            )
+    return found
+
+
+def test_the_yardstick_calls_no_generator_of_augmentation():
+    """No condition makes its degradation with a generator that training augmentation uses.
+
+    Shared conditions (SHARED_WITH_TRAINING) share a kind of degradation, never the code
+    that makes it; the codec and room-noise modules import nothing of training at all.
+    """
+    generators = acoustics_used(augment) - UTILITIES
+    assert NAMED_GENERATORS <= generators
+    assert not acoustics_used(channels) & generators
+    assert train_imports(rooms) == set() and train_imports(codecs) == set()
+    assert "augment" not in train_imports(channels)
 
 
 @pytest.mark.slow
