@@ -44,6 +44,9 @@ class ModelArtifact:
         config: the whole parsed ``config.json``.
         temperature: divides the model's logits so its probabilities are calibrated (fitted
             on held-out speakers; 1.0 when the artifact has no calibration).
+        confidence_threshold: the calibrated top probability from which a prediction is
+            confident (fitted on held-out speakers); None when the artifact has none, and
+            then no prediction is known to be confident or not.
     """
 
     path: Path
@@ -53,6 +56,7 @@ class ModelArtifact:
     std: np.ndarray
     config: dict
     temperature: float = 1.0
+    confidence_threshold: float | None = None
 
     @property
     def onnx_path(self) -> Path:
@@ -96,7 +100,9 @@ def load_artifact(path: str | Path | None = None) -> ModelArtifact:
         mean = np.asarray(config["normalization"]["mean"], dtype=np.float32)
         std = np.asarray(config["normalization"]["std"], dtype=np.float32)
         labels = tuple(config["labels"])
-        temperature = float(config.get("calibration", {}).get("temperature", 1.0))
+        calibration = config.get("calibration", {})
+        temperature = float(calibration.get("temperature", 1.0))
+        threshold = _threshold(calibration.get("confidence_threshold"))
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{config_path}: invalid model config ({exc}); re-export it") from exc
     if labels != LABELS:
@@ -107,4 +113,17 @@ def load_artifact(path: str | Path | None = None) -> ModelArtifact:
         raise ModelError(f"{folder}: no {ONNX_FILE}; export the model with `ser-stream train`")
     if not np.isfinite(temperature) or temperature <= 0:
         raise ModelError(f"{config_path}: calibration temperature {temperature} is not positive")
-    return ModelArtifact(folder, labels, parsed, mean, std, config, temperature)
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ModelError(
+            f"{config_path}: confidence threshold {threshold} is not a probability; re-export it"
+        )
+    return ModelArtifact(folder, labels, parsed, mean, std, config, temperature, threshold)
+
+
+def _threshold(value: object) -> float | None:
+    """``calibration.confidence_threshold`` as a float (None when absent or null)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"confidence_threshold {value!r} is not a number")
+    return float(value)

@@ -98,13 +98,24 @@ class Features:
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """The emotion distribution of one window, in the label order of the model."""
+    """The emotion distribution of one window, in the label order of the model.
+
+    Attributes:
+        probabilities: calibrated probability of each label.
+        label: the label of highest probability (the model's best guess).
+        t_start: start of the window, seconds from the start of the stream.
+        t_end: end of the window, seconds from the start of the stream.
+        index: index of the window in the stream, from 0.
+        confident: whether the top probability reaches the artifact's confidence threshold
+            (False: show "uncertain", not the label); None when the model has no threshold.
+    """
 
     probabilities: np.ndarray
     label: str
     t_start: float
     t_end: float
     index: int
+    confident: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +19,9 @@ from ser_stream.analysis import analyze
 from ser_stream.artifact import ModelArtifact, load_artifact
 from ser_stream.audio import load_audio
 from ser_stream.errors import InputError
-from ser_stream.stages.model import ModelCore
+from ser_stream.stages.model import ModelCore, is_confident
 
-__all__ = ["FileResult", "Predictor", "predict_files"]
+__all__ = ["FileResult", "Predictor", "predict_files", "with_vad_engine"]
 
 PARALLEL_MIN_FILES = 16
 """Below this many files one process is as fast as forking workers (2-core x86-64)."""
@@ -29,13 +29,25 @@ PARALLEL_MIN_FILES = 16
 
 @dataclass(frozen=True)
 class FileResult:
-    """The outcome for one input file: a prediction, or an error that says what to do."""
+    """The outcome for one input file: a prediction, or an error that says what to do.
+
+    Attributes:
+        file: the path (or name) of the recording.
+        label: the label of highest mean probability over the windows (the best guess).
+        probabilities: the mean calibrated probability of each label over the windows.
+        windows: one object per window: ``t_start``, ``t_end``, ``label``,
+            ``probabilities`` and ``confident``.
+        error: what went wrong and what to do, instead of a prediction.
+        confident: whether the mean's top probability reaches the model's confidence
+            threshold (False: report "uncertain"); None when the model has no threshold.
+    """
 
     file: str
     label: str | None = None
     probabilities: dict[str, float] = field(default_factory=dict)
     windows: list[dict] = field(default_factory=list)
     error: str | None = None
+    confident: bool | None = None
 
     def to_json(self) -> dict:
         """The JSON object ``predict --json`` prints for this file."""
@@ -44,6 +56,7 @@ class FileResult:
         return {
             "file": self.file,
             "label": self.label,
+            "confident": self.confident,
             "probabilities": self.probabilities,
             "windows": self.windows,
         }
@@ -57,7 +70,11 @@ class Predictor:
         self.core = ModelCore(artifact)
 
     def predict_samples(self, samples: np.ndarray, name: str = "<audio>") -> FileResult:
-        """Predict canonical (16 kHz mono float32) audio; the file label is the window mean."""
+        """Predict canonical (16 kHz mono float32) audio; the file label is the window mean.
+
+        The file is confident when its mean distribution's top probability reaches the
+        threshold, whatever its windows' flags: the mean is what its label is made of.
+        """
         features = analyze(samples, self.artifact.analysis)
         predictions = self.core.push_batch(features)
         labels = self.artifact.labels
@@ -67,6 +84,7 @@ class Predictor:
                 "t_start": round(p.t_start, 3),
                 "t_end": round(p.t_end, 3),
                 "label": p.label,
+                "confident": p.confident,
                 "probabilities": _as_dict(labels, p.probabilities),
             }
             for p in predictions
@@ -76,6 +94,7 @@ class Predictor:
             label=labels[int(np.argmax(mean))],
             probabilities=_as_dict(labels, mean),
             windows=windows,
+            confident=is_confident(mean, self.artifact.confidence_threshold),
         )
 
     def predict_file(self, path: str) -> FileResult:
@@ -98,7 +117,11 @@ class Predictor:
 
 
 def predict_files(
-    paths: Iterable[str], model: str | Path | None = None, *, workers: int | None = None
+    paths: Iterable[str],
+    model: str | Path | None = None,
+    *,
+    workers: int | None = None,
+    vad_engine: str | None = None,
 ) -> Iterator[FileResult]:
     """Predict each file in order; large batches run in worker processes.
 
@@ -107,7 +130,7 @@ def predict_files(
     afterwards start warm instead of each loading them again.
     """
     paths = list(paths)
-    artifact = load_artifact(model)
+    artifact = with_vad_engine(load_artifact(model), vad_engine)
     if not paths:
         return
     if workers is None:
@@ -121,7 +144,10 @@ def predict_files(
         return
     chunk = max(1, min(32, len(rest) // (workers * 4)))
     with ProcessPoolExecutor(
-        workers, mp_context=_warm_context(), initializer=_init_worker, initargs=(artifact.path,)
+        workers,
+        mp_context=_warm_context(),
+        initializer=_init_worker,
+        initargs=(artifact.path, vad_engine),
     ) as pool:
         yield from pool.map(_predict_in_worker, rest, chunksize=chunk)
 
@@ -135,9 +161,17 @@ def _warm_context() -> multiprocessing.context.BaseContext | None:
 _WORKER: Predictor | None = None
 
 
-def _init_worker(model_dir: Path) -> None:
+def _init_worker(model_dir: Path, vad_engine: str | None) -> None:
     global _WORKER
-    _WORKER = Predictor(load_artifact(model_dir))
+    _WORKER = Predictor(with_vad_engine(load_artifact(model_dir), vad_engine))
+
+
+def with_vad_engine(artifact: ModelArtifact, engine: str | None) -> ModelArtifact:
+    """The artifact with another VAD engine (``None``: its own, the one it was trained with)."""
+    if engine is None or engine == artifact.analysis.vad.engine:
+        return artifact
+    vad = replace(artifact.analysis.vad, engine=engine)
+    return replace(artifact, analysis=replace(artifact.analysis, vad=vad))
 
 
 def _predict_in_worker(path: str) -> FileResult:

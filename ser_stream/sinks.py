@@ -22,10 +22,38 @@ __all__ = [
     "JSONLSink",
     "PlotSink",
     "Sink",
+    "dominant_text",
     "parse_sink",
     "prediction_record",
     "summary_table",
+    "verdict_text",
 ]
+
+
+def verdict_text(label: str, probability: float, confident: bool | None) -> str:
+    """What to show for a prediction: its label, or ``uncertain (angry? 31%)`` below threshold.
+
+    Unknown confidence (a model without a threshold) shows the label.
+    """
+    if confident is False:
+        return f"uncertain ({label}? {probability:.0%})"
+    return label
+
+
+def _record_verdict(record: dict) -> str:
+    """:func:`verdict_text` of a prediction record."""
+    label = record["label"]
+    return verdict_text(label, record["probabilities"][label], record["confident"])
+
+
+def dominant_text(summary: dict) -> str | None:
+    """The summary's dominant emotion, or ``uncertain (...)`` when no window was confident."""
+    dominant = summary.get("dominant")
+    if dominant is None:
+        return None
+    sure_of_none = summary.get("uncertain", 0) > 0 and summary.get("confident", 0) == 0
+    probability = summary["mean_probabilities"].get(dominant, 0.0)
+    return verdict_text(dominant, probability, False if sure_of_none else None)
 
 
 def prediction_record(envelope: Envelope, labels: tuple[str, ...]) -> dict:
@@ -40,6 +68,7 @@ def prediction_record(envelope: Envelope, labels: tuple[str, ...]) -> dict:
         "t_start": round(body.t_start, 3),
         "t_end": round(body.t_end, 3),
         "label": body.label,
+        "confident": body.confident,
         "probabilities": {
             k: round(float(v), 6) for k, v in zip(labels, body.probabilities, strict=True)
         },
@@ -177,6 +206,8 @@ class ConsoleSink(Sink):
             return
         top = sorted(record["probabilities"].items(), key=lambda kv: -kv[1])[:3]
         bars = "  ".join(f"{label:<9} {'█' * round(p * 10):<10} {p:4.0%}" for label, p in top)
+        if record["confident"] is False:
+            bars = f"{_record_verdict(record)}  {bars}"
         stream = f"{envelope.stream} " if len(self._streams) > 1 else ""
         self._print(f"{stream}[{record['t_start']:7.2f}-{record['t_end']:7.2f} s] {bars}")
 
@@ -207,7 +238,7 @@ class ConsoleSink(Sink):
         if len(self._ended) > 1 or len(self._streams) > 1:
             self._print(
                 f"stream {stream} ended ({reason}): {summary['predicted']} of "
-                f"{summary['windows']} windows predicted, dominant {summary['dominant']}"
+                f"{summary['windows']} windows predicted, dominant {dominant_text(summary)}"
             )
 
     def close(self, reason: str, summary: dict) -> None:
@@ -248,9 +279,15 @@ def summary_table(summary: dict, reason: str) -> list[str]:
     for label, p in mean:
         mark = " <" if label == dominant else ""
         rows.append(f"  {label:<10} {p:>6.1%}  {'█' * round(p * 30)}{mark}")
-    rows.append(f"  {'dominant':<10} {dominant or 'none (no speech heard)'}")
+    rows.append(f"  {'dominant':<10} {dominant_text(summary) or 'none (no speech heard)'}")
     rows.append(f"  {'duration':<10} {summary['duration_s']:.1f} s (ended by {reason})")
     rows.append(f"  {'windows':<10} {summary['predicted']} predicted of {summary['windows']}")
+    judged = summary.get("confident", 0) + summary.get("uncertain", 0)
+    if judged:  # the model has a confidence threshold
+        rows.append(
+            f"  {'confident':<10} {summary['confident']} of {judged} windows "
+            f"({summary['uncertain']} uncertain)"
+        )
     dropped = f"{summary['dropped']} windows"
     if summary.get("audio_dropped_s"):
         dropped += f", {summary['audio_dropped_s']:.2f} s of audio"
@@ -311,19 +348,30 @@ class LiveView:
         record = self.latest
         probabilities = record["probabilities"] if record else dict.fromkeys(self.labels, 0.0)
         top = max(probabilities, key=probabilities.get) if record else None
+        unsure = bool(record) and record["confident"] is False
         for label in self.labels:
             p = probabilities[label]
-            style = "bold green" if label == top else "cyan"
+            style = ("yellow" if unsure else "bold green") if label == top else "cyan"
             table.add_row(Text(label), Text("█" * round(p * 32), style=style), Text(f"{p:.0%}"))
         title = Text(self.state)
         if record:
             title = Text.assemble(
-                (record["label"], "bold"),
+                self._verdict(record),
                 f"  ·  {self.state}  ·  {record['t_start']:.1f}-{record['t_end']:.1f} s  ·  "
                 f"latency {record['latency_ms'] or 0:.0f} ms",
             )
         subtitle = Text(self.note) if self.note else None
         return Panel(table, title=title, subtitle=subtitle, expand=False)
+
+    @staticmethod
+    def _verdict(record: dict):
+        """The label in bold, or "uncertain" in bold with the best guess dimmed."""
+        from rich.text import Text
+
+        if record["confident"] is not False:
+            return Text(record["label"], style="bold")
+        guess = _record_verdict(record)
+        return Text.assemble(("uncertain", "bold yellow"), (guess[len("uncertain") :], "dim"))
 
 
 class PlotSink(Sink):

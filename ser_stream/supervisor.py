@@ -244,11 +244,13 @@ class PipelineConfig:
 
 
 def stage_options(config: PipelineConfig, name: str) -> dict:
-    """The settings stage ``name`` gets: the user's, and what the session implies (VAD)."""
+    """The settings stage ``name`` gets: the user's, and what the session implies (VAD).
+
+    Pacing (``--fast``) is the capture's business only: every other stage hears a file run
+    as fast as it goes exactly as a paced one.
+    """
     options = dict(config.stages.get(name, {}))
     if name == "vad":
-        if config.fast:
-            options["live"] = False  # a file job: the artifact's VAD, as predict
         options["stop_on_silence_s"] = config.stop_on_silence_s
     return options
 
@@ -396,6 +398,8 @@ class _Tally:
     lasting: int = 0
     errors: int = 0
     audio_dropped_s: float = 0.0
+    confident: int = 0  # windows predicted confidently (by the model's threshold)
+    uncertain: int = 0  # windows predicted below it; neither when the model has none
 
     @classmethod
     def of(cls, session: Session, restarts: Counter) -> _Tally:
@@ -417,6 +421,9 @@ class _Tally:
         tally.reasons["failed"] += failed
         tally.reasons["lost_in_stage_failure" if restarts else "lost"] += tally.dropped - failed
         tally.reasons, tally.problems = +tally.reasons, +tally.problems
+        flags = _confidence_by_window(session.predictions)
+        tally.confident = sum(flag is True for flag in flags)
+        tally.uncertain = sum(flag is False for flag in flags)
         lasting = lasting_predictions(session.predictions)
         if lasting:
             tally.probability_sum = np.sum([p.probabilities for p in lasting], axis=0)
@@ -435,6 +442,8 @@ class _Tally:
             self.lasting + other.lasting,
             self.errors + other.errors,
             self.audio_dropped_s + other.audio_dropped_s,
+            self.confident + other.confident,
+            self.uncertain + other.uncertain,
         )
 
     def verdict(self) -> str:
@@ -465,7 +474,17 @@ class _Tally:
             },
             "duration_s": round(duration_s, 3),
             "audio_dropped_s": round(self.audio_dropped_s, 3),
+            "confident": self.confident,
+            "uncertain": self.uncertain,
         }
+
+
+def _confidence_by_window(predictions: list[Prediction]) -> list[bool | None]:
+    """The ``confident`` flag of each window predicted (a window predicted twice counts once)."""
+    flags: dict[tuple[float, float], bool | None] = {}
+    for p in predictions:
+        flags.setdefault(window_id(p.t_start, p.t_end), p.confident)
+    return list(flags.values())
 
 
 def lasting_predictions(predictions: list[Prediction]) -> list[Prediction]:

@@ -89,7 +89,14 @@ _SCHEMAS: dict[Kind, _Schema] = {
     Kind.PREDICTION: _Schema(
         Prediction,
         "probabilities",
-        {"label": (str,), "t_start": _NUMBER, "t_end": _NUMBER, "index": (int,)},
+        {
+            "label": (str,),
+            "t_start": _NUMBER,
+            "t_end": _NUMBER,
+            "index": (int,),
+            "confident": (bool, type(None)),
+        },
+        frozenset({"confident"}),  # left out when unknown: older receivers take the message
     ),
     Kind.EVENT: _Schema(Event, None, {"name": (str,), "t": _NUMBER, "data": (dict,)}),
     Kind.END_OF_STREAM: _Schema(EndOfStream, None, {"reason": (str,)}),
@@ -169,6 +176,8 @@ def encode(envelope: Envelope) -> list[bytes]:
     }
     for name in schema.scalars:
         value = getattr(body, name)
+        if value is None and name in schema.optional:
+            continue
         header[name] = value.item() if isinstance(value, np.generic) else value
     frames = [b""]
     if schema.array is not None:

@@ -19,7 +19,7 @@ from ser_stream.stage import StageContext, StageSpec
 if TYPE_CHECKING:  # the artifact module imports the stage cores itself
     from ser_stream.artifact import ModelArtifact
 
-__all__ = ["SPEC", "ModelCore", "ModelStream", "apply_temperature"]
+__all__ = ["SPEC", "ModelCore", "ModelStream", "apply_temperature", "is_confident"]
 
 
 def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
@@ -36,8 +36,18 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
     return scaled / scaled.sum(axis=-1, keepdims=True)
 
 
+def is_confident(probabilities: np.ndarray, threshold: float | None) -> bool | None:
+    """Whether the top calibrated probability reaches ``threshold`` (None: no threshold)."""
+    if threshold is None:
+        return None
+    return bool(np.max(probabilities) >= threshold)
+
+
 class ModelCore:
-    """Stateless classifier over feature windows; one ONNX session per core."""
+    """Stateless classifier over feature windows; one ONNX session per core.
+
+    Each prediction says whether it is confident by the artifact's confidence threshold.
+    """
 
     def __init__(self, artifact: ModelArtifact, *, threads: int = 1) -> None:
         import onnxruntime
@@ -96,8 +106,16 @@ class ModelCore:
         if not batch:
             return []
         probs = self.probabilities(np.stack([f.matrix for f in batch]))
+        threshold = self.artifact.confidence_threshold
         return [
-            Prediction(p, self.labels[int(np.argmax(p))], f.t_start, f.t_end, f.index)
+            Prediction(
+                p,
+                self.labels[int(np.argmax(p))],
+                f.t_start,
+                f.t_end,
+                f.index,
+                is_confident(p, threshold),
+            )
             for f, p in zip(batch, probs, strict=True)
         ]
 

@@ -80,6 +80,11 @@ class WindowResult(BaseModel):
     t_end: float
     label: str
     probabilities: dict[str, float]
+    confident: bool | None = Field(
+        default=None,
+        description="the top probability reaches the model's confidence threshold (null: the "
+        "model has none); false is shown as uncertain",
+    )
 
 
 class PredictResult(BaseModel):
@@ -88,6 +93,11 @@ class PredictResult(BaseModel):
     file: str = Field(description="the uploaded file's name")
     label: str = Field(description="the emotion of highest mean probability over the windows")
     probabilities: dict[str, float] = Field(description="mean probability of each emotion")
+    confident: bool | None = Field(
+        default=None,
+        description="the mean distribution's top probability reaches the model's confidence "
+        "threshold (null: the model has none); false: report the label as uncertain",
+    )
     windows: list[WindowResult]
 
 

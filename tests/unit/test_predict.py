@@ -41,3 +41,18 @@ class TestPredictFiles:
         [alone] = predict_files(paths[2:])
         batch = list(predict_files(paths, workers=1))
         assert alone.to_json() == batch[2].to_json()
+
+
+class TestVadEngine:
+    def test_a_named_engine_replaces_the_artifacts_and_none_keeps_it(self):
+        """predict --vad ENGINE hears with that engine; without it, with the model's."""
+        from ser_stream.artifact import load_artifact
+        from ser_stream.predict import with_vad_engine
+
+        artifact = load_artifact()
+        other = "webrtc" if artifact.analysis.vad.engine == "silero" else "silero"
+        assert with_vad_engine(artifact, None) is artifact
+        changed = with_vad_engine(artifact, other)
+        assert changed.analysis.vad.engine == other
+        assert changed.analysis.vad.aggressiveness == artifact.analysis.vad.aggressiveness
+        assert changed.analysis.features == artifact.analysis.features

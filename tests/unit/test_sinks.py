@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,14 @@ import pytest
 from ser_stream.errors import InputError
 from ser_stream.labels import LABELS
 from ser_stream.messages import ErrorMsg, Event, Prediction
-from ser_stream.sinks import ConsoleSink, JSONLSink, PlotSink, summary_table
+from ser_stream.sinks import (
+    ConsoleSink,
+    JSONLSink,
+    PlotSink,
+    prediction_record,
+    summary_table,
+    verdict_text,
+)
 from ser_stream.supervisor import Session
 from ser_stream.wire import Envelope
 
@@ -28,6 +36,20 @@ def prediction(seq: int, label: str, t_start: float, t_end: float) -> Envelope:
     probabilities[LABELS.index(label)] = 1.0 - 0.02 * (len(LABELS) - 1)
     body = Prediction(probabilities, label, t_start, t_end, seq)
     return Envelope("s", seq, body, {"capture": 1_000_000, "model": 13_000_000})
+
+
+def unsure(seq: int, label: str, t_start: float, t_end: float) -> Envelope:
+    """A prediction of ``label`` at 31%, below the model's confidence threshold."""
+    probabilities = np.full(len(LABELS), 0.69 / (len(LABELS) - 1), dtype=np.float32)
+    probabilities[LABELS.index(label)] = 0.31
+    body = Prediction(probabilities, label, t_start, t_end, seq, confident=False)
+    return Envelope("s", seq, body, {"capture": 1_000_000, "model": 13_000_000})
+
+
+def sure(seq: int, label: str, t_start: float, t_end: float) -> Envelope:
+    """A prediction above the model's confidence threshold."""
+    envelope = prediction(seq, label, t_start, t_end)
+    return replace(envelope, body=replace(envelope.body, confident=True))
 
 
 def session_of(envelopes: list[Envelope]) -> Session:
@@ -177,3 +199,62 @@ class TestSessionSummary:
         ]
         kept = lasting_predictions(bodies)
         assert [(p.t_start, p.t_end) for p in kept] == [(0.0, 2.1), (3.0, 3.8)]
+
+
+class TestUncertain:
+    """A prediction below the model's confidence threshold is shown as "uncertain"."""
+
+    def test_the_verdict_names_the_guess_quietly(self):
+        """False gives ``uncertain (guess? p)``; True and unknown (None) give the label."""
+        assert verdict_text("angry", 0.31, False) == "uncertain (angry? 31%)"
+        assert verdict_text("angry", 0.31, True) == "angry"
+        assert verdict_text("angry", 0.31, None) == "angry"
+
+    def test_the_record_keeps_the_distribution_and_the_flag(self):
+        """The JSON record has the best-guess label, every probability and ``confident``."""
+        record = prediction_record(unsure(0, "angry", 0.5, 1.5), LABELS)
+        assert record["confident"] is False and record["label"] == "angry"
+        assert set(record["probabilities"]) == set(LABELS)
+        assert prediction_record(RECORDS[0], LABELS)["confident"] is None
+
+    def test_plain_lines_say_uncertain(self):
+        """Printed as a line, an unsure window starts with ``uncertain (angry? 31%)``."""
+        out = io.StringIO()
+        sink = ConsoleSink(out)
+        sink.open(LABELS)
+        sink.prediction(unsure(0, "angry", 0.5, 1.5), LABELS)
+        sink.prediction(sure(1, "sad", 1.5, 2.5), LABELS)
+        first, second = out.getvalue().splitlines()
+        assert first.startswith("[   0.50-   1.50 s] uncertain (angry? 31%)  angry")
+        assert second.startswith("[   1.50-   2.50 s] sad") and "uncertain" not in second
+
+    def test_the_live_panel_says_uncertain(self):
+        """On a terminal the panel's title says uncertain, with the guess beside it."""
+        out = TtyBuffer()
+        sink = ConsoleSink(out)
+        sink.open(LABELS)
+        sink.prediction(unsure(0, "angry", 0.5, 1.5), LABELS)
+        sink.close("silence", session_of([unsure(0, "angry", 0.5, 1.5)]).summary(LABELS))
+        assert "uncertain (angry? 31%)" in out.getvalue()
+
+    def test_the_summary_counts_confident_and_uncertain_windows(self):
+        """The summary counts each window's flag once; unknown flags count in neither."""
+        records = [unsure(0, "angry", 0.5, 1.5), sure(1, "sad", 1.5, 4.5), sure(1, "sad", 1.5, 4.5)]
+        summary = session_of([*records, RECORDS[0]]).summary(LABELS)
+        assert (summary["confident"], summary["uncertain"]) == (1, 1)
+        assert any(
+            "confident  1 of 2 windows (1 uncertain)" in r for r in summary_table(summary, "eof")
+        )
+        assert any("dominant   sad" in r for r in summary_table(summary, "eof"))
+
+    def test_a_session_never_sure_has_an_uncertain_dominant(self):
+        """When no window was confident, the dominant emotion is shown as uncertain."""
+        summary = session_of([unsure(0, "angry", 0.5, 1.5)]).summary(LABELS)
+        rows = summary_table(summary, "silence")
+        assert any("dominant   uncertain (angry? 31%)" in r for r in rows)
+
+    def test_a_model_without_threshold_shows_no_confidence_row(self):
+        """Unknown flags: no ``confident`` row and the dominant label as before."""
+        rows = summary_table(SUMMARY, "silence")
+        assert not any("confident" in r or "uncertain" in r for r in rows)
+        assert (SUMMARY["confident"], SUMMARY["uncertain"]) == (0, 0)

@@ -194,3 +194,33 @@ def test_heartbeat_counts_round_trip_and_negative_ones_are_refused():
             decode([json.dumps(bad).encode()])
     old = {key: value for key, value in header.items() if key not in ("streams", "queued")}
     assert decode([json.dumps(old).encode()]).body.streams == 0  # an older sender's heartbeat
+
+
+class TestPredictionConfidence:
+    PROBABILITIES = np.full(8, 0.125, dtype=np.float32)
+
+    @pytest.mark.parametrize("confident", [True, False, None])
+    def test_the_flag_round_trips(self, confident):
+        """``confident`` comes back as sent: True, False, or None (unknown)."""
+        body = Prediction(self.PROBABILITIES, "calm", 0.5, 3.5, 2, confident)
+        assert decode(encode(Envelope("s", 0, body))).body.confident is confident
+
+    def test_unknown_confidence_is_left_off_the_wire(self):
+        """A prediction without a threshold encodes as before, so older receivers take it."""
+        header = header_of(Envelope("s", 0, Prediction(self.PROBABILITIES, "calm", 0, 3, 0)))
+        assert "confident" not in header
+        flagged = Prediction(self.PROBABILITIES, "calm", 0, 3, 0, np.bool_(False))
+        assert header_of(Envelope("s", 0, flagged))["confident"] is False
+
+    @pytest.mark.parametrize("value", [..., None])
+    def test_an_older_or_null_flag_decodes_as_unknown(self, value):
+        """A prediction header without ``confident``, or with null, decodes as None."""
+        body = Prediction(self.PROBABILITIES, "calm", 0.5, 3.5, 2, True)
+        assert decode(frames_with({"confident": value}, body)).body.confident is None
+
+    @pytest.mark.parametrize("value", [1, "yes", 0.9])
+    def test_a_flag_that_is_not_a_boolean_is_refused(self, value):
+        """Only true, false or null are a confidence flag."""
+        body = Prediction(self.PROBABILITIES, "calm", 0.5, 3.5, 2, True)
+        with pytest.raises(WireError, match="confident"):
+            decode(frames_with({"confident": value}, body))

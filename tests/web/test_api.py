@@ -59,6 +59,7 @@ def test_upload_gives_what_predict_json_gives(service, tmp_path):
     assert body["label"] == expected["label"]
     assert body["windows"] == expected["windows"]
     assert body["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
+    assert body["confident"] == expected["confident"]
 
 
 def test_token_in_the_query_works_too(service):
