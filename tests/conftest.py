@@ -21,3 +21,24 @@ def corpora_root() -> Path:
     if not (root / "ravdess").is_dir() or not (root / "tess").is_dir():
         pytest.skip(f"corpora not found at {root} (set SER_STREAM_DATA)")
     return root
+
+
+@pytest.fixture(scope="session")
+def silero_artifact(tmp_path_factory) -> Path:
+    """The shipped artifact, copied, naming the Silero VAD engine (as its retrained successor).
+
+    Every mode (``predict``, ``up`` paced or ``--fast``, ``serve``) follows the engine the
+    artifact names.
+    """
+    import json
+    import shutil
+
+    from ser_stream.artifact import default_artifact_dir
+
+    folder = tmp_path_factory.mktemp("artifact") / "silero"
+    shutil.copytree(default_artifact_dir(), folder)
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    config["analysis"]["vad"]["engine"] = "silero"
+    config_path.write_text(json.dumps(config, indent=2))
+    return folder

@@ -66,7 +66,7 @@ def run_bench(options: BenchOptions, out: Path, json_path: Path | None = None) -
 
         log.info("throughput: --fast", seconds=options.fast_s)
         result["throughput"] = {}
-        for vad in ("webrtc", "silero"):  # --fast takes the artifact's (webrtc) by default
+        for vad in ("webrtc", "silero"):  # both engines, whichever the artifact names
             stages = {"vad": {"engine": vad}}
             row, _ = pipeline.measure_throughput(options.fast_s, folder, stages=stages)
             result["throughput"][vad] = row
@@ -77,10 +77,13 @@ def run_bench(options: BenchOptions, out: Path, json_path: Path | None = None) -
 
         counts = [n for n in STREAM_COUNTS if n <= options.max_streams]
         log.info("concurrent streams", counts=counts)
-        configs: dict[str, dict] = {"silero VAD (live default)": {}}
+        configs: dict[str, dict] = {"silero VAD": {"stages": {"vad": {"engine": "silero"}}}}
         if options.replicas:
             name = ", ".join(f"{k}={v}" for k, v in options.replicas.items())
-            configs[f"silero VAD, {name}"] = {"replicas": options.replicas}
+            configs[f"silero VAD, {name}"] = {
+                "replicas": options.replicas,
+                "stages": {"vad": {"engine": "silero"}},
+            }
         configs["webrtc VAD"] = {"stages": {"vad": {"engine": "webrtc"}}}
         sweeps = {
             name: pipeline.measure_streams(counts, options.stream_s, folder, **config)

@@ -264,7 +264,7 @@ def add_arguments(parser) -> None:
         "--vad",
         choices=["silero", "webrtc"],
         default=None,
-        help="VAD engine of the streams (default: silero)",
+        help="VAD engine of the streams (default: the model's, as predict and up)",
     )
     parser.add_argument(
         "--replicas",

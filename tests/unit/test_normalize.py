@@ -66,6 +66,21 @@ class TestStreamNormalizer:
         np.testing.assert_allclose(out.mean(axis=0), 0.0, atol=1e-5)
         np.testing.assert_allclose(out.std(axis=0), 1.0, atol=1e-4)
 
+    def test_a_window_not_learnt_is_normalized_as_if_learnt_and_then_forgotten(self):
+        """learn=False: the same output as a learnt window, and the statistics stay as before."""
+        learnt, forgetful = StreamNormalizer(STREAM, D), StreamNormalizer(STREAM, D)
+        first, look = matrix(5.0, 2.0), matrix(-3.0, 1.0, seed=1)
+        learnt.push(first, 0.0, 3.0)
+        forgetful.push(first, 0.0, 3.0)
+        np.testing.assert_array_equal(
+            forgetful.push(look, 3.0, 3.8, learn=False), learnt.push(look, 3.0, 3.8)
+        )
+        later = matrix(1.0, 1.0, seed=2)
+        after = forgetful.push(later, 3.0, 6.0)
+        alone = StreamNormalizer(STREAM, D)
+        alone.push(first, 0.0, 3.0)
+        np.testing.assert_array_equal(after, alone.push(later, 3.0, 6.0))
+
     def test_mean_only_keeps_the_spread(self):
         """variance=False subtracts the stream mean and leaves the scale alone."""
         m = matrix(5.0, 2.0)
@@ -170,6 +185,18 @@ class TestFeaturesCoreNormalizes:
         streamed = [core.push(w) for w in speech_windows(audio, config)]
         for a, b in zip(batch, streamed, strict=True):
             np.testing.assert_array_equal(a.matrix, b.matrix)
+
+    def test_a_first_look_does_not_move_the_statistics_of_the_full_window(self):
+        """A live first look (short, not final) leaves the full window as predict has it."""
+        config = FeatureConfig(kinds=("rms", "zcr", "mfcc"))
+        normalize = NormalizeConfig(mode="stream")
+        audio = voiced(3.0, f0=170.0, seed=7)
+        full = Window(audio, 0.0, 3.0, 0, 1, final=True)
+        look = Window(audio[: len(audio) // 4], 0.0, 0.75, 0, 0, final=False)
+        live = FeaturesCore(config, normalize)
+        live.push(look)
+        batch = FeaturesCore(config, normalize)
+        np.testing.assert_array_equal(live.push(full).matrix, batch.push(full).matrix)
 
     def test_each_file_starts_fresh(self):
         """The same audio analysed twice gives the same features: no state leaks between files."""
