@@ -61,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="one JSON object per file per line")
     predict.add_argument("--model", metavar="DIR", help="model artifact folder (default: shipped)")
     predict.add_argument("--workers", type=int, help="worker processes (default: by batch size)")
+    predict.add_argument(
+        "--vad",
+        choices=["silero", "webrtc"],
+        default=None,
+        help="VAD engine (default: the model's, as every other mode)",
+    )
     predict.set_defaults(run=_predict)
 
     data_help = "folder with ravdess/ and tess/ (default: $SER_STREAM_DATA or ../shared/data)"
@@ -86,13 +92,19 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", metavar="DIR", help=data_help)
     evaluate.add_argument(
         "--protocol",
-        choices=["seed", "speaker", "cross", "channel", "all"],
+        choices=["seed", "speaker", "corpus", "channel", "room", "all"],
         action="append",
-        help="which protocol (repeatable; default all: seed, speaker, cross, channel)",
+        help="which protocol (repeatable; default all: seed, speaker, corpus, channel, room)",
     )
     evaluate.add_argument("--recipe", metavar="NAME", help=recipe_help)
     evaluate.add_argument(
-        "--folds", metavar="K,K", help="speaker/channel: only these EmoBox folds (1-6)"
+        "--folds", metavar="K,K", help="speaker/channel/room: only these folds (1-6)"
+    )
+    evaluate.add_argument(
+        "--model",
+        metavar="DIR",
+        help="judge this trained artifact on the corpora it never trained on, instead of "
+        "training fresh models (clean, every channel condition, room sessions)",
     )
     evaluate.add_argument("--out", metavar="DIR", default="model", help="folder for the results")
     evaluate.add_argument("--cache", metavar="DIR", help="feature cache")
@@ -143,7 +155,10 @@ def _parser() -> argparse.ArgumentParser:
         help="end the session if no speech comes this long after the start (default: wait)",
     )
     up.add_argument(
-        "--vad", choices=["silero", "webrtc"], default=None, help="VAD engine (default: silero)"
+        "--vad",
+        choices=["silero", "webrtc"],
+        default=None,
+        help="VAD engine, paced or --fast (default: the model's, as predict)",
     )
     up.add_argument(
         "--first-window",
@@ -482,7 +497,7 @@ def _bench(args: argparse.Namespace) -> int:
     options = BenchOptions.smoke_run() if args.smoke else BenchOptions()
     changes: dict = {"replicas": _replicas(args.replicas) or options.replicas}
     if not args.smoke and changes["replicas"] is None:
-        changes["replicas"] = {"vad": 2}  # Silero, the live default, is what many streams wait on
+        changes["replicas"] = {"vad": 2}  # Silero (the model's VAD) is what many streams wait on
     if args.max_streams:
         changes["max_streams"] = args.max_streams
     if args.no_original:
@@ -611,6 +626,7 @@ def _predict(args: argparse.Namespace) -> int:
     import gc
 
     from ser_stream.predict import predict_files
+    from ser_stream.sinks import verdict_text
     from ser_stream.warmup import kernels_cached
 
     if not kernels_cached():
@@ -620,7 +636,7 @@ def _predict(args: argparse.Namespace) -> int:
             flush=True,
         )
     failed = False
-    for result in predict_files(args.files, args.model, workers=args.workers):
+    for result in predict_files(args.files, args.model, workers=args.workers, vad_engine=args.vad):
         failed |= result.error is not None
         if args.json:
             print(json.dumps(result.to_json()), flush=True)
@@ -631,7 +647,9 @@ def _predict(args: argparse.Namespace) -> int:
             shares = "  ".join(f"{label} {p:.0%}" for label, p in top)
             count = len(result.windows)
             windows = f"{count} window" + ("" if count == 1 else "s")
-            print(f"{result.file}: {result.label}  ({shares}; {windows})")
+            label = result.label or ""
+            verdict = verdict_text(label, result.probabilities.get(label, 0.0), result.confident)
+            print(f"{result.file}: {verdict}  ({shares}; {windows})")
     # The process ends next: frozen objects skip the interpreter's final collection passes
     # over everything librosa, numba and scipy allocated (~0.2 s of a one-file run).
     gc.freeze()
@@ -662,7 +680,13 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from ser_stream.errors import InputError
-    from ser_stream.train.pipeline import PROTOCOLS, evaluate_protocols
+    from ser_stream.train.pipeline import PROTOCOLS, evaluate_model, evaluate_protocols
+
+    if args.model:
+        report = evaluate_model(Path(args.model), data=args.data, out=Path(args.out))
+        for line in _summary("baseline", report):
+            print(line)
+        return 0
 
     named = args.protocol or ["all"]
     protocols = list(PROTOCOLS) if "all" in named else [p for p in PROTOCOLS if p in named]
@@ -671,7 +695,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(f"--folds {args.folds!r} is not a comma-separated list of 1-6") from exc
     if folds and not set(folds) <= set(range(1, 7)):
-        raise InputError(f"--folds {args.folds!r}: EmoBox folds are numbered 1-6")
+        raise InputError(f"--folds {args.folds!r}: the folds are numbered 1-6")
     recipe = _recipe(args)
     flags = (" --no-augment" if args.no_augment else "") + (
         f" --epochs {args.epochs}" if args.epochs else ""
@@ -708,8 +732,38 @@ def _summary(name: str, result: dict) -> list[str]:
             f"{result['mean_unweighted_accuracy']:.2%}, mean macro-F1 "
             f"{result['mean_macro_f1']:.2%}; clip ECE {calibration['clip_ece_before']:.3f} -> "
             f"{calibration['clip_ece_after']:.3f} calibrated; heard as live sessions: mean UA "
-            f"{result['session_mean_unweighted_accuracy']:.2%}"
+            f"{result['session_mean_unweighted_accuracy']:.2%}",
+            f"speaker: mean UA over speakers {result['speaker_mean_unweighted_accuracy']:.2%}"
+            + (
+                f", EmoBox RAVDESS folds {result['emobox_ravdess_mean_unweighted_accuracy']:.2%}"
+                if result.get("emobox_ravdess_mean_unweighted_accuracy") is not None
+                else ""
+            ),
         ]
+    if name == "corpus":
+        return [
+            f"corpus {held}: strict UA {entry['strict']['unweighted_accuracy']:.2%}, calm as "
+            f"neutral UA {entry['calm_as_neutral']['unweighted_accuracy']:.2%} (trained on "
+            f"{', '.join(entry['trained_on'])})"
+            for held, entry in result["held_out"].items()
+        ] + [f"corpus: mean strict UA {result['mean_strict_unweighted_accuracy']:.2%}"]
+    if name == "room":
+        return [
+            f"room: mean UA {result['mean_unweighted_accuracy']:.2%} against "
+            f"{result['alone_mean_unweighted_accuracy']:.2%} for the same clips alone "
+            f"({result['missed']} of {result['clips']} clips not heard)"
+        ]
+    if name == "baseline":
+        clean = result["clean"]["strict"]["unweighted_accuracy"]
+        lines = [f"model on {', '.join(result['judged_on'])}: strict UA {clean:.2%}"]
+        lines += [
+            f"  {condition}: strict UA {entry['strict']['unweighted_accuracy']:.2%} "
+            f"({-100 * entry['loss_vs_clean']:+.1f} points vs the same clips clean)"
+            for condition, entry in result["conditions"].items()
+        ]
+        if "room" in result:
+            lines.append(f"  room: {-100 * result['room']['loss_vs_alone']:+.1f} points vs alone")
+        return lines
     if name == "cross":
         return [
             f"cross {direction}: strict UA {result[direction]['strict']['unweighted_accuracy']:.2%}"

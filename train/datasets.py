@@ -1,4 +1,4 @@
-"""Loaders of the RAVDESS (speech) and TESS corpora, mapped to the project's 8 labels."""
+"""Loaders of the RAVDESS (speech), TESS and SAVEE corpora, mapped to the project's 8 labels."""
 
 from __future__ import annotations
 
@@ -15,12 +15,17 @@ __all__ = [
     "DATA_ENV",
     "data_root",
     "load_corpora",
+    "CORPORA",
     "load_ravdess",
+    "load_savee",
     "load_tess",
 ]
 
 DATA_ENV = "SER_STREAM_DATA"
-"""Environment variable naming the folder that holds ``ravdess/`` and ``tess/``."""
+"""Environment variable naming the folder that holds ``ravdess/``, ``tess/`` and ``savee/``."""
+
+CORPORA = ("ravdess", "tess", "savee")
+"""Every corpus the loaders know, in report order."""
 
 _RAVDESS_EMOTIONS = {
     "01": "neutral",
@@ -41,6 +46,16 @@ _TESS_EMOTIONS = {
     "disgust": "disgusted",
     "ps": "surprised",
 }
+_SAVEE_EMOTIONS = {
+    "n": "neutral",
+    "h": "happy",
+    "sa": "sad",
+    "a": "angry",
+    "f": "fearful",
+    "d": "disgusted",
+    "su": "surprised",
+}
+_SAVEE_NAME = re.compile(r"^([a-z]+)(\d\d)$")
 _RAVDESS_NAME = re.compile(r"^03-01-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 _AUDIO_SUFFIXES = {".flac", ".wav"}
 
@@ -52,8 +67,9 @@ class Clip:
     Attributes:
         path: the audio file.
         label: one of the project's 8 labels.
-        corpus: ``"ravdess"`` or ``"tess"``.
-        speaker: corpus-qualified speaker id, e.g. ``"ravdess-07"`` or ``"tess-OAF"``.
+        corpus: ``"ravdess"``, ``"tess"`` or ``"savee"``.
+        speaker: corpus-qualified speaker id, e.g. ``"ravdess-07"``, ``"tess-OAF"`` or
+            ``"savee-DC"``.
     """
 
     path: Path
@@ -63,7 +79,7 @@ class Clip:
 
     @property
     def actor(self) -> int | None:
-        """RAVDESS actor number, ``None`` for TESS."""
+        """RAVDESS actor number, ``None`` for the other corpora."""
         return int(self.speaker.split("-")[1]) if self.corpus == "ravdess" else None
 
     @property
@@ -122,13 +138,25 @@ def load_tess(root: Path) -> list[Clip]:
     return clips
 
 
-def load_corpora(root: Path, corpora: tuple[str, ...] = ("ravdess", "tess")) -> list[Clip]:
+def load_savee(root: Path) -> list[Clip]:
+    """List the SAVEE clips under ``root/savee`` (``<SPEAKER>/<code><NN>``, e.g. ``DC/sa03``)."""
+    clips = []
+    for path in sorted(_audio_files(root / "savee")):
+        match = _SAVEE_NAME.match(path.stem.lower())
+        if not match or match.group(1) not in _SAVEE_EMOTIONS:
+            continue
+        speaker = path.parent.name.upper()
+        clips.append(Clip(path, _SAVEE_EMOTIONS[match.group(1)], "savee", f"savee-{speaker}"))
+    return clips
+
+
+def load_corpora(root: Path, corpora: tuple[str, ...] = CORPORA) -> list[Clip]:
     """List the clips of the named corpora.
 
     Raises:
         InputError: a corpus folder is missing or holds no clips.
     """
-    loaders = {"ravdess": load_ravdess, "tess": load_tess}
+    loaders = {"ravdess": load_ravdess, "tess": load_tess, "savee": load_savee}
     unknown = sorted(set(corpora) - set(loaders))
     if unknown:
         raise InputError(f"unknown corpora {unknown}; choose from {sorted(loaders)}")

@@ -19,12 +19,17 @@ from ser_stream.train.model_card import headline, write_model_card
 __all__ = ["record_experiments"]
 
 INTRO = (
-    "Each row is one `ser-stream evaluate --recipe NAME` run on this 2-core CPU machine; "
-    "the speaker-independent column is the mean UA over the EmoBox folds named (all six "
-    "unless stated), cross-corpus UA is strict, the channel column is the largest loss of "
-    "the five conditions against clean, ECE is per clip after calibration. Folds differ by "
-    "several points between runs of the same recipe, so differences under ~3 points on two "
-    "folds are not evidence."
+    "Each row is one `ser-stream evaluate --recipe NAME` run on this 2-core CPU machine. "
+    "SI mean UA: speaker-independent folds (protocol `speaker`), mean UA over the EmoBox "
+    "folds named (all six unless stated), over every speaker of every corpus in newer runs "
+    "and over RAVDESS actors only in older ones; EmoBox RAVDESS UA: the RAVDESS test actors "
+    "alone in the same folds; LOCO: leave one corpus out (protocol `corpus`), strict UA, mean "
+    "and lowest over the held-out corpora; RAVDESS->TESS and TESS->RAVDESS: the old `cross` "
+    "protocol, strict UA; worst channel loss: the largest loss of a channel condition "
+    "against the same clips clean (protocol `channel`); room loss: sessions in a room "
+    "against the same clips alone (protocol `room`); ECE is per clip after calibration. A "
+    "column none of the runs measured is left out. Folds differ by several points between "
+    "runs of the same recipe, so differences under ~3 points on two folds are not evidence."
 )
 
 

@@ -16,15 +16,15 @@ from ser_stream.errors import InputError
 from ser_stream.logs import get_logger
 from ser_stream.stages.model import apply_temperature
 from ser_stream.train.cache import WindowSet, cache_dir, clip_windows
-from ser_stream.train.calibration import expected_calibration_error
+from ser_stream.train.calibration import expected_calibration_error, fit_confidence_threshold
 from ser_stream.train.channels import CONDITIONS
-from ser_stream.train.datasets import Clip, data_root, load_corpora
+from ser_stream.train.datasets import CORPORA, Clip, data_root, load_corpora
 from ser_stream.train.evaluate import (
     CROSS_VAL_ACTORS,
-    EMOBOX_FOLDS,
-    cross_corpus_protocol,
+    corpus_protocol,
     plot_confusion,
     seed_protocol,
+    speaker_fold,
     speaker_protocol,
     train_split,
 )
@@ -33,9 +33,9 @@ from ser_stream.train.model_card import write_model_card
 from ser_stream.train.recipe import Recipe
 from ser_stream.train.streams import fold_babble, same_speaker_babble
 
-__all__ = ["PROTOCOLS", "evaluate_protocols", "train_default"]
+__all__ = ["PROTOCOLS", "channel_clips", "evaluate_model", "evaluate_protocols", "train_default"]
 
-PROTOCOLS = ("seed", "speaker", "cross", "channel")
+PROTOCOLS = ("seed", "speaker", "corpus", "channel", "room")
 """Evaluation protocols, in report order (``all`` runs every one)."""
 
 MAX_ACTOR = 20
@@ -44,8 +44,8 @@ MAX_ACTOR = 20
 log = get_logger(component="train")
 
 
-def _clips(data: str | None) -> list[Clip]:
-    clips = load_corpora(data_root(data))
+def _clips(data: str | None, recipe: Recipe) -> list[Clip]:
+    clips = load_corpora(data_root(data), recipe.corpora)
     # Actors 21-24 are the corpus' unseen-speaker hold-out: never trained or tuned on.
     held_out = [c for c in clips if (c.actor or 0) > MAX_ACTOR]
     clips = [c for c in clips if (c.actor or 0) <= MAX_ACTOR]
@@ -69,13 +69,32 @@ def _windows(
     )
 
 
+def channel_clips(clips: list[Clip]) -> np.ndarray:
+    """The clips the channel conditions are tried on.
+
+    One rendition of each RAVDESS sentence and emotion (statement 01, repetition 01: 15
+    per actor) and every other SAVEE sentence.
+
+    A subset, because every condition is a whole pass of feature extraction (and of ffmpeg);
+    it keeps every speaker and label of both corpora. TESS, one carrier phrase, is left out.
+    """
+    keep = []
+    for i, clip in enumerate(clips):
+        stem = clip.path.stem
+        if clip.corpus == "ravdess" and stem.split("-")[4:6] == ["01", "01"]:
+            keep.append(i)
+        elif clip.corpus == "savee" and int(stem[-2:]) % 2 == 1:
+            keep.append(i)
+    return np.asarray(keep, dtype=np.int64)
+
+
 def _channel_windows(
     clips: list[Clip], recipe: Recipe, cache: str | None, workers: int | None
 ) -> dict[str, WindowSet]:
-    """Every RAVDESS clip (the folds' test side) through every channel condition."""
-    ids = np.array([i for i, c in enumerate(clips) if c.corpus == "ravdess"], dtype=np.int64)
+    """The channel clips (:func:`channel_clips`) through every channel condition."""
+    ids = channel_clips(clips)
     subset = [clips[i] for i in ids]
-    babble = fold_babble(subset, EMOBOX_FOLDS)
+    babble = fold_babble(subset, speaker_fold)
     result = {}
     for name in CONDITIONS:
         windows = clip_windows(
@@ -109,7 +128,7 @@ def train_default(
     on all 20 RAVDESS actors as unseen speakers (a far larger sample than two actors).
     """
     started = time.time()
-    clips = _clips(data)
+    clips = _clips(data, recipe)
     windows = _windows(clips, recipe, cache, workers)
     actors = np.array([c.actor or 0 for c in clips])
     val = np.flatnonzero(np.isin(actors, CROSS_VAL_ACTORS))
@@ -132,9 +151,22 @@ def train_default(
     }
     held_out = ", ".join(f"{a:02d}" for a in CROSS_VAL_ACTORS)
     temperature, fitted_on = split.temperature, f"RAVDESS actors {held_out} (held out of training)"
+    threshold, threshold_on = None, fitted_on
+    if split.val_probabilities is not None:
+        calibrated = apply_temperature(split.val_probabilities, temperature)
+        threshold = fit_confidence_threshold(calibrated, split.val_labels)
     if calibration_from is not None:
-        temperature, fitted_on = _pooled_temperature(calibration_from, recipe)
-    calibration = {"temperature": temperature, "fitted_on": fitted_on + ", window level"}
+        temperature, fitted_on, pooled_threshold = _pooled_calibration(calibration_from, recipe)
+        if pooled_threshold is not None:
+            threshold, threshold_on = pooled_threshold, fitted_on
+    calibration = {
+        "temperature": temperature,
+        "fitted_on": fitted_on + ", window level",
+        "confidence_threshold": threshold,
+        "confidence_threshold_fitted_on": threshold_on
+        + ", window level: the calibrated top probability from which a shown label was right "
+        "70% of the time",
+    }
     if split.val_probabilities is not None:
         probs, labels = split.val_probabilities, split.val_labels
         calibration.update(
@@ -156,8 +188,11 @@ def train_default(
     return out
 
 
-def _pooled_temperature(metrics_path: Path, recipe: Recipe) -> tuple[float, str]:
-    """The pooled temperature of a speaker-independent evaluation of ``recipe``."""
+def _pooled_calibration(metrics_path: Path, recipe: Recipe) -> tuple[float, str, float | None]:
+    """The pooled temperature and confidence threshold of an evaluation of ``recipe``.
+
+    Evaluations made before thresholds existed give none.
+    """
     metrics = json.loads(Path(metrics_path).read_text())
     evaluated = metrics.get("recipe", {}).get("name")
     speaker = metrics.get("speaker", {})
@@ -168,10 +203,14 @@ def _pooled_temperature(metrics_path: Path, recipe: Recipe) -> tuple[float, str]
             "--protocol speaker first"
         )
     folds = len(speaker["folds"])
-    return float(speaker["calibration"]["pooled_temperature"]), (
+    tested = "every speaker" if speaker.get("all_speakers") else "every RAVDESS actor 01-20"
+    threshold = speaker["calibration"].get("abstention", {}).get("pooled_threshold")
+    return (
+        float(speaker["calibration"]["pooled_temperature"]),
         f"the test windows of the {folds} speaker-independent fold models of recipe "
-        f"{recipe.name} (every RAVDESS actor 01-20 unseen by the model that scored it; "
-        f"{metrics_path.name} of that evaluation)"
+        f"{recipe.name} ({tested} unseen by the model that scored it; "
+        f"{metrics_path.name} of that evaluation)",
+        None if threshold is None else float(threshold),
     )
 
 
@@ -191,7 +230,7 @@ def evaluate_protocols(
     ``speaker`` and ``channel`` share the fold models: asked together, each fold is trained
     once. ``folds`` limits both to some EmoBox folds (1-6), for quick comparisons.
     """
-    clips = _clips(data)
+    clips = _clips(data, recipe)
     windows = _windows(clips, recipe, cache, workers)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.json"
@@ -207,12 +246,18 @@ def evaluate_protocols(
     if "seed" in protocols:
         store("seed", seed_protocol(clips, windows, recipe))
         _plot(out, "seed", metrics["seed"]["test"]["confusion"])
-    if "speaker" in protocols or "channel" in protocols:
+    if {"speaker", "channel", "room"} & set(protocols):
         channel_windows = (
             _channel_windows(clips, recipe, cache, workers) if "channel" in protocols else None
         )
-        speaker, channel = speaker_protocol(
-            clips, windows, recipe, only=folds, channel_windows=channel_windows
+        speaker, channel, room = speaker_protocol(
+            clips,
+            windows,
+            recipe,
+            only=folds,
+            channel_windows=channel_windows,
+            all_speakers=True,
+            room="room" in protocols,
         )
         if folds:
             speaker["only_folds"] = list(folds)
@@ -220,22 +265,57 @@ def evaluate_protocols(
         _plot(out, "speaker", speaker["pooled"]["confusion"])
         if channel is not None:
             store("channel", channel)
-            _plot(out, "channel", channel["conditions"]["noise"]["pooled"]["confusion"])
-    if "cross" in protocols:
-        cross = cross_corpus_protocol(clips, windows, recipe)
-        store("cross", cross)
-        _plot(out, "cross", cross["tess_to_ravdess"]["calm_as_neutral"]["confusion"])
+            for name, condition in channel["conditions"].items():
+                _plot(out, f"channel_{name}", condition["pooled"]["confusion"], name)
+        if room is not None:
+            store("room", room)
+            _plot(out, "room", room["pooled"]["confusion"])
+    if "corpus" in protocols:
+        corpus = corpus_protocol(clips, windows, recipe)
+        for name, held_out in corpus["held_out"].items():
+            held_out.pop("scores", None)
+            _plot(out, f"corpus_{name}", held_out["calm_as_neutral"]["confusion"], name)
+        store("corpus", corpus)
     write_model_card(out)
     return results
 
 
+def evaluate_model(model: Path, *, data: str | None = None, out: Path, room: bool = True) -> dict:
+    """Judge a trained artifact on every corpus it never trained on; store it as ``baseline``.
+
+    Raises:
+        InputError: the artifact trained on every corpus there is.
+    """
+    from ser_stream.train.artifact_eval import evaluate_artifact, trained_corpora
+
+    seen = set(trained_corpora(model))
+    unseen = tuple(name for name in CORPORA if name not in seen)
+    if not unseen:
+        raise InputError(
+            f"{model} trained on every corpus ({', '.join(sorted(seen))}): there is none left "
+            "to judge it on; use ser-stream evaluate --recipe to train and test fresh models"
+        )
+    clips = [c for c in load_corpora(data_root(data), unseen) if (c.actor or 0) <= MAX_ACTOR]
+    report = evaluate_artifact(model, clips, channel_ids=channel_clips(clips), room=room)
+    report["command"] = f"ser-stream evaluate --model {model}"
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path = out / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics["baseline"] = report
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_model_card(out)
+    return report
+
+
 _TITLES = {
     "seed": "Seed protocol (random split, speakers mixed): test clips",
-    "speaker": "Speaker-independent (EmoBox actor folds): pooled test clips",
-    "channel": "Channel shift, room noise at 10 dB SNR: pooled test clips",
-    "cross": "Cross-corpus, TESS -> RAVDESS (calm counted as neutral)",
+    "speaker": "Speaker-independent (all speakers, 6 folds): pooled test clips",
+    "channel": "Channel shift, {}: pooled test clips",
+    "room": "Sessions in a room (-60..-40 dBFS), as up hears them: pooled clips",
+    "corpus": "Leave one corpus out, {} held out (calm counted as neutral)",
 }
 
 
-def _plot(out: Path, name: str, confusion: list[list[int]]) -> None:
-    plot_confusion(confusion, out / f"confusion_{name}.png", _TITLES[name])
+def _plot(out: Path, name: str, confusion: list[list[int]], detail: str = "") -> None:
+    title = _TITLES[name.split("_", 1)[0]].format(detail)
+    plot_confusion(confusion, out / f"confusion_{name}.png", title)

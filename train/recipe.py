@@ -13,7 +13,9 @@ from ser_stream.errors import InputError
 from ser_stream.models.lstm import ModelConfig
 from ser_stream.stages.features import FeatureConfig
 from ser_stream.stages.normalize import NormalizeConfig
+from ser_stream.stages.vad import VADConfig
 from ser_stream.train.augment import AugmentConfig
+from ser_stream.train.datasets import CORPORA
 from ser_stream.train.training import TrainConfig
 
 __all__ = ["DEFAULT_RECIPE", "RECIPES", "Recipe", "get_recipe"]
@@ -35,6 +37,10 @@ class Recipe:
             the clips again as live sessions of one speaker (as ``up`` sees a stream); only
             matters with stream normalization.
         session_length: clips per simulated session.
+        corpora: the corpora it trains on.
+        balance: ``"label"`` weighs every label the same; ``"corpus"`` also gives every
+            corpus the same total weight, so the corpus with most clips (TESS: two speakers,
+            one sentence) does not decide what the model learns.
     """
 
     name: str
@@ -45,6 +51,12 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     sessions: bool = False
     session_length: int = 8
+    corpora: tuple[str, ...] = ("ravdess", "tess")
+    balance: str = "label"
+
+    def __post_init__(self) -> None:
+        if self.balance not in ("label", "corpus"):
+            raise InputError(f"recipe balance {self.balance!r} is not 'label' or 'corpus'")
 
     def to_dict(self) -> dict:
         """Plain-JSON form, for metrics and the model card."""
@@ -61,6 +73,8 @@ class Recipe:
             "train": self.train.to_dict(),
             "sessions": self.sessions,
             "session_length": self.session_length,
+            "corpora": list(self.corpora),
+            "balance": self.balance,
         }
 
     def with_epochs(self, epochs: int | None) -> Recipe:
@@ -135,12 +149,24 @@ _CROPPED = replace(
     train=replace(_STREAM.train, crop_s=(1.0, 2.5)),
 )
 
+_CORPORA = replace(
+    _STREAM,
+    name="corpora",
+    summary="stream, trained on RAVDESS, TESS and SAVEE with every corpus weighing the same, "
+    "speech cut by Silero VAD as in every other mode; one augmented copy per clip",
+    analysis=replace(_STREAM.analysis, vad=VADConfig(engine="silero")),
+    augment=replace(_CHANNEL_AUGMENT, copies=1),
+    corpora=CORPORA,
+    balance="corpus",
+)
+
 RECIPES: dict[str, Recipe] = {
-    recipe.name: recipe for recipe in (_BASELINE, _CHANNEL_AUG, _PROSODY, _STREAM, _CROPPED)
+    recipe.name: recipe
+    for recipe in (_BASELINE, _CHANNEL_AUG, _PROSODY, _STREAM, _CROPPED, _CORPORA)
 }
 """Every named recipe."""
 
-DEFAULT_RECIPE = "stream"
+DEFAULT_RECIPE = "corpora"
 """The recipe of the shipped model."""
 
 

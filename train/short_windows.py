@@ -350,7 +350,7 @@ def run(
     from ser_stream.train.pipeline import _clips, _windows
 
     started = time.time()
-    clips = _clips(data)
+    clips = _clips(data, recipe)
     windows = _windows(clips, recipe, cache, workers)
     labels = np.array([label_index(c.label) for c in clips])
     log.info("features ready", windows=len(windows.clip_index), seconds=time.time() - started)

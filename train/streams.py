@@ -11,7 +11,7 @@ in a row), as a live stream hears one speaker utterance after utterance.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -161,25 +161,26 @@ def same_speaker_babble(clips: list[Clip], *, k: int = 4, seed: int = 0) -> list
 
 
 def fold_babble(
-    clips: list[Clip], folds: Sequence[Sequence[int]], *, k: int = 6, seed: int = 0
+    clips: list[Clip], fold_of: Callable[[Clip], int | None], *, k: int = 6, seed: int = 0
 ) -> list[list[Path]]:
-    """For each RAVDESS clip, ``k`` clips of the other actors of its test fold.
+    """For each clip, ``k`` clips of the other speakers of its test fold (``fold_of``).
 
-    The ``noise`` condition's babble then holds only voices the fold's model never trained on.
+    The ``noise`` condition's babble then holds only voices the fold's model never trained
+    on. A clip outside every fold gets none.
     """
-    fold_of = {actor: f for f, actors in enumerate(folds) for actor in actors}
+    folds = [fold_of(clip) for clip in clips]
     by_fold = defaultdict(list)
-    for i, clip in enumerate(clips):
-        if clip.actor in fold_of:
-            by_fold[fold_of[clip.actor]].append(i)
+    for i, fold in enumerate(folds):
+        if fold is not None:
+            by_fold[fold].append(i)
     babble = []
-    for clip in clips:
-        if clip.actor not in fold_of:
+    for clip, fold in zip(clips, folds, strict=True):
+        if fold is None:
             babble.append([])
             continue
         rng = np.random.default_rng([seed, clip.key])
         others = sorted(
-            (j for j in by_fold[fold_of[clip.actor]] if clips[j].actor != clip.actor),
+            (j for j in by_fold[fold] if clips[j].speaker != clip.speaker),
             key=_stable_order(clips),
         )
         chosen = rng.choice(others, size=min(k, len(others)), replace=False) if others else []

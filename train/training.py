@@ -14,6 +14,7 @@ from ser_stream.models.lstm import ModelConfig, build_model
 __all__ = [
     "Normalizer",
     "TrainConfig",
+    "balanced_weights",
     "crop_and_tile",
     "fit_normalizer",
     "train_model",
@@ -83,13 +84,15 @@ def train_model(
     *,
     progress: bool = True,
     frame_s: float | None = None,
+    groups: np.ndarray | None = None,
 ):
     """Fit a new classifier on normalized ``(features, label indices)``; return the Keras model.
 
     ``frame_s`` (seconds per feature frame) is needed when ``train_config`` crops windows.
 
-    Classes are weighted inversely to their frequency (calm is rare); with ``val`` the best
-    epoch by validation loss is kept.
+    Classes are weighted inversely to their frequency (calm is rare); with ``groups`` (one
+    id per window, e.g. its corpus) every group also weighs the same in total, whatever its
+    size. With ``val`` the best epoch by validation loss is kept.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
@@ -102,21 +105,18 @@ def train_model(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=train_config.label_smoothing),
         metrics=["accuracy"],
     )
-    counts = np.bincount(y_train, minlength=len(LABELS)).astype(np.float64)
-    present = counts > 0
-    weights = np.zeros(len(LABELS))
-    weights[present] = counts[present].sum() / (present.sum() * counts[present])
+    window_weights = balanced_weights(y_train, groups)
     targets = keras.utils.to_categorical(y_train, len(LABELS))
     if train_config.crop_s:
         if frame_s is None:
             raise ValueError("cropping windows needs frame_s, the features' seconds per frame")
-        data = {"x": _cropped_batches(x_train, targets, weights[y_train], train_config, frame_s)}
+        data = {"x": _cropped_batches(x_train, targets, window_weights, train_config, frame_s)}
     else:
         data = {
             "x": x_train,
             "y": targets,
             "batch_size": train_config.batch_size,
-            "class_weight": dict(enumerate(weights)),
+            "sample_weight": window_weights,
             "shuffle": True,
         }
     callbacks = []
@@ -137,6 +137,22 @@ def train_model(
         verbose=(1 if sys.stderr.isatty() else 2) if progress else 0,
     )
     return model
+
+
+def balanced_weights(labels: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Per-window weights, mean 1, under which every label (and group) weighs the same.
+
+    Labels are balanced within the weighted groups, so a label that only one group has
+    (calm) still weighs as much as any other.
+    """
+    groups = np.zeros(len(labels), np.int64) if groups is None else np.asarray(groups)
+    weights = np.ones(len(labels), np.float64)
+    for group in np.unique(groups):
+        members = groups == group
+        weights[members] = 1.0 / members.sum()
+    totals = np.bincount(labels, weights=weights, minlength=len(LABELS))
+    weights = weights / totals[labels]
+    return weights * (len(labels) / weights.sum()) if len(labels) else weights
 
 
 def crop_and_tile(windows: np.ndarray, lengths: np.ndarray, starts: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import soundfile
 
 from ser_stream.artifact import load_artifact
 from ser_stream.labels import LABELS
-from ser_stream.predict import Predictor
+from ser_stream.predict import Predictor, with_vad_engine
 from ser_stream.testing import noise, voiced
 from tests.fixtures import SYNTHETIC_SPEECH_VAD
 
@@ -76,7 +76,8 @@ def test_up_on_a_file_gives_the_in_process_predictions_window_for_window(tmp_pat
     lines = records(out)
     predictions = [r for r in lines if r["kind"] == "prediction"]
     pcm, _ = soundfile.read(source, dtype="int16")
-    predictor = Predictor(load_artifact(artifact))
+    # The same engine as the session: voiced() buzz is speech to WebRTC only.
+    predictor = Predictor(with_vad_engine(load_artifact(artifact), SYNTHETIC_SPEECH_VAD[1]))
     expected = predictor.predict_samples(pcm.astype(np.float32) / 32768).windows
     assert len(predictions) == len(expected) >= 3
     for got, want in zip(predictions, expected, strict=True):

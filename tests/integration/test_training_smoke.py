@@ -13,11 +13,13 @@ import pytest
 import soundfile
 
 from ser_stream.testing import noise, voiced
+from ser_stream.train.codecs import ffmpeg_available
 
 pytest.importorskip("tensorflow")
 
 RAVDESS_CODES = ["01", "02", "03", "04", "05", "06", "07", "08"]
 TESS_SUFFIXES = ["neutral", "happy", "sad", "angry", "fear", "disgust", "ps"]
+SAVEE_CODES = ["n", "h", "sa", "a", "f", "d", "su"]
 
 # The console script installed beside this interpreter, as a user runs it.
 SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
@@ -33,7 +35,8 @@ def write_clip(path: Path, seed: int, f0: float) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_corpora(tmp_path_factory) -> Path:
-    """12 RAVDESS clips per emotion over 3 actors, and one TESS clip per emotion and speaker."""
+    """12 RAVDESS clips per emotion over 3 actors, one TESS clip per emotion and speaker, and
+    two SAVEE sentences per emotion and speaker."""
     root = tmp_path_factory.mktemp("corpora")
     seed = 0
     for e, code in enumerate(RAVDESS_CODES):
@@ -51,6 +54,11 @@ def tiny_corpora(tmp_path_factory) -> Path:
                 seed,
                 110 + 25 * e,
             )
+    for speaker in ("DC", "JE", "JK", "KL"):
+        for e, code in enumerate(SAVEE_CODES):
+            for number in (1, 2):
+                seed += 1
+                write_clip(root / "savee" / speaker / f"{code}{number:02d}.flac", seed, 95 + 25 * e)
     return root
 
 
@@ -84,7 +92,7 @@ def test_train_writes_a_complete_artifact_that_predict_uses(tiny_corpora, tmp_pa
     for name in ("model.keras", "model.onnx", "config.json", "MODEL_CARD.md"):
         assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
-    assert config["training"]["data"]["clips"] == 8 * 12 + 2 * 7
+    assert config["training"]["data"]["clips"] == 8 * 12 + 2 * 7 + 4 * 14
     assert config["onnx"]["max_abs_difference_from_keras"] <= 1e-5
     assert "CC BY-NC-SA 4.0" in (out / "MODEL_CARD.md").read_text()
     assert "feature cache hit" not in first.stderr
@@ -130,22 +138,59 @@ def test_evaluate_seed_protocol_writes_labelled_metrics_and_plot(tiny_corpora, t
     seed = metrics["seed"]
     assert seed["protocol"] == "seed"
     assert "speakers appear on both sides" in seed["description"]
-    assert seed["test"]["n"] == 11 and seed["validation"]["n"] == 11  # 10% of 110 clips each
-    assert seed["test"]["accuracy"] == np.trace(seed["test"]["confusion"]) / 11
+    assert seed["test"]["n"] == 17 and seed["validation"]["n"] == 17  # 10% of 166 clips each
+    assert seed["test"]["accuracy"] == np.trace(seed["test"]["confusion"]) / 17
     assert np.array(seed["test"]["confusion"]).sum() == seed["test"]["n"]
     assert (out / "confusion_seed.png").stat().st_size > 1000
     assert "Seed protocol" in (out / "MODEL_CARD.md").read_text()
 
 
-def test_evaluate_cross_and_channel_protocols_report_every_condition(tiny_corpora, tmp_path):
-    """evaluate --protocol cross --protocol channel --folds 1: both directions, every condition."""
+def test_evaluate_corpus_protocol_holds_out_every_corpus_once(tiny_corpora, tmp_path):
+    """evaluate --protocol corpus: each corpus is the test side once, on the shared labels."""
     out = tmp_path / "eval"
     result = ser_stream(
         "evaluate",
         "--protocol",
-        "cross",
+        "corpus",
+        "--data",
+        str(tiny_corpora),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--no-augment",
+        cache=tmp_path / "cache",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    corpus = metrics["corpus"]["held_out"]
+    assert list(corpus) == ["ravdess", "tess", "savee"]
+    assert corpus["tess"]["strict"]["n"] == 14 and corpus["savee"]["strict"]["n"] == 56
+    assert corpus["ravdess"]["strict"]["n"] == 7 * 12  # without calm
+    assert corpus["ravdess"]["calm_as_neutral"]["n"] == 8 * 12
+    assert corpus["ravdess"]["trained_on"] == ["tess", "savee"]
+    assert corpus["tess"]["validation_speakers"] == ["savee-KL"]  # no RAVDESS 19, 20 here
+    assert corpus["savee"]["abstention"]["clips"]["n"] == 56
+    uas = [corpus[name]["strict"]["unweighted_accuracy"] for name in corpus]
+    assert metrics["corpus"]["mean_strict_unweighted_accuracy"] == pytest.approx(np.mean(uas))
+    assert "Leave one corpus out" in (out / "MODEL_CARD.md").read_text()
+    assert (out / "confusion_corpus_savee.png").is_file()
+    assert "corpus savee" in result.stdout
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(not ffmpeg_available(), reason="the real-codec conditions need ffmpeg")
+def test_evaluate_channel_and_room_protocols_report_every_part(tiny_corpora, tmp_path):
+    """evaluate --protocol channel/room --folds 1: every condition against the same clips
+    clean, every test speaker heard in a room; the shipped model takes the pooled
+    temperature and threshold."""
+    out = tmp_path / "eval"
+    result = ser_stream(
+        "evaluate",
         "--protocol",
         "channel",
+        "--protocol",
+        "room",
         "--folds",
         "1",
         "--data",
@@ -159,26 +204,35 @@ def test_evaluate_cross_and_channel_protocols_report_every_condition(tiny_corpor
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    cross = metrics["cross"]
-    assert cross["ravdess_to_tess"]["strict"]["n"] == 14  # every TESS clip
-    assert cross["tess_to_ravdess"]["strict"]["n"] == 7 * 12  # RAVDESS without calm
-    assert cross["tess_to_ravdess"]["calm_as_neutral"]["n"] == 8 * 12
-    assert cross["tess_to_ravdess"]["session"]["strict"]["n"] == 7 * 12  # heard live
+    speaker = metrics["speaker"]
+    assert speaker["only_folds"] == [1]
+    assert speaker["folds"][0]["test_speakers"] == ["ravdess-01", "savee-DC"]
+    assert speaker["folds"][0]["ravdess"]["n"] == 32
+    assert set(speaker["speakers"]) == {"ravdess-01", "savee-DC"}
+    assert set(speaker["corpora"]) == {"ravdess", "savee"}
+    abstention = speaker["calibration"]["abstention"]
+    assert abstention["clips"]["n"] == 32 + 14
+    assert 0.0 <= abstention["clips"]["coverage"] <= 1.0
+
     channel = metrics["channel"]
-    assert list(channel["conditions"]) == ["telephone", "laptop", "reverb", "noise", "gain"]
+    assert "g711-mulaw" in channel["conditions"] and "gsm" in channel["conditions"]
     for entry in channel["conditions"].values():
-        assert entry["folds"][0]["n"] == 32  # actor 01's clips, as in the clean fold
+        assert entry["folds"][0]["n"] == 8 + 7  # statement 01 take 01 of actor 01, odd DC
         assert entry["loss_vs_clean"] == pytest.approx(
             channel["clean_mean_unweighted_accuracy"] - entry["mean_unweighted_accuracy"]
         )
-    assert metrics["speaker"]["only_folds"] == [1]
-    assert metrics["speaker"]["folds"][0]["session"]["n"] == 32  # the same clips, heard live
-    assert 0.0 <= metrics["speaker"]["session_mean_unweighted_accuracy"] <= 1.0
-    assert 0.0 <= metrics["speaker"]["calibration"]["clip_ece_after"] <= 1.0
+    assert channel["conditions"]["g711-mulaw"]["shared_with_training"]
+
+    room = metrics["room"]
+    assert room["clips"] == 30 + 14  # at most 30 clips per speaker session
+    assert room["folds"][0]["alone"]["n"] == room["clips"]
+    assert -60.0 <= room["levels_dbfs"][0] <= room["levels_dbfs"][1] <= -40.0
+
     card = (out / "MODEL_CARD.md").read_text()
-    assert "Cross-corpus" in card and "Channel shift" in card
-    assert (out / "confusion_channel.png").is_file() and (out / "confusion_cross.png").is_file()
-    assert "cross ravdess_to_tess" in result.stdout and "channel telephone" in result.stdout
+    assert "Channel shift" in card and "room" in card
+    for name in ("channel_gsm", "room", "speaker"):
+        assert (out / f"confusion_{name}.png").is_file(), name
+    assert "channel gsm" in result.stdout and "room:" in result.stdout
 
     # The shipped model can take its temperature from that evaluation's unseen speakers.
     model = tmp_path / "model"
@@ -198,5 +252,6 @@ def test_evaluate_cross_and_channel_protocols_report_every_condition(tiny_corpor
     assert trained.returncode == 0, trained.stderr[-3000:]
     calibration = json.loads((model / "config.json").read_text())["calibration"]
     assert calibration["temperature"] == metrics["speaker"]["calibration"]["pooled_temperature"]
+    assert calibration["confidence_threshold"] == abstention["pooled_threshold"]
     assert "speaker-independent fold models" in calibration["fitted_on"]
     assert "fitted on the test windows" in (model / "MODEL_CARD.md").read_text()

@@ -15,6 +15,7 @@ from ser_stream.train.datasets import (
     data_root,
     load_corpora,
     load_ravdess,
+    load_savee,
     load_tess,
 )
 
@@ -116,6 +117,39 @@ class TestLoadTess:
         assert load_tess(tmp_path) == []
 
 
+class TestLoadSavee:
+    @pytest.mark.parametrize(
+        ("code", "label"),
+        [
+            ("n", "neutral"),
+            ("h", "happy"),
+            ("sa", "sad"),
+            ("a", "angry"),
+            ("f", "fearful"),
+            ("d", "disgusted"),
+            ("su", "surprised"),
+        ],
+    )
+    def test_every_code_maps_to_its_label_and_the_folder_is_the_speaker(
+        self, tmp_path, code, label
+    ):
+        """The letters before the number are the emotion; the folder names the speaker."""
+        write_clip(tmp_path / f"savee/jk/{code}07.flac")
+        (clip,) = load_savee(tmp_path)
+        assert (clip.label, clip.corpus, clip.speaker, clip.actor) == (
+            label,
+            "savee",
+            "savee-JK",
+            None,
+        )
+
+    def test_other_files_are_not_clips(self, tmp_path):
+        """Names that are not <code><NN> (or unknown codes) are left out."""
+        for name in ("x01.flac", "sa.flac", "notes.txt", "n1.flac"):
+            write_clip(tmp_path / "savee/DC" / name)
+        assert load_savee(tmp_path) == []
+
+
 class TestClip:
     def test_actor_is_the_ravdess_number(self):
         """Clip.actor is the RAVDESS actor as an int."""
@@ -129,8 +163,14 @@ class TestClip:
 class TestLoadCorpora:
     def test_both_corpora_in_order(self, corpora):
         """RAVDESS clips come first, then TESS."""
-        clips = load_corpora(corpora)
+        clips = load_corpora(corpora, ("ravdess", "tess"))
         assert [c.corpus for c in clips] == ["ravdess"] * 2 + ["tess"] * 3
+
+    def test_every_corpus_by_default(self, corpora):
+        """Without a list, all three corpora are loaded, SAVEE last."""
+        write_clip(corpora / "savee/DC/sa01.flac")
+        clips = load_corpora(corpora)
+        assert [c.corpus for c in clips] == ["ravdess"] * 2 + ["tess"] * 3 + ["savee"]
 
     def test_one_corpus_only(self, corpora):
         """corpora=('tess',) loads TESS alone."""
@@ -147,7 +187,7 @@ class TestLoadCorpora:
         )
         write_clip(tmp_path / name)
         with pytest.raises(InputError, match=DATA_ENV) as info:
-            load_corpora(tmp_path)
+            load_corpora(tmp_path, ("ravdess", "tess"))
         assert str(tmp_path / missing) in str(info.value)
 
     def test_empty_corpus_folder_raises_input_error(self, tmp_path):

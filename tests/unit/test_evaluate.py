@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from ser_stream.train.datasets import Clip
-from ser_stream.train.evaluate import EMOBOX_FOLDS, classification_metrics, speaker_splits
+from ser_stream.train.evaluate import (
+    EMOBOX_FOLDS,
+    OTHER_SPEAKER_FOLDS,
+    classification_metrics,
+    speaker_fold,
+    speaker_splits,
+)
+from ser_stream.train.training import balanced_weights
 
 
 def corpus() -> list[Clip]:
@@ -56,6 +63,55 @@ class TestSpeakerSplits:
         clips = corpus()
         for _, _, train, _, _ in speaker_splits(clips, with_tess=False):
             assert all(clips[i].corpus == "ravdess" for i in train)
+
+
+def three_corpora() -> list[Clip]:
+    savee = [
+        Clip(Path(f"{s}{i}.flac"), "angry", "savee", f"savee-{s}")
+        for s in ("DC", "JE", "JK", "KL")
+        for i in range(2)
+    ]
+    return corpus() + savee
+
+
+class TestAllSpeakerFolds:
+    def test_every_speaker_of_every_corpus_is_tested_once_and_never_trained_on_there(self):
+        """Each of the 26 speakers is in exactly one fold's test side, on no other side of it."""
+        clips = three_corpora()
+        tested = []
+        for k, _, train, val, test in speaker_splits(clips, all_speakers=True):
+            sides = [{clips[i].speaker for i in part} for part in (train, val, test)]
+            assert not (sides[0] & sides[2]) and not (sides[1] & sides[2])
+            assert not (sides[0] & sides[1])
+            assert all(speaker_fold(clips[i]) == k for i in test)
+            tested += sorted(sides[2])
+        assert sorted(tested) == sorted({c.speaker for c in clips})
+        assert len(tested) == 26
+
+    def test_fold_of_each_speaker(self):
+        """RAVDESS actors follow EmoBox; the other corpora's speakers their own table."""
+        clips = three_corpora()
+        by_speaker = {c.speaker: speaker_fold(c) for c in clips}
+        assert by_speaker["ravdess-13"] == 6 and by_speaker["ravdess-04"] == 2
+        assert {s: by_speaker[s] for s in OTHER_SPEAKER_FOLDS} == OTHER_SPEAKER_FOLDS
+
+
+class TestBalancedWeights:
+    def test_labels_weigh_the_same_within_and_across_groups(self):
+        """Each label's windows weigh the same in total; each group too, label by label."""
+        labels = np.array([0, 0, 0, 0, 1, 1, 0, 1])
+        groups = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+        weights = balanced_weights(labels, groups)
+        assert weights.mean() == pytest.approx(1.0)
+        totals = np.bincount(labels, weights=weights)
+        assert totals[0] == pytest.approx(totals[1])
+        assert weights[6] > weights[0]  # the small group's clips count for more each
+
+    def test_without_groups_it_is_inverse_label_frequency(self):
+        """No groups: the usual class weights, scaled to mean 1."""
+        labels = np.array([0, 0, 0, 1])
+        weights = balanced_weights(labels)
+        assert weights.tolist() == pytest.approx([2 / 3, 2 / 3, 2 / 3, 2.0])
 
 
 class TestClassificationMetrics:

@@ -9,7 +9,7 @@ import numpy as np
 from ser_stream.stages.normalize import NormalizeConfig, StreamNormalizer
 from ser_stream.train.cache import WindowSet
 from ser_stream.train.datasets import Clip
-from ser_stream.train.evaluate import EMOBOX_FOLDS
+from ser_stream.train.evaluate import EMOBOX_FOLDS, speaker_fold
 from ser_stream.train.streams import (
     fold_babble,
     normalize_per_clip,
@@ -99,11 +99,11 @@ class TestBabble:
             assert len(sources) == 3 and clip.path not in sources
             assert all(s.name.split("_")[0] == clip.path.name.split("_")[0] for s in sources)
 
-    def test_fold_babble_uses_other_actors_of_the_same_fold(self):
-        """Evaluation babble comes from the fold's other test actors, never the speaker."""
+    def test_fold_babble_uses_other_speakers_of_the_same_fold(self):
+        """Evaluation babble comes from the fold's other test speakers, never the speaker."""
         corpus = clips(actors=(1, 11, 20, 4))
         fold_of = {a: f for f, actors in enumerate(EMOBOX_FOLDS) for a in actors}
-        for clip, sources in zip(corpus, fold_babble(corpus, EMOBOX_FOLDS, k=4), strict=True):
+        for clip, sources in zip(corpus, fold_babble(corpus, speaker_fold, k=4), strict=True):
             actors = {int(s.name.split("_")[0][1:]) for s in sources}
             if clip.actor == 4:  # alone in its fold here
                 assert sources == []
