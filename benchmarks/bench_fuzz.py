@@ -49,7 +49,8 @@ def fuzz_decoder(count: int, seed: int) -> dict:
 
 
 def fuzz_collector(count: int, seed: int, sink_path: str) -> dict:
-    from ser_stream.supervisor import Run, _Collector
+    from ser_stream.supervisor.collector import Collector
+    from ser_stream.supervisor.ledger import Run
 
     context = zmq.Context()
     publisher = context.socket(zmq.PUB)
@@ -59,7 +60,7 @@ def fuzz_collector(count: int, seed: int, sink_path: str) -> dict:
     sink = JSONLSink(sink_path)
     sink.open(LABELS)
     run = Run()
-    collector = _Collector(run, [sink], LABELS, publisher, keeps_ledger=True)
+    collector = Collector(run, [sink], LABELS, publisher, keeps_ledger=True)
     try:
         for frames in mutated_messages(count, seed=seed):
             started = time.perf_counter()

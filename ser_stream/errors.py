@@ -12,6 +12,7 @@ __all__ = [
     "OutputClosed",
     "WireError",
     "StageFailed",
+    "SupervisionError",
 ]
 
 
@@ -33,6 +34,13 @@ class WireError(SerStreamError):
 
 class StageFailed(SerStreamError):
     """A stage that can no longer work; its process exits and the supervisor restarts it."""
+
+
+class SupervisionError(SerStreamError):
+    """The supervisor gave up on the pipeline: a stage kept failing, or never came up.
+
+    Not the input's fault: the stage's own log lines say what broke.
+    """
 
 
 class OutputClosed(SerStreamError):

@@ -31,7 +31,7 @@ def records(endpoint: str | None = None, *, keys: CurveKeys | None = None) -> It
     ``endpoint`` defaults to where this user's ``ser-stream up`` publishes; ``keys`` are
     needed for a tcp:// endpoint (CURVE). A malformed message is logged and skipped.
     """
-    from ser_stream.supervisor import default_publish_endpoint
+    from ser_stream.supervisor.folder import default_publish_endpoint
 
     endpoint = endpoint or default_publish_endpoint()
     log = get_logger(component="tap", endpoint=endpoint)

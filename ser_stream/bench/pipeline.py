@@ -23,8 +23,11 @@ from ser_stream.audio import SAMPLE_RATE, bundled_sample, load_audio
 from ser_stream.bench.stats import percentiles
 from ser_stream.messages import Event
 from ser_stream.runtime import RECEIVED
+from ser_stream.settings import PipelineConfig
 from ser_stream.sinks import Sink
-from ser_stream.supervisor import CHAIN, PipelineConfig, Run, run_pipeline
+from ser_stream.supervisor.ledger import Run
+from ser_stream.supervisor.pipeline import run_pipeline
+from ser_stream.supervisor.wiring import CHAIN
 from ser_stream.wire import Envelope
 
 __all__ = [
@@ -393,7 +396,7 @@ def measure_memory(seconds: float, folder: Path) -> dict:
     import json
     import subprocess
 
-    from ser_stream.cli import self_command
+    from ser_stream.supervisor.wiring import self_command
 
     wav = write_wav(folder / "memory.wav", bench_audio(seconds, seed=1))
     command = [*self_command(), "--log-level", "info", "up", "--fast",

@@ -14,8 +14,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from ser_stream.settings import HEARTBEAT_S
 from ser_stream.sinks import Sink
-from ser_stream.supervisor import HEARTBEAT_S, HUNG_AFTER_MISSES, Run
+from ser_stream.supervisor.ledger import Run
+from ser_stream.supervisor.processes import HUNG_AFTER_MISSES
 from ser_stream.web.gateway import Gateway
 from ser_stream.wire import Envelope
 

@@ -104,7 +104,9 @@ def serve(options: ServeOptions, *, announce=None) -> int:
 
     from ser_stream.artifact import load_artifact
     from ser_stream.predict import Predictor
-    from ser_stream.supervisor import PipelineConfig, Run, check_stage_settings, run_pipeline
+    from ser_stream.settings import PipelineConfig, check_stage_settings
+    from ser_stream.supervisor.ledger import Run
+    from ser_stream.supervisor.pipeline import run_pipeline
     from ser_stream.web.app import ServiceSettings, create_app
     from ser_stream.web.gateway import Gateway, GatewaySink
     from ser_stream.web.metrics import Metrics, MetricsSink

@@ -108,11 +108,12 @@ def test_a_stage_that_crashes_at_start_up_stops_the_pipeline_cleanly(tmp_path):
         pids |= set(children(up.pid))
         time.sleep(0.2)
     stderr = finish(up, 10)
-    assert up.returncode == 2
+    assert up.returncode == 3
     lines = [line for line in stderr.splitlines() if line.startswith("ser-stream:")]
     assert lines == [
-        "ser-stream: stage features failed 6 times within 60 s (last: exit 70); "
-        "the pipeline stopped: see its log above"
+        "ser-stream: supervision failure: stage features failed 6 times within 60 s (last: exit "
+        "70); the pipeline stopped. The input is not at fault: read the stage's log lines above "
+        "for why it failed; `ser-stream --log-level debug up ...` shows more"
     ], stderr
     alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}")
              and open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]  # fmt: skip

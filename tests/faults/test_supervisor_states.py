@@ -18,7 +18,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from ser_stream.supervisor import CHAIN, PipelineConfig, _Stages
+from ser_stream.settings import PipelineConfig
+from ser_stream.supervisor.processes import Stages
+from ser_stream.supervisor.wiring import CHAIN, Wiring
 from tests.faults.helpers import children
 
 BEAT = """
@@ -33,10 +35,10 @@ while True:
 """
 
 
-class HeartbeatStages(_Stages):
-    """The supervisor's process table, with heartbeat senders for stages."""
+class HeartbeatWiring(Wiring):
+    """The supervisor's wiring, with heartbeat senders for stages."""
 
-    def command(self, name: str, replica: int) -> list[str]:
+    def command(self, name: str, replica: int, **_) -> list[str]:
         return [sys.executable, "-c", BEAT, self.endpoint("control"), f"{name}.{replica}"]
 
 
@@ -46,11 +48,11 @@ class Supervision(RuleBasedStateMachine):
         self.folder = Path(f"/tmp/ser-stream-states-{os.getpid()}")
         self.folder.mkdir(mode=0o700, exist_ok=True)
         config = PipelineConfig(("file:x.wav",), max_restarts=1000, replicas={"model": 2})
-        self.stages = HeartbeatStages(config, self.folder)
+        self.stages = Stages(HeartbeatWiring(config, self.folder))
         self.stages.heartbeat_s = 0.1
         self.context = zmq.Context()
         self.control = self.context.socket(zmq.PULL)
-        self.control.bind(self.stages.endpoint("control"))
+        self.control.bind(self.stages.wiring.endpoint("control"))
         self.stages.start_chain()
         self.stopped = False
         self.settle()

@@ -12,8 +12,9 @@ from ser_stream.errors import InputError
 from ser_stream.labels import LABELS
 from ser_stream.messages import Audio, Event, Heartbeat, Prediction
 from ser_stream.runtime import window_id
+from ser_stream.settings import PipelineConfig, check_stage_settings
 from ser_stream.stages.vad import VADConfig, VADStream
-from ser_stream.supervisor import PipelineConfig, Run, check_stage_settings
+from ser_stream.supervisor.ledger import Run
 from ser_stream.testing import noise, voiced
 from ser_stream.wire import Envelope, decode, encode
 

@@ -10,7 +10,7 @@ import zmq
 
 from ser_stream.errors import InputError
 from ser_stream.private import open_lock, runtime_dir
-from ser_stream.supervisor import claim_publish_endpoint, default_publish_endpoint
+from ser_stream.supervisor.folder import claim_publish_endpoint, default_publish_endpoint
 from ser_stream.wire import MAX_FRAME_BYTES
 
 
@@ -84,12 +84,20 @@ def test_a_second_pipeline_gets_an_endpoint_of_its_own(tmp_runtime):
     holder = open_lock(folder / "pub.lock")
     fcntl.flock(holder, fcntl.LOCK_EX)  # another `up` of this user holds the default
     try:
-        endpoint = claim_publish_endpoint()
-        assert (
-            endpoint.startswith(f"ipc://{folder}/pub-") and endpoint != default_publish_endpoint()
-        )
+        with claim_publish_endpoint() as claim:
+            assert claim.endpoint.startswith(f"ipc://{folder}/pub-")
+            assert claim.endpoint != default_publish_endpoint()
     finally:
         os.close(holder)
+
+
+def test_the_default_endpoint_is_free_again_once_its_claim_is_closed(tmp_runtime):
+    with claim_publish_endpoint() as first:
+        assert first.endpoint == default_publish_endpoint()
+        with claim_publish_endpoint() as second:
+            assert second.endpoint != default_publish_endpoint()
+    with claim_publish_endpoint() as again:
+        assert again.endpoint == default_publish_endpoint()
 
 
 def test_a_frame_over_the_limit_disconnects_its_sender_unread():

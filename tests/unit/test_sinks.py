@@ -20,7 +20,7 @@ from ser_stream.sinks import (
     summary_table,
     verdict_text,
 )
-from ser_stream.supervisor import Session
+from ser_stream.supervisor.ledger import Session
 from ser_stream.wire import Envelope
 
 
@@ -186,7 +186,7 @@ class TestSessionSummary:
         assert summary["predicted"] == 4  # every window is still counted as predicted
 
     def test_lasting_predictions_keep_order_and_unique_starts(self):
-        from ser_stream.supervisor import lasting_predictions
+        from ser_stream.supervisor.ledger import lasting_predictions
 
         bodies = [
             e.body

@@ -3,38 +3,46 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ser_stream.cli import _replicas
-from ser_stream.errors import InputError
+from ser_stream.cli import common
+from ser_stream.errors import InputError, SupervisionError
 from ser_stream.labels import LABELS
 from ser_stream.messages import EndOfStream, ErrorMsg, Prediction
 from ser_stream.runtime import shard_of
+from ser_stream.settings import PipelineConfig, load_toml, with_stage_options
 from ser_stream.sinks import Sink
 from ser_stream.stages import STAGES
-from ser_stream.supervisor import (
-    CHAIN,
-    STATELESS,
-    PipelineConfig,
-    Run,
-    _Collector,
-    _Stages,
-)
+from ser_stream.supervisor.collector import Collector
+from ser_stream.supervisor.folder import sweep_left_behind
+from ser_stream.supervisor.ledger import Run
+from ser_stream.supervisor.processes import Stages
+from ser_stream.supervisor.wiring import CHAIN, STATELESS, Wiring
 from ser_stream.wire import Envelope, encode
 
 
-def stages(tmp_path: Path, sources=2, **replicas) -> _Stages:
+def stages(tmp_path: Path, sources=2, **replicas) -> Wiring:
     config = PipelineConfig(sources=tuple(f"file:{i}.wav" for i in range(sources)),
                             replicas=replicas)  # fmt: skip
-    return _Stages(config, tmp_path)
+    return Wiring(config, tmp_path)
 
 
-def test_stateless_stages_are_the_ones_whose_spec_says_so():
-    assert {name for name in CHAIN if STAGES[name].stateless} == STATELESS
+def test_the_chain_and_its_stateless_stages_come_from_the_stage_table():
+    assert CHAIN == tuple(STAGES) == ("vad", "denoise", "features", "model")
+    assert STATELESS == {"model"} == {name for name in CHAIN if STAGES[name].stateless}
+
+
+def test_flags_go_over_a_files_stage_settings_and_leave_the_rest():
+    from_file = {"vad": {"aggressiveness": 3, "engine": "silero"}, "model": {}}
+    merged = with_stage_options(from_file, "vad", {"engine": "webrtc", "first_window_s": None})
+    assert merged == {"vad": {"aggressiveness": 3, "engine": "webrtc"}, "model": {}}
+    assert from_file["vad"]["engine"] == "silero"  # the file's own settings stay as read
+    assert with_stage_options({}, "vad", {"engine": None}) == {}
 
 
 @pytest.mark.parametrize("replicas", [{}, {"model": 3}, {"vad": 2, "denoise": 3, "features": 2}])
@@ -93,11 +101,13 @@ def test_bad_replica_settings_are_refused_before_anything_starts(replicas, messa
 
 
 def test_replicas_flag():
-    assert _replicas(["model=2", "vad=2,features=3"]) == {"model": 2, "vad": 2, "features": 3}
+    assert common.replicas(["model=2", "vad=2,features=3"]) == {
+        "model": 2, "vad": 2, "features": 3
+    }  # fmt: skip
     with pytest.raises(InputError, match="STAGE=N"):
-        _replicas(["model"])
+        common.replicas(["model"])
     with pytest.raises(InputError, match="STAGE=N"):
-        _replicas(["model=two"])
+        common.replicas(["model=two"])
 
 
 def test_no_source_and_bad_streams_are_refused():
@@ -170,7 +180,7 @@ class TestCollector:
         publisher = context.socket(zmq.PUB)
         publisher.setsockopt(zmq.LINGER, 0)
         run, sink = Run(), Recording()
-        return _Collector(run, [sink], LABELS, publisher), run, sink, publisher
+        return Collector(run, [sink], LABELS, publisher), run, sink, publisher
 
     def test_replicas_out_of_order_reach_the_sinks_in_order_then_the_end(self):
         collector, run, sink, publisher = self.collector()
@@ -215,8 +225,6 @@ def test_more_streams_than_file_sources_would_never_end_and_is_refused():
     ],
 )
 def test_settings_of_the_wrong_shape_are_one_line_errors(tmp_path, text, message):
-    from ser_stream.supervisor import load_toml
-
     path = tmp_path / "up.toml"
     path.write_text(text + "\n")
     with pytest.raises(InputError, match=message):
@@ -224,8 +232,6 @@ def test_settings_of_the_wrong_shape_are_one_line_errors(tmp_path, text, message
 
 
 def test_a_source_list_and_a_replicas_table_are_read(tmp_path):
-    from ser_stream.supervisor import load_toml
-
     path = tmp_path / "up.toml"
     path.write_text('source = ["file:a.wav", "file:b.wav"]\nstreams = 2\n[replicas]\nmodel = 2\n')
     assert load_toml(str(path)) == {
@@ -238,7 +244,6 @@ def test_the_sweep_removes_only_what_no_live_process_holds(tmp_path):
     import sys
 
     from ser_stream.private import hold
-    from ser_stream.supervisor import _sweep_left_behind
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
@@ -258,9 +263,55 @@ def test_the_sweep_removes_only_what_no_live_process_holds(tmp_path):
     (tmp_path / f"pub-{gone}.lock").touch()
     (tmp_path / "pub.lock").touch()
     try:
-        _sweep_left_behind(tmp_path)
+        sweep_left_behind(tmp_path)
     finally:
         os.close(keep)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [held_elsewhere.name, starting.name, mine.name, "pub.lock"]
     )
+
+
+class Crashing(Wiring):
+    """Every stage process exits at once with status 70, as a stage that breaks at start."""
+
+    def command(self, name: str, replica: int, **_) -> list[str]:
+        return [sys.executable, "-c", "raise SystemExit(70)"]
+
+
+def test_a_crash_loop_is_a_supervision_failure_not_an_input_error(tmp_path):
+    """More failures within a minute than max_restarts allows end the session so."""
+    config = PipelineConfig(sources=("file:a.wav",), max_restarts=1)
+    processes = Stages(Crashing(config, tmp_path))
+    processes.start_chain()
+    try:
+        with pytest.raises(SupervisionError, match=r"failed 2 times within 60 s \(last: exit 70\)"):
+            while True:  # each round: the processes exit, then the supervisor looks
+                for process in list(processes.processes.values()):
+                    process.wait()
+                processes.check()
+    finally:
+        processes.stop_all()
+    assert not issubclass(SupervisionError, InputError)  # not "fix the input"
+
+
+def test_a_supervision_failure_exits_with_its_own_status_and_says_what_to_do(monkeypatch, capsys):
+    from ser_stream.cli import EXIT_SUPERVISION, main, tools
+
+    def crash_loop(args):
+        raise SupervisionError("stage vad failed 6 times within 60 s (last: exit 70); "
+                               "the pipeline stopped")  # fmt: skip
+
+    monkeypatch.setattr(tools, "_keys", crash_loop)
+    assert main(["keys", "unused"]) == EXIT_SUPERVISION == 3
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("ser-stream: supervision failure: stage vad failed 6 times")
+    assert "not at fault" in line and "log lines above" in line and "--log-level debug" in line
+
+
+def test_the_command_line_leaves_the_environment_alone(tmp_path):
+    """Only the commands that run numeric work limit its threads (before numpy loads)."""
+    from ser_stream.cli import main
+
+    before = dict(os.environ)
+    assert main(["keys", str(tmp_path / "keys")]) == 0
+    assert dict(os.environ) == before

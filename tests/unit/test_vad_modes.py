@@ -10,9 +10,9 @@ import pytest
 from ser_stream.analysis import speech_windows
 from ser_stream.artifact import load_artifact
 from ser_stream.messages import Audio, EndOfStream, Event, Window
+from ser_stream.settings import PipelineConfig, stage_options
 from ser_stream.stage import StageContext
 from ser_stream.stages.vad import STREAM_DEFAULTS, VADConfig, VADCore, VADStream, vad_config
-from ser_stream.supervisor import PipelineConfig, stage_options
 from ser_stream.testing import run_core
 from tests.room import Talk, talk_in_room
 
