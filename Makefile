@@ -10,6 +10,9 @@ SAMPLE := ser_stream/samples/sample_speech.flac
 
 demo: setup
 	$(BIN)/ser-stream up --source file:$(SAMPLE)
+	@echo
+	@echo "ser-stream is installed in $(VENV). Run it as $(BIN)/ser-stream, or put it on the PATH"
+	@echo "of this shell with: . $(BIN)/activate   (then: ser-stream --help)"
 
 test: setup-dev
 	$(BIN)/python -m pytest -q
@@ -54,14 +57,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q pip==26.3
 
+# The demo installs a plain copy (what a user gets); the tests an editable one.
 $(VENV)/.runtime: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP_INSTALL) -e .
-	$(BIN)/python -m ser_stream.warmup
+	$(PIP_INSTALL) .
+	$(BIN)/python -P -m ser_stream.warmup
 	touch $@
 
 $(VENV)/.dev: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP_INSTALL) -e '.[train,test]'
-	$(BIN)/python -m ser_stream.warmup
+	$(BIN)/python -P -m ser_stream.warmup
 	touch $@ $(VENV)/.runtime
 
 setup: system-packages $(VENV)/.runtime

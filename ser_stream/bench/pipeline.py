@@ -429,9 +429,10 @@ class _DutyCycle(threading.Thread):
         try:
             while not self.halt.is_set():
                 os.kill(self.pid, signal.SIGSTOP)
-                time.sleep(self.share)
+                if self.halt.wait(self.share):
+                    break  # continued below at once: the session is ending
                 os.kill(self.pid, signal.SIGCONT)
-                time.sleep(1 - self.share)
+                self.halt.wait(1 - self.share)
         except ProcessLookupError:
             pass
         finally:
@@ -487,6 +488,43 @@ SLOW_MODEL_STOPPED = 0.98
 """Share of every second the slow model is stopped: about 3 windows a second get through."""
 
 
+class _CaptureWait:
+    """The time the capture spent blocked sending, from its heartbeats to the supervisor.
+
+    A capture reports ``stalled_s`` > 0 only while a send of it waits for the next stage;
+    each wait counts once, at the most it reached. A heartbeat comes every second, so waits
+    shorter than that may go unseen: the figure is a lower bound.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.total_s = 0.0
+        self.waits = 0
+        self._heard = 0.0
+        self._current = 0.0
+
+    def look(self) -> bool:
+        """Take the capture's latest heartbeat into account; never asks the session to stop."""
+        beat, heard = self.run.heartbeats.get("capture.0", (None, 0.0))
+        if beat is None or heard == self._heard:
+            return False
+        self._heard = heard
+        if beat.stalled_s < self._current:  # that wait ended, perhaps another began
+            self._end_wait()
+        self._current = beat.stalled_s
+        return False
+
+    def _end_wait(self) -> None:
+        if self._current > 0:
+            self.total_s += self._current
+            self.waits += 1
+        self._current = 0.0
+
+    def result(self) -> dict:
+        self._end_wait()
+        return {"blocked_s_at_least": round(self.total_s, 2), "waits_seen": self.waits}
+
+
 def measure_backpressure(seconds: float, folder: Path, **options) -> dict:
     """A slow model under a fast file, and a slow subscriber under a live stream."""
     result: dict = {}
@@ -500,15 +538,23 @@ def measure_backpressure(seconds: float, folder: Path, **options) -> dict:
             cycle["model"] = _DutyCycle(pid, share=SLOW_MODEL_STOPPED)
             cycle["model"].start()
 
+    def release() -> None:
+        # Before the stages are asked to stop: a stopped model could not stop in time.
+        if "model" in cycle:
+            cycle["model"].halt.set()
+            cycle["model"].join()
+
+    capture = _CaptureWait(Run())
     run = run_pipeline(
         _config((f"file:{wav}",), folder, fast=True, **options),
         [recorder],
         _labels(),
         on_ready=slow_model,
+        should_stop=capture.look,
+        run=capture.run,
+        on_stopping=release,
     )
-    if "model" in cycle:
-        cycle["model"].halt.set()
-        cycle["model"].join()
+    release()  # a session that failed before it began to end
     summary = run.summary(_labels())
     wall = (max(recorder.ended_ns.values()) - recorder.first_capture_ns()) / 1e9
     result["slow_model"] = {
@@ -522,7 +568,8 @@ def measure_backpressure(seconds: float, folder: Path, **options) -> dict:
         "accounting_adds_up": summary["windows"] == summary["predicted"] + summary["dropped"],
         "latency_ms": percentiles(recorder.latencies_ms()),
         "rss_mb": _rss(run),
-        "waits": "the capture (a file never drops: it waits for the queues to drain)",
+        "model_found_and_slowed": "model" in cycle,
+        "capture_waited": capture.result(),
     }
 
     recorder = Recorder()

@@ -24,7 +24,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     bench.add_argument("--json", metavar="PATH", help="also write the figures as JSON here")
     bench.add_argument(
-        "--out", metavar="DIR", default="benchmarks/results", help="report folder (Markdown, PNG)"
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="report folder (Markdown, PNG; default: ~/.cache/ser-stream/bench)",
     )
     bench.add_argument(
         "--smoke", action="store_true", help="a short run (CI): seconds, not minutes"
@@ -62,6 +65,7 @@ def _keys(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from ser_stream.bench import default_out
     from ser_stream.bench.main import BenchOptions, run_bench
 
     options = BenchOptions.smoke_run() if args.smoke else BenchOptions()
@@ -73,7 +77,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.no_original:
         changes["original"] = False
     options = replace(options, **changes)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else default_out()
     result = run_bench(options, out, Path(args.json) if args.json else None)
     print(f"ser-stream: report written to {out / 'bench.md'}", file=sys.stderr)
     for name, row in result["targets"].items():
@@ -112,4 +116,5 @@ def _tap(args: argparse.Namespace) -> int:
             return 0
         if args.once and record["kind"] == "end_of_stream":
             return 0
+    print("ser-stream: the session ended; tap stops", file=sys.stderr, flush=True)
     return 0

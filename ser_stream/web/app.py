@@ -291,6 +291,7 @@ def create_app(
         if result.error is not None:
             body["error"] = result.error.replace(saved.name, name)
             return JSONResponse(body, status_code=422)
+        metrics.count_upload(len(result.windows))
         return JSONResponse(body)
 
     @app.websocket("/v1/stream")

@@ -74,10 +74,14 @@ class Metrics:
         ready = Gauge("ser_stream_ready", "1 while every stage is up and serving", registry=r)
         ready.set_function(lambda: 1.0 if gateway.serving else 0.0)
         self.windows = Counter(
-            "ser_stream_windows", "Windows of speech the VAD emitted, counted at stream end",
+            "ser_stream_windows",
+            "Windows of speech the VAD emitted (a stream's counted at its end, an upload's when "
+            "answered)",
             registry=r,
         )  # fmt: skip
-        self.predictions = Counter("ser_stream_predictions", "Windows classified", registry=r)
+        self.predictions = Counter(
+            "ser_stream_predictions", "Windows classified, of streams and uploads", registry=r
+        )
         self.dropped = Counter(
             "ser_stream_windows_dropped", "Windows never classified, by reason",
             ["reason"], registry=r,
@@ -114,6 +118,15 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=r,
         )  # fmt: skip
         r.register(_Processes(run))
+
+    def count_upload(self, windows: int) -> None:
+        """A recording posted to ``/v1/predict`` was classified: ``windows`` windows of it.
+
+        Its windows were cut and classified in the server's own process, not by the stage
+        processes, so no record of the session counts them.
+        """
+        self.windows.inc(windows)
+        self.predictions.inc(windows)
 
     def text(self) -> bytes:
         """The Prometheus text exposition of every metric."""
