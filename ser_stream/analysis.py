@@ -1,9 +1,10 @@
 """The processing cores chained in-process over a whole recording.
 
-``predict`` and training use this module; the streaming stages run the very same cores one
-process each. VAD -> denoise/normalize -> features, with one defined outcome per kind of
-input: speech gives its windows; sound without detected speech is analysed whole; digital
-silence is an :class:`~ser_stream.errors.InputError`.
+``predict`` and training use this module; it runs the stages' own processors in this
+process (:func:`~ser_stream.adapter.run_chain`), which the pipeline runs one process each.
+VAD -> denoise/normalize -> features, with one defined outcome per kind of input: speech
+gives its windows; sound without detected speech is analysed whole; digital silence is an
+:class:`~ser_stream.errors.InputError`.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
+from ser_stream.adapter import run_chain
 from ser_stream.audio import peak_dbfs
 from ser_stream.errors import InputError
-from ser_stream.messages import Features, Noise, Window
+from ser_stream.messages import Audio, Features, Window
+from ser_stream.stages import denoise, features, vad
 from ser_stream.stages.denoise import DenoiseConfig, DenoiseCore
 from ser_stream.stages.features import FeatureConfig, FeaturesCore
 from ser_stream.stages.normalize import NormalizeConfig
-from ser_stream.stages.vad import VADConfig, VADCore, sliding_spans
+from ser_stream.stages.vad import VADConfig, sliding_spans
 
 __all__ = ["AnalysisConfig", "speech_windows", "analyze"]
 
@@ -90,18 +93,17 @@ def speech_windows(samples: np.ndarray, config: AnalysisConfig) -> list[Window]:
         raise InputError(
             f"no sound: the audio peaks below {SILENCE_DBFS:.0f} dBFS; check the recording level"
         )
-    vad = VADCore(config.vad_with_windowing(), rate)
-    denoise = DenoiseCore(config.denoise, rate)
-    windows: list[Window] = []
-    try:
-        outputs = vad.push(samples) + vad.flush()
-    finally:
-        vad.close()  # the next file takes its Silero network instead of loading one
-    for item in outputs:
-        if isinstance(item, Noise):
-            denoise.push_noise(item)
-        elif isinstance(item, Window):
-            windows.append(denoise.push(item))
+    # The stage processors themselves, chained as the pipeline chains them (no stop on
+    # silence: a recording is judged whole).
+    chain = [
+        (
+            vad.SPEC,
+            vad.vad_stream(config.vad_with_windowing(), stop_on_silence=False, sample_rate=rate),
+        ),
+        (denoise.SPEC, denoise.denoise_stream(DenoiseCore(config.denoise, rate))),
+    ]
+    outputs = run_chain(chain, [Audio(samples, rate, 0.0)])
+    windows = [item for item in outputs if isinstance(item, Window)]
     if windows:
         return windows
     # Sound, but no speech the VAD trusts (very quiet or unusual voice): judge the whole file.
@@ -120,8 +122,9 @@ def analyze(samples: np.ndarray, config: AnalysisConfig) -> list[Features]:
     The recording is one stream: its windows are normalized in order by its own running
     statistics, exactly as the features stage does for a live stream.
     """
-    features = FeaturesCore(config.features, config.normalize)
-    return [features.push(window) for window in speech_windows(samples, config)]
+    stream = features.features_stream(FeaturesCore(config.features, config.normalize))
+    outputs = run_chain([(features.SPEC, stream)], speech_windows(samples, config))
+    return [item for item in outputs if isinstance(item, Features)]
 
 
 def _hop(config: AnalysisConfig) -> int:

@@ -19,7 +19,7 @@ from ser_stream.analysis import analyze
 from ser_stream.artifact import ModelArtifact, load_artifact
 from ser_stream.audio import load_audio
 from ser_stream.errors import InputError
-from ser_stream.stages.model import ModelCore, is_confident
+from ser_stream.stages.model import ModelCore, is_confident, model_stream
 
 __all__ = ["FileResult", "Predictor", "predict_files", "with_vad_engine"]
 
@@ -68,6 +68,7 @@ class Predictor:
     def __init__(self, artifact: ModelArtifact) -> None:
         self.artifact = artifact
         self.core = ModelCore(artifact)
+        self._model = model_stream(self.core)  # the model stage's processor
 
     def predict_samples(self, samples: np.ndarray, name: str = "<audio>") -> FileResult:
         """Predict canonical (16 kHz mono float32) audio; the file label is the window mean.
@@ -76,7 +77,7 @@ class Predictor:
         threshold, whatever its windows' flags: the mean is what its label is made of.
         """
         features = analyze(samples, self.artifact.analysis)
-        predictions = self.core.push_batch(features)
+        predictions = [p for outputs in self._model.push_batch(features) for p in outputs]
         labels = self.artifact.labels
         mean = np.mean([p.probabilities for p in predictions], axis=0)
         windows = [

@@ -350,9 +350,9 @@ def zmq_frames(
 
     from ser_stream.errors import WireError
     from ser_stream.logs import get_logger
-    from ser_stream.runtime import bind_endpoint
     from ser_stream.security import secure, stop_authenticators
     from ser_stream.stages.capture import FRAME_MS
+    from ser_stream.transport import bind_endpoint
     from ser_stream.wire import MAX_FRAME_BYTES, decode
 
     log = get_logger(stage="capture", source=endpoint)

@@ -1,31 +1,41 @@
-"""What every stage shares, without sockets: its spec, per-stream cores, and accounting.
+"""What a stage is, without sockets: its spec and capabilities, and its processors' faces.
 
-A stage module defines a :class:`StageSpec`; :class:`StageLogic` turns incoming envelopes
-into outgoing ones by routing each stream to its own processor (stateful stages keep state
-per stream), passing through what the stage does not handle, flushing at end of stream,
-and counting everything. The process runtime wraps this with sockets and an event loop.
+A stage module defines a :class:`StageSpec`: what the stage accepts and emits, how it builds
+the processor of a stream (a core behind :class:`~ser_stream.adapter.CoreStream`), and
+what it can do (stateless, batches, resumable), each capability with the processor
+protocol it needs. :class:`~ser_stream.stage_logic.StageLogic` runs a spec's processors
+over envelopes; the process runtime wraps that with sockets and an event loop.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import time
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from ser_stream.errors import InputError
-from ser_stream.messages import EndOfStream, ErrorMsg, Heartbeat, Kind
+from ser_stream.messages import Kind
 from ser_stream.ordering import first_seq
-from ser_stream.wire import Body, Envelope
+from ser_stream.wire import Body
 
-__all__ = ["StageContext", "StageLogic", "StageSpec", "StreamProcessor", "give_back_memory"]
+__all__ = [
+    "ENDED_MEMORY",
+    "MAX_OPEN_STREAMS",
+    "STREAM_IDLE_S",
+    "BatchProcessor",
+    "ResumableProcessor",
+    "StageContext",
+    "StageSpec",
+    "StreamProcessor",
+    "SequenceNumbers",
+    "give_back_memory",
+]
 
 
+@runtime_checkable
 class StreamProcessor(Protocol):
-    """The per-stream face of a core: messages in, messages out."""
+    """The per-stream face of a core: messages in, messages out (see :mod:`ser_stream.adapter`)."""
 
     def push(self, body: Body) -> list[Body]:
         """Process one message of the stream."""
@@ -35,8 +45,35 @@ class StreamProcessor(Protocol):
         """End of stream: return what is still held."""
         ...
 
-    # Optional: ``close()``, called once the stream ended, frees what the processor holds
-    # outside Python (a Silero network goes back to its pool).
+    def close(self) -> None:
+        """The stream ended: free what it holds outside Python (a Silero network)."""
+        ...
+
+
+@runtime_checkable
+class BatchProcessor(StreamProcessor, Protocol):
+    """What a stage with ``batch_calls`` builds: a run of messages answered in one call."""
+
+    def push_batch(self, bodies: list[Body]) -> list[list[Body]]:
+        """Process queued messages in one go; one list of outputs per input, in order."""
+        ...
+
+
+@runtime_checkable
+class ResumableProcessor(StreamProcessor, Protocol):
+    """What a ``resumable`` stage builds: it tells where its stream got to.
+
+    A replacement goes on from where the predecessor that died got to.
+    """
+
+    @property
+    def position_s(self) -> float | None:
+        """Stream time reached so far (None before any input)."""
+        ...
+
+    def resume(self, position_s: float) -> None:
+        """Go on from ``position_s``: what never comes after it is a gap, not the start."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -74,9 +111,18 @@ class StageSpec:
             collector downstream can put the stream back in order. Stateful stages are
             sharded by stream id instead: a stream always reaches the same replica.
         batches: messages that queued up are handled in one go (one hop to the worker
-            thread; the model classifies them in one ``push_batch`` call): for stages of many
-            small messages. Other stages take them one by one and send each result at once,
-            so the next stage starts on it while this one goes on.
+            thread): for stages of many small messages. Other stages take them one by one
+            and send each result at once, so the next stage starts on it while this one
+            goes on.
+        batch_calls: a run of queued messages goes to the processor in one ``push_batch``
+            call (the model classifies a batch at once); needs ``batches`` and a
+            :class:`BatchProcessor`.
+        resumable: the processor places its input on the stream's timeline, so it tells
+            where each stream got to (the supervisor hears it in heartbeats) and a
+            replacement goes on from there; needs a :class:`ResumableProcessor`.
+
+    The capabilities are checked against what ``build`` makes when a
+    :class:`~ser_stream.stage_logic.StageLogic` builds its first processor, never per message.
     """
 
     name: str
@@ -87,9 +133,33 @@ class StageSpec:
     warm_up: Callable[[StageContext], None] | None = None
     stateless: bool = False
     batches: bool = False
+    batch_calls: bool = False
+    resumable: bool = False
 
+    def __post_init__(self) -> None:
+        if self.batch_calls and not self.batches:
+            raise ValueError(f"stage {self.name}: batch_calls needs batches")
+        if self.stateless and self.resumable:
+            raise ValueError(f"stage {self.name}: a stateless stage has no stream to resume")
 
-_SHARED = "*"  # the one processor of a stateless stage
+    def protocols(self) -> tuple[type, ...]:
+        """The processor protocols this stage's capabilities need."""
+        needed: list[type] = [StreamProcessor]
+        if self.batch_calls:
+            needed.append(BatchProcessor)
+        if self.resumable:
+            needed.append(ResumableProcessor)
+        return tuple(needed)
+
+    def check(self, processor: StreamProcessor) -> None:
+        """Raise TypeError when ``processor`` lacks a method the capabilities need."""
+        for protocol in self.protocols():
+            if not isinstance(processor, protocol):
+                raise TypeError(
+                    f"stage {self.name} builds a {type(processor).__name__}, which is no "
+                    f"{protocol.__name__} as its capabilities need"
+                )
+
 
 MAX_OPEN_STREAMS = 256
 """Streams one stage process serves at once; a message of one more gets an error record
@@ -122,251 +192,26 @@ def give_back_memory() -> None:
         trim(0)
 
 
-@dataclass
-class StageLogic:
-    """Per-stream routing and accounting for one stage process."""
+class SequenceNumbers:
+    """The next sequence number of each open stream a process sends (stage or source).
 
-    spec: StageSpec
-    context: StageContext
-    clock: Callable[[], int] = time.time_ns
-    generation: int = 0  # restarts of this stage before this process: numbers never repeat
-    resume: dict[str, float] = field(default_factory=dict)  # where a predecessor got to
-    counters: Counter = field(default_factory=Counter)
-    monotonic: Callable[[], float] = time.monotonic
-    _processors: dict[str, StreamProcessor] = field(default_factory=dict)
-    _seq: dict[str, int] = field(default_factory=dict)
-    _ended: OrderedDict[str, None] = field(default_factory=OrderedDict)
-    _heard: dict[str, float] = field(default_factory=dict)  # last message of each open stream
-    _ends_kept: int = 0  # streams ended since the memory was last given back
+    A process of a later generation (a restart) starts its numbers where no predecessor's
+    can reach (see :func:`~ser_stream.ordering.first_seq`), so numbers never repeat.
+    """
 
-    @property
-    def open_streams(self) -> list[str]:
-        """Streams seen and not yet ended (a stateless stage holds none)."""
-        return [] if self.spec.stateless else list(self._processors)
+    def __init__(self, generation: int = 0) -> None:
+        self._first = first_seq(generation)
+        self._next: dict[str, int] = {}
 
-    def handle(self, envelope: Envelope) -> list[Envelope]:
-        """Process one incoming envelope; return what to send downstream, in order."""
-        self.counters[f"in_{envelope.kind.value}"] += 1
-        if envelope.kind is Kind.END_OF_STREAM:
-            self._ends_kept += 1
-        if self.spec.stateless:
-            return self._handle_stateless(envelope)
-        stream = envelope.stream
-        if stream in self._ended:
-            # The stage ended this stream itself (stop-on-silence): the rest is not wanted.
-            self.counters[f"ignored_after_end_{envelope.kind.value}"] += 1
-            return []
-        if envelope.kind is Kind.END_OF_STREAM:
-            outputs = self._flush(stream, envelope)
-            outputs.append(self._wrap(stream, envelope.body, envelope))
-            self._end(stream)
-            return outputs
-        if envelope.kind not in self.spec.accepts:
-            if envelope.kind is Kind.HEARTBEAT:
-                return []  # heartbeats are per hop, not forwarded
-            return [self._wrap(stream, envelope.body, envelope)]
-        if stream not in self._processors and len(self._processors) >= MAX_OPEN_STREAMS:
-            self.counters["dropped_too_many_streams"] += 1
-            reason = (f"{self.spec.name} serves {MAX_OPEN_STREAMS} streams already; end one "
-                      "first, or add replicas of this stage")  # fmt: skip
-            return [self.error(envelope, reason)]
-        self._heard[stream] = self.monotonic()
-        processor = self._processor(stream)
-        try:
-            bodies = processor.push(envelope.body)
-        except InputError as exc:
-            self.counters["dropped_input_error"] += 1
-            return [self.error(envelope, str(exc))]
-        outputs = []
-        for body in bodies:
-            outputs.append(self._wrap(stream, body, envelope))
-            if isinstance(body, EndOfStream):
-                _close(self._processors.pop(stream, None))
-                self._ends_kept += 1
-                self._end(stream)
-                break
-        return outputs
+    def take(self, stream: str) -> int:
+        """The number of the stream's next message."""
+        seq = self._next.get(stream, self._first)
+        self._next[stream] = seq + 1
+        return seq
 
-    def _end(self, stream: str) -> None:
-        """Forget the stream, remembering only that it ended."""
-        self._seq.pop(stream, None)
-        self._heard.pop(stream, None)
-        self._ended[stream] = None
-        while len(self._ended) > ENDED_MEMORY:
-            self._ended.popitem(last=False)
+    def forget(self, stream: str) -> None:
+        """The stream ended: its numbers are not kept."""
+        self._next.pop(stream, None)
 
-    def end_idle(self, idle_s: float = STREAM_IDLE_S, paused_s: float = 0.0) -> list[Envelope]:
-        """End the streams that sent nothing for ``idle_s`` and free their state.
-
-        Each gets an error record, what it still held, then an ``error`` end of stream
-        (its source is gone).
-
-        ``paused_s``: time the stage could not receive (blocked downstream) since the last
-        call; it does not count as the streams' silence.
-        """
-        if paused_s:
-            self._heard = {stream: at + paused_s for stream, at in self._heard.items()}
-        now = self.monotonic()
-        outputs: list[Envelope] = []
-        for stream in [s for s, at in self._heard.items() if now - at > idle_s]:
-            self.counters["streams_ended_idle"] += 1
-            cause = Envelope(stream, 0, EndOfStream("error"))
-            reason = f"stream {stream} sent nothing for {idle_s:.0f} s; its state was freed"
-            outputs.append(self.error(cause, reason))
-            outputs.extend(self.handle(cause))
-        if self._ends_kept:
-            # Streams ended since the last call: what they held goes back to the system.
-            self._ends_kept = 0
-            give_back_memory()
-            self.counters["memory_given_back"] += 1
-        return outputs
-
-    def _handle_stateless(self, envelope: Envelope) -> list[Envelope]:
-        """One message in, one out, same sequence number; no stream is opened or ended."""
-        if envelope.kind is Kind.HEARTBEAT:
-            return []
-        if envelope.kind not in self.spec.accepts:
-            return [self._wrap(envelope.stream, envelope.body, envelope)]
-        try:
-            bodies = self._processor(envelope.stream).push(envelope.body)
-        except InputError as exc:
-            self.counters["dropped_input_error"] += 1
-            return [self.error(envelope, str(exc))]
-        if len(bodies) != 1:
-            raise RuntimeError(f"stateless stage {self.spec.name} gave {len(bodies)} messages")
-        return [self._wrap(envelope.stream, bodies[0], envelope)]
-
-    def handle_many(
-        self,
-        envelopes: list[Envelope],
-        on_failure: Callable[[Envelope, Exception], None] | None = None,
-    ) -> list[Envelope]:
-        """Process envelopes that queued up; runs go to ``push_batch`` where it is offered.
-
-        Gives the same outputs as :meth:`handle` on each in turn (the model stage classifies
-        a run of windows in one call: of one stream, or of any streams when the stage is
-        stateless). A message whose processing fails gives an error record instead of
-        outputs (``on_failure`` hears of it); the others go through, each processed once.
-        """
-        outputs: list[Envelope] = []
-        i = 0
-        while i < len(envelopes):
-            first = envelopes[i]
-            j = i + 1
-            while j < len(envelopes) and self._same_run(first, envelopes[j]):
-                j += 1
-            run = envelopes[i:j]
-            batched = (
-                len(run) > 1
-                and first.kind in self.spec.accepts
-                and first.stream not in self._ended
-                and (self.spec.stateless or first.stream in self._processors)
-                and hasattr(self._processor(first.stream), "push_batch")
-            )
-            results = None
-            if batched:
-                try:
-                    results = self._processor(first.stream).push_batch([e.body for e in run])
-                except Exception:  # a stateless batch: find the failing one on its own
-                    results = None
-            if results is not None:
-                self.counters[f"in_{first.kind.value}"] += len(run)
-                if not self.spec.stateless:
-                    self._heard[first.stream] = self.monotonic()
-                for cause, bodies in zip(run, results, strict=True):
-                    outputs.extend(self._wrap(cause.stream, body, cause) for body in bodies)
-            else:
-                for envelope in run:
-                    outputs.extend(self._guarded(envelope, on_failure))
-            i = j
-        return outputs
-
-    def _same_run(self, first: Envelope, other: Envelope) -> bool:
-        if self.spec.stateless:  # one processor serves every stream
-            return other.kind is first.kind
-        return (other.stream, other.kind) == (first.stream, first.kind)
-
-    def _guarded(
-        self, envelope: Envelope, on_failure: Callable[[Envelope, Exception], None] | None
-    ) -> list[Envelope]:
-        try:
-            return self.handle(envelope)
-        except Exception as exc:  # a failing message must not take the stage down
-            self.counters[f"failed_{envelope.kind.value}"] += 1
-            if on_failure is not None:
-                on_failure(envelope, exc)
-            return [self.error(envelope, f"{type(exc).__name__}: {exc}")]
-
-    def end_all(self, reason: str) -> list[Envelope]:
-        """Flush and end every open stream (shutdown): nothing held is lost silently."""
-        outputs: list[Envelope] = []
-        for stream in self.open_streams:
-            marker = Envelope(stream, 0, EndOfStream(reason))
-            outputs.extend(self.handle(marker))
-        return outputs
-
-    def error(self, cause: Envelope, reason: str) -> Envelope:
-        """An error record about ``cause``, for downstream and the sinks."""
-        return self._wrap(cause.stream, ErrorMsg(reason, self.spec.name), cause)
-
-    def heartbeat(self) -> Envelope:
-        """A heartbeat of this stage."""
-        return Envelope("-", 0, Heartbeat(self.spec.name), {self.spec.name: self.clock()})
-
-    def _flush(self, stream: str, cause: Envelope) -> list[Envelope]:
-        processor = self._processors.pop(stream, None)
-        if processor is None:
-            return []
-        try:
-            return [self._wrap(stream, body, cause) for body in processor.flush()]
-        finally:
-            _close(processor)
-
-    def _processor(self, stream: str) -> StreamProcessor:
-        if self.spec.stateless:
-            stream = _SHARED
-        processor = self._processors.get(stream)
-        if processor is None:
-            processor = self.spec.build(self.context)
-            if stream in self.resume and hasattr(processor, "resume"):
-                # This process replaces one that died: the stream went on from there.
-                processor.resume(self.resume.pop(stream))
-            self._processors[stream] = processor
-            self.counters["streams_opened"] += 1
-        return processor
-
-    def positions(self) -> dict[str, float]:
-        """Stream time each open stream has reached, where its processor tells (the VAD)."""
-        return {
-            stream: float(processor.position_s)
-            for stream, processor in list(self._processors.items())
-            if getattr(processor, "position_s", None) is not None
-        }
-
-    def _wrap(self, stream: str, body: Body, cause: Envelope) -> Envelope:
-        if self.spec.stateless:
-            seq = cause.seq  # the collector restores the order replicas may have mixed
-        else:
-            seq = self._seq.get(stream, first_seq(self.generation))
-            self._seq[stream] = seq + 1
-        timestamps = dict(cause.timestamps)
-        timestamps[self.spec.name] = self.clock()
-        out = Envelope(stream, seq, body, timestamps)
-        self.counters[f"out_{out.kind.value}"] += 1
-        return out
-
-
-def _close(processor: StreamProcessor | None) -> None:
-    """Let an ended stream's processor free what it holds (when it has a ``close``)."""
-    close = getattr(processor, "close", None)
-    if close is not None:
-        close()
-
-
-def run_stage(spec: StageSpec, context: StageContext, inputs: Iterable[Envelope]) -> list[Envelope]:
-    """Run a stage's logic in-process over ``inputs`` (tests, batch use)."""
-    logic = StageLogic(spec, context)
-    outputs: list[Envelope] = []
-    for envelope in inputs:
-        outputs.extend(logic.handle(envelope))
-    return outputs
+    def __len__(self) -> int:
+        return len(self._next)

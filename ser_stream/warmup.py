@@ -24,9 +24,10 @@ def kernels_cached() -> bool:
 
 def warm_up() -> None:
     """Run every feature kind once on a short tone, compiling and caching the kernels."""
+    from ser_stream.audio import SAMPLE_RATE
     from ser_stream.stages.features import FEATURE_KINDS, FeatureConfig, extract_features
 
-    tone = np.sin(np.linspace(0, 2 * np.pi * 440, 16_000)).astype(np.float32) * 0.1
+    tone = np.sin(np.linspace(0, 2 * np.pi * 440, SAMPLE_RATE)).astype(np.float32) * 0.1
     extract_features(tone, FeatureConfig(window_s=1.0, kinds=FEATURE_KINDS))
 
 

@@ -37,6 +37,7 @@ from ser_stream.messages import (
 )
 
 __all__ = [
+    "is_heartbeat",
     "MAX_FRAME_BYTES",
     "MAX_HEADER_BYTES",
     "MAX_PAYLOAD_BYTES",
@@ -192,6 +193,19 @@ def encode(envelope: Envelope) -> list[bytes]:
         frames.append(np.ascontiguousarray(array, dtype=_DTYPES[dtype_name]).tobytes())
     frames[0] = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
     return frames
+
+
+_HEARTBEAT_PREFIX = b'{"v":%d,"kind":"heartbeat",' % VERSION
+
+
+def is_heartbeat(frames: list[bytes] | list[memoryview]) -> bool:
+    """Whether ``frames`` is a heartbeat as :func:`encode` writes it, without parsing it.
+
+    A cheap look for counting (a stage's queue depth counts the messages that wait to be
+    processed, not an upstream's idle heartbeats); anything else, a heartbeat written
+    another way included, reads as not one.
+    """
+    return bool(frames) and bytes(frames[0][: len(_HEARTBEAT_PREFIX)]) == _HEARTBEAT_PREFIX
 
 
 def decode(

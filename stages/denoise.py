@@ -11,6 +11,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ser_stream.adapter import CoreStream
+from ser_stream.audio import SAMPLE_RATE
 from ser_stream.errors import InputError
 from ser_stream.messages import Kind, Noise, Window
 from ser_stream.stage import StageSpec
@@ -19,8 +21,8 @@ __all__ = [
     "SPEC",
     "DenoiseConfig",
     "DenoiseCore",
-    "DenoiseStream",
     "NoiseGate",
+    "denoise_stream",
     "normalize_peak",
     "reduce_noise",
 ]
@@ -230,7 +232,7 @@ class DenoiseCore:
     reused for every window until the next noise arrives.
     """
 
-    def __init__(self, config: DenoiseConfig | None = None, sample_rate: int = 16_000) -> None:
+    def __init__(self, config: DenoiseConfig | None = None, sample_rate: int = SAMPLE_RATE) -> None:
         self.config = config or DenoiseConfig()
         self.sample_rate = sample_rate
         self._memory = round(self.config.noise_memory_s * sample_rate)
@@ -263,29 +265,16 @@ class DenoiseCore:
         return replace(window, samples=normalize_peak(samples, self.config.headroom_db))
 
 
-class DenoiseStream:
+def denoise_stream(core: DenoiseCore) -> CoreStream[DenoiseCore]:
     """The denoise core as one stream's processor: noise teaches, windows come out clean."""
-
-    def __init__(self, core: DenoiseCore) -> None:
-        self._core = core
-
-    def push(self, body: Noise | Window) -> list[Window]:
-        """Learn from noise, or clean a window."""
-        if isinstance(body, Noise):
-            self._core.push_noise(body)
-            return []
-        return [self._core.push(body)]
-
-    def flush(self) -> list[Window]:
-        """Nothing is held back."""
-        return []
+    return CoreStream(core, {Noise: core.push_noise, Window: core.push})
 
 
 def _warm_up(context) -> None:
     core = DenoiseCore(context.artifact.analysis.denoise, context.artifact.sample_rate)
     rng = np.random.default_rng(0)
     core.push_noise(Noise(rng.standard_normal(8_000).astype(np.float32) * 0.01, 0.0, 0.5))
-    core.push(Window(rng.standard_normal(16_000).astype(np.float32) * 0.1, 0.0, 1.0, 0, 0))
+    core.push(Window(rng.standard_normal(SAMPLE_RATE).astype(np.float32) * 0.1, 0.0, 1.0, 0, 0))
 
 
 SPEC = StageSpec(
@@ -293,7 +282,7 @@ SPEC = StageSpec(
     warm_up=_warm_up,
     accepts=frozenset({Kind.NOISE, Kind.WINDOW}),
     emits=frozenset({Kind.WINDOW}),
-    build=lambda context: DenoiseStream(
+    build=lambda context: denoise_stream(
         DenoiseCore(context.artifact.analysis.denoise, context.artifact.sample_rate)
     ),
     description="noise reduction with the stream's noise profile, then peak normalization",

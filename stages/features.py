@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from ser_stream.adapter import CoreStream
+from ser_stream.audio import SAMPLE_RATE
 from ser_stream.errors import InputError
 from ser_stream.messages import Features, Kind, Window
 from ser_stream.stage import StageSpec
@@ -22,8 +24,8 @@ __all__ = [
     "SPEC",
     "FeatureConfig",
     "FeaturesCore",
-    "FeaturesStream",
     "extract_features",
+    "features_stream",
     "fit_length",
 ]
 
@@ -67,7 +69,7 @@ class FeatureConfig:
         instance_norm: standardize each column over the window (per-utterance normalization).
     """
 
-    sample_rate: int = 16_000
+    sample_rate: int = SAMPLE_RATE
     window_s: float = 3.0
     hop_s: float = 1.5
     n_fft: int = 1024
@@ -321,19 +323,9 @@ class FeaturesCore:
         self.normalizer.reset()
 
 
-class FeaturesStream:
+def features_stream(core: FeaturesCore) -> CoreStream[FeaturesCore]:
     """The features core as one stream's processor."""
-
-    def __init__(self, core: FeaturesCore) -> None:
-        self._core = core
-
-    def push(self, body: Window) -> list[Features]:
-        """Compute the features of one window."""
-        return [self._core.push(body)]
-
-    def flush(self) -> list[Features]:
-        """Nothing is held back."""
-        return []
+    return CoreStream(core, {Window: core.push})
 
 
 def _warm_up(context) -> None:
@@ -346,7 +338,7 @@ SPEC = StageSpec(
     warm_up=_warm_up,
     accepts=frozenset({Kind.WINDOW}),
     emits=frozenset({Kind.FEATURES}),
-    build=lambda context: FeaturesStream(
+    build=lambda context: features_stream(
         FeaturesCore(context.artifact.analysis.features, context.artifact.analysis.normalize)
     ),
     description="feature matrices of speech windows, as the model was trained on",

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ser_stream.adapter import CoreStream
 from ser_stream.errors import InputError, ModelError
 from ser_stream.messages import Features, Kind, Prediction
 from ser_stream.stage import StageContext, StageSpec
@@ -19,7 +20,7 @@ from ser_stream.stage import StageContext, StageSpec
 if TYPE_CHECKING:  # the artifact module imports the stage cores itself
     from ser_stream.artifact import ModelArtifact
 
-__all__ = ["SPEC", "ModelCore", "ModelStream", "apply_temperature", "is_confident"]
+__all__ = ["SPEC", "ModelCore", "apply_temperature", "is_confident", "model_stream"]
 
 
 def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
@@ -123,33 +124,19 @@ class ModelCore:
         """Nothing to forget; present for the uniform core interface."""
 
 
-class ModelStream:
-    """The model core as one stream's processor; all streams share one ONNX session."""
-
-    def __init__(self, core: ModelCore) -> None:
-        self._core = core
-
-    def push(self, body: Features) -> list[Prediction]:
-        """Classify one window."""
-        return [self._core.push(body)]
-
-    def push_batch(self, bodies: list[Features]) -> list[list[Prediction]]:
-        """Classify windows that queued up in one call (one list of outputs per input)."""
-        return [[prediction] for prediction in self._core.push_batch(bodies)]
-
-    def flush(self) -> list[Prediction]:
-        """Nothing is held back."""
-        return []
+def model_stream(core: ModelCore) -> CoreStream[ModelCore]:
+    """The model core as a processor; all streams share one core (one ONNX session)."""
+    return CoreStream(core, {Features: core.push}, batch=core.push_batch)
 
 
-def _build(context: StageContext) -> ModelStream:
+def _build(context: StageContext) -> CoreStream[ModelCore]:
     if "model_core" not in context.shared:
         context.shared["model_core"] = ModelCore(context.artifact)
-    return ModelStream(context.shared["model_core"])
+    return model_stream(context.shared["model_core"])
 
 
 def _warm_up(context: StageContext) -> None:
-    core = _build(context)._core
+    core = _build(context).core
     features = context.artifact.analysis.features
     core.probabilities(np.zeros((1, features.n_frames, features.n_features), dtype=np.float32))
 
@@ -163,4 +150,5 @@ SPEC = StageSpec(
     description="emotion probabilities of feature windows (ONNX export of the Keras LSTM)",
     stateless=True,
     batches=True,
+    batch_calls=True,
 )

@@ -12,15 +12,17 @@ after ``no_speech_timeout_s`` if set.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
+from ser_stream.adapter import AudioTimeline, CoreStream
 from ser_stream.audio import SAMPLE_RATE
 from ser_stream.errors import InputError
-from ser_stream.messages import Audio, EndOfStream, Event, Kind, Noise, Window
+from ser_stream.messages import Audio, Event, Kind, Noise, Window
+from ser_stream.settings import FIRST_WINDOW_S, STOP_ON_SILENCE_S
 from ser_stream.stage import StageContext, StageSpec
+from ser_stream.stages.vad_state import NoiseChunks, SilenceTracker, TriggerRing, Utterance
 from ser_stream.stages.voicing import (
     ENGINES,
     FrameVoicing,
@@ -35,10 +37,10 @@ __all__ = [
     "SPEC",
     "VADConfig",
     "VADCore",
-    "VADStream",
     "Output",
     "sliding_spans",
     "vad_config",
+    "vad_stream",
 ]
 
 Output = Window | Noise | Event
@@ -91,7 +93,7 @@ class VADConfig:
     window_s: float = 3.0
     hop_s: float = 1.5
     noise_chunk_s: float = 0.5
-    silence_event_s: float | None = 2.0
+    silence_event_s: float | None = STOP_ON_SILENCE_S
     no_speech_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
@@ -140,10 +142,11 @@ class VADCore:
     """Pure and stateful: no sockets, clock or logging; one object per stream.
 
     Feed any chunking of a stream to :meth:`push` and call :meth:`flush` at its end: the
-    windows, noise and events are the same whatever the chunk sizes.
+    windows, noise and events are the same whatever the chunk sizes. What it keeps of the
+    stream is in small parts (see :mod:`ser_stream.stages.vad_state`).
     """
 
-    def __init__(self, config: VADConfig | None = None, sample_rate: int = 16_000) -> None:
+    def __init__(self, config: VADConfig | None = None, sample_rate: int = SAMPLE_RATE) -> None:
         self.config = config or VADConfig()
         self.sample_rate = sample_rate
         rate = sample_rate
@@ -153,18 +156,19 @@ class VADCore:
         frame_ms = 1000 * self._frame / rate
         self._trigger_frames = max(1, round(cfg.trigger_ms / frame_ms))
         self._hangover_frames = max(1, round(cfg.hangover_ms / frame_ms))
-        self._tail_pad = rate * cfg.tail_pad_ms // 1000
-        self._min_speech = rate * cfg.min_speech_ms // 1000
-        self._window = round(rate * cfg.window_s)
-        self._hop = round(rate * cfg.hop_s)
-        self._first_window = (
-            None if cfg.first_window_s is None else round(rate * cfg.first_window_s)
+        self._ring = TriggerRing(self._trigger_frames)
+        self._utterance = Utterance(
+            window=round(rate * cfg.window_s),
+            hop=round(rate * cfg.hop_s),
+            first_window=None if cfg.first_window_s is None else round(rate * cfg.first_window_s),
+            min_speech=rate * cfg.min_speech_ms // 1000,
+            tail_pad=rate * cfg.tail_pad_ms // 1000,
+            seconds=self._seconds,
         )
-        self._noise_chunk = max(1, round(rate * cfg.noise_chunk_s))
-        self._silence_event = _samples(cfg.silence_event_s, rate)
-        self._no_speech_timeout = _samples(cfg.no_speech_timeout_s, rate)
-        self.origin = 0
-        """Stream time of the first sample pushed, in samples (times out count from it)."""
+        self._noise = NoiseChunks(max(1, round(rate * cfg.noise_chunk_s)))
+        self._silence = SilenceTracker(
+            _samples(cfg.silence_event_s, rate), _samples(cfg.no_speech_timeout_s, rate)
+        )
         self.reset()
 
     def _make_engine(self) -> FrameVoicing:
@@ -176,31 +180,36 @@ class VADCore:
     @property
     def windows_emitted(self) -> int:
         """Windows handed out since the start of the stream."""
-        return self._window_index
+        return self._utterance.windows
 
     @property
     def seconds(self) -> float:
         """Stream time of the end of the audio consumed so far, in seconds."""
         return self._seconds(self._position + self._pending.size)
 
+    def place(self, sample: int) -> None:
+        """The next sample pushed is at stream time ``sample`` (in samples).
+
+        Before any audio it says where the stream starts; later, a jump forward is audio
+        lost upstream, and the times of what follows stay the audio's own.
+        """
+        self._origin = sample - (self._position + self._pending.size)
+
+    def windows_event(self) -> Event:
+        """The ``windows`` event: how many windows the stream got, up to where."""
+        return Event("windows", self.seconds, {"count": self.windows_emitted})
+
     def reset(self) -> None:
         """Forget the stream: the next sample pushed is time 0."""
+        self._origin = 0  # stream time of the first sample pushed, in samples
+        self._position = 0  # samples consumed into frames so far
+        self._pending = np.zeros(0, dtype=np.float32)  # less than a frame, not consumed yet
         self._engine.reset()
         self._floor = NoiseFloor(self._frame / self.sample_rate, self.config.floor_memory_s)
-        self._pending = np.zeros(0, dtype=np.float32)
-        self._position = 0  # samples consumed into frames so far
-        self._ring: deque[tuple[np.ndarray, bool]] = deque(maxlen=self._trigger_frames)
-        self._ring_start = 0
-        self._in_speech = False
-        self._new_utterance(0)
-        self._utterance_index = 0
-        self._window_index = 0
-        self._noise: list[np.ndarray] = []
-        self._noise_len = 0
-        self._noise_start = 0
-        self._silence_start: int | None = None
-        self._silence_reported = False
-        self._no_speech_reported = False
+        self._ring.reset()
+        self._utterance.reset()
+        self._noise.reset()
+        self._silence.reset()
 
     def close(self) -> None:
         """The stream is over: let go of its voicing engine (a Silero network is reused).
@@ -210,9 +219,9 @@ class VADCore:
         """
         self._engine.close()
         self._pending = np.zeros(0, dtype=np.float32)
-        self._ring.clear()
-        self._utterance = []
-        self._noise = []
+        self._ring.reset()
+        self._utterance.frames = []
+        self._noise.reset()
 
     def push(self, samples: np.ndarray) -> list[Output]:
         """Take the next chunk of mono float32 audio; return what it completes."""
@@ -240,16 +249,15 @@ class VADCore:
         outputs: list[Output] = []
         rest = self._pending
         self._pending = np.zeros(0, dtype=np.float32)
-        if self._in_speech:
+        if self._utterance.active:
             if rest.size:
-                self._append_speech(rest, voiced=False)
+                self._utterance.append(rest, voiced=False)
             self._end_utterance(outputs)
         else:
-            start = self._ring_start
-            for frame, _ in self._ring:
+            start = self._ring.start
+            for frame, _ in self._ring.take():
                 self._add_noise(frame, start, outputs)
                 start += frame.size
-            self._ring.clear()
             if rest.size:
                 self._add_noise(rest, self._position, outputs)
         self._position += rest.size
@@ -278,272 +286,91 @@ class VADCore:
 
     def _step(self, frame: np.ndarray, outputs: list[Output]) -> None:
         voiced = self.voiced_frame(frame)
-        if self._in_speech:
-            self._append_speech(frame, voiced)
+        utterance = self._utterance
+        if utterance.active:
+            utterance.append(frame, voiced)
             self._emit_sliding(outputs)
-            if self._unvoiced_run >= self._hangover_frames:
+            if utterance.unvoiced_run >= self._hangover_frames:
                 self._end_utterance(outputs)
         else:
-            if len(self._ring) == self._ring.maxlen:
-                old, _ = self._ring.popleft()
-                self._add_noise(old, self._ring_start, outputs)
-                self._ring_start += old.size
-            if not self._ring:
-                self._ring_start = self._position
-            self._ring.append((frame, voiced))
+            left = self._ring.push(frame, voiced, self._position)
+            if left is not None:
+                self._add_noise(*left, outputs)
             # Silence lasts until the first voiced frame still in the trigger ring (a ring
             # that never triggers never was speech), or until now.
-            first_voiced = next((i for i, (_, v) in enumerate(self._ring) if v), len(self._ring))
-            self._track_silence(self._ring_start + first_voiced * self._frame, outputs)
-            voiced_count = sum(v for _, v in self._ring)
-            if voiced_count >= self.config.trigger_ratio * self._trigger_frames:
+            self._track_silence(self._ring.first_voiced(self._frame), outputs)
+            if self._ring.voiced() >= self.config.trigger_ratio * self._trigger_frames:
                 self._start_utterance(outputs)
         self._position += frame.size
 
     def _start_utterance(self, outputs: list[Output]) -> None:
         self._emit_noise(outputs)
-        self._in_speech = True
-        self._new_utterance(self._ring_start)
-        ring = list(self._ring)
-        self._ring.clear()
-        for frame, voiced in ring:
-            self._append_speech(frame, voiced)
+        utterance = self._utterance
+        utterance.active = True
+        utterance.begin(self._ring.start)
+        for frame, voiced in self._ring.take():
+            utterance.append(frame, voiced)
         self._emit_sliding(outputs)
 
-    def _new_utterance(self, start: int) -> None:
-        self._utterance: list[np.ndarray] = []
-        self._utterance_len = 0
-        self._utterance_start = start
-        self._last_voiced_end = 0
-        self._voiced_len = 0
-        self._covered = 0  # utterance samples up to which windows were emitted
-        self._next_early = self._first_window
-        self._dropped = 0  # utterance samples already released from the front of the buffer
-        self._unvoiced_run = 0
-        self._next_window = 0
-        self._windows_in_utterance = 0
-        self._announced = False
-
-    def _append_speech(self, frame: np.ndarray, voiced: bool) -> None:
-        self._utterance.append(frame)
-        self._utterance_len += frame.size
-        if voiced:
-            self._voiced_len += frame.size
-            self._last_voiced_end = self._utterance_len
-            self._unvoiced_run = 0
-        else:
-            self._unvoiced_run += 1
-
-    def _speech_len(self) -> int:
-        """Utterance audio known to be speech: up to the last voiced frame plus the tail pad."""
-        return min(self._utterance_len, self._last_voiced_end + self._tail_pad)
-
     def _emit_sliding(self, outputs: list[Output]) -> None:
-        if not self._announced and self._voiced_len >= self._min_speech:
-            # Announced only once enough voiced audio was heard: blips never become speech.
-            outputs.append(Event("speech_start", self._seconds(self._utterance_start)))
-            self._announced = True
-            self._silence_start = None
-        if not self._announced:
-            return
-        # Windows never reach past the speech known so far, so none runs into the hangover.
-        limit = self._speech_len()
-        early = self._next_early
-        while early is not None and early < self._window and early <= limit:
-            # Early windows start at the utterance; nothing was dropped from its front yet.
-            self._emit_window(self._utterance_audio()[:early], 0, final=False, out=outputs)
-            early *= 2
-        self._next_early = early
-        emitted = False
-        while limit - self._next_window >= self._window:
-            audio = self._utterance_audio()
-            start = self._next_window - self._dropped
-            window = audio[start : start + self._window]
-            self._emit_window(window, self._next_window, final=False, out=outputs)
-            self._next_window += self._hop
-            emitted = True
-        if emitted:
-            # Later windows start at or after next_window - hop: the rest can go, which keeps
-            # memory bounded during endless speech.
-            drop = max(0, self._next_window - self._hop) - self._dropped
-            self._utterance = [self._utterance_audio()[drop:]]
-            self._dropped += drop
+        if self._utterance.emit_sliding(outputs):
+            self._silence.speech_started()
 
     def _end_utterance(self, outputs: list[Output]) -> None:
         self._emit_sliding(outputs)
-        audio = self._utterance_audio()
-        keep = self._speech_len()
-        speech, trailing = audio[: keep - self._dropped], audio[keep - self._dropped :]
-        self._in_speech = False
-        self._utterance = []
-        self._utterance_len = 0
-        if not self._announced:
-            self._add_noise(audio, self._utterance_start, outputs)
-            return
-        if self._windows_in_utterance == 0:
-            self._emit_window(speech, 0, final=True, out=outputs)
-        elif self._covered < keep:
-            start = max(0, keep - self._window)
-            self._emit_window(speech[start - self._dropped :], start, final=True, out=outputs)
-        end = self._utterance_start + keep
-        outputs.append(Event("speech_end", self._seconds(end)))
-        self._utterance_index += 1
-        # Silence is counted from the last voiced frame, not from the padded end.
-        self._silence_start = self._utterance_start + self._last_voiced_end
-        self._silence_reported = False
-        if trailing.size:
-            self._add_noise(trailing, end, outputs)
-
-    def _emit_window(
-        self, audio: np.ndarray, start: int, *, final: bool, out: list[Output]
-    ) -> None:
-        t0 = self._utterance_start + start
-        out.append(
-            Window(
-                samples=audio.copy(),
-                t_start=self._seconds(t0),
-                t_end=self._seconds(t0 + audio.size),
-                utterance=self._utterance_index,
-                index=self._window_index,
-                final=final,
-            )
-        )
-        self._window_index += 1
-        self._windows_in_utterance += 1
-        self._covered = max(self._covered, start + audio.size)
-
-    def _utterance_audio(self) -> np.ndarray:
-        if len(self._utterance) > 1:
-            self._utterance = [np.concatenate(self._utterance)]
-        return self._utterance[0] if self._utterance else np.zeros(0, dtype=np.float32)
+        rest, at, last_voiced = self._utterance.end(outputs)
+        if last_voiced is not None:
+            self._silence.speech_ended(last_voiced)
+        if rest is not None:
+            self._add_noise(rest, at, outputs)
 
     def _add_noise(self, audio: np.ndarray, start: int, outputs: list[Output]) -> None:
-        if not self._noise:
-            self._noise_start = start
-        self._noise.append(audio)
-        self._noise_len += audio.size
-        if self._noise_len >= self._noise_chunk:
+        if self._noise.add(audio, start):
             self._emit_noise(outputs)
 
     def _emit_noise(self, outputs: list[Output]) -> None:
-        if not self._noise:
-            return
-        audio = np.concatenate(self._noise)
-        start = self._noise_start
-        outputs.append(Noise(audio, self._seconds(start), self._seconds(start + audio.size)))
-        self._noise = []
-        self._noise_len = 0
+        noise = self._noise.take(self._seconds)
+        if noise is not None:
+            outputs.append(noise)
 
     def _track_silence(self, now: int, outputs: list[Output]) -> None:
-        if self._silence_start is None:
-            self._track_no_speech(now, outputs)
-            return
-        if self._silence_event is None or self._silence_reported:
-            return
-        if now - self._silence_start >= self._silence_event:
-            t = self._seconds(self._silence_start + self._silence_event)
-            duration = {"duration_s": self._silence_event / self.sample_rate}
-            outputs.append(Event("silence", t, duration))
-            self._silence_reported = True
-
-    def _track_no_speech(self, now: int, outputs: list[Output]) -> None:
-        if self._no_speech_timeout is None or self._no_speech_reported:
-            return
-        if self._utterance_index == 0 and now >= self._no_speech_timeout:
-            t = self._seconds(self._no_speech_timeout)
-            duration = self._no_speech_timeout / self.sample_rate
-            outputs.append(Event("no_speech", t, {"duration_s": duration}))
-            self._no_speech_reported = True
+        heard_speech = self._utterance.index > 0
+        event = self._silence.due(now, heard_speech, self.sample_rate, self._seconds)
+        if event is not None:
+            outputs.append(event)
 
     def _seconds(self, samples: int) -> float:
-        return (self.origin + samples) / self.sample_rate
+        return (self._origin + samples) / self.sample_rate
 
 
 def _samples(seconds: float | None, rate: int) -> int | None:
     return None if seconds is None else round(rate * seconds)
 
 
-class VADStream:
-    """The VAD core as one stream's processor: 16 kHz audio in; windows, noise, events out.
+def vad_stream(
+    config: VADConfig, *, stop_on_silence: bool, sample_rate: int = SAMPLE_RATE
+) -> CoreStream[VADCore]:
+    """The VAD core as one stream's processor: audio in; windows, noise and events out.
 
-    With ``stop_on_silence``, the first ``silence`` event after speech (or a ``no_speech``
-    event, when a timeout for it is set) ends the stream.
+    Audio is placed by its own timestamps (a VAD restarted mid-stream goes on at the right
+    time; see :class:`~ser_stream.adapter.AudioTimeline`). Every stream ends with the count
+    of windows the VAD emitted (downstream accounting: each must end up predicted or
+    dropped). With ``stop_on_silence``, the first ``silence`` event after speech (or a
+    ``no_speech`` event, when a timeout for it is set) ends the stream.
     """
-
-    def __init__(self, config: VADConfig, *, stop_on_silence: bool) -> None:
-        self._core = VADCore(config, SAMPLE_RATE)
-        self._stop_on_silence = stop_on_silence
-        self._next: int | None = None  # stream time of the next sample due, in samples
-        self.repeated_s = 0.0
-        """Audio that came twice (a restarted capture resends a little) and was skipped."""
-
-    @property
-    def position_s(self) -> float | None:
-        """Stream time of the next sample due (None before any audio)."""
-        return None if self._next is None else self._next / SAMPLE_RATE
-
-    def resume(self, position_s: float) -> None:
-        """Go on from ``position_s``, where a VAD that died got to.
-
-        Audio after it that never comes is then lost (a ``gap``), not the stream's start.
-        """
-        self._core.origin = self._next = round(position_s * SAMPLE_RATE)
-
-    def push(self, body: Audio) -> list[Output | EndOfStream]:
-        """Take one audio chunk, placed by its own timestamp.
-
-        Stream time comes from the audio (a VAD restarted mid-stream goes on at the right
-        time): audio that overlaps what the stream already had is skipped, and a jump
-        forward is audio lost upstream, reported by a ``gap`` event with ``dropped_s``.
-        """
-        if body.sample_rate != SAMPLE_RATE:
-            raise InputError(
-                f"audio at {body.sample_rate} Hz reached the VAD; capture must send "
-                f"{SAMPLE_RATE} Hz (it converts any source)"
-            )
-        samples = np.asarray(body.samples)
-        if samples.dtype == np.int16:
-            samples = samples.astype(np.float32) / 32768.0
-        start = round(body.t_start * SAMPLE_RATE)
-        if self._next is None:
-            self._core.origin = self._next = start
-        outputs: list[Output] = []
-        if start < self._next:
-            skip = min(self._next - start, samples.size)
-            self.repeated_s += skip / SAMPLE_RATE
-            samples, start = samples[skip:], start + skip
-            if not samples.size:
-                return []
-        elif start > self._next:
-            lost = start - self._next
-            outputs.append(
-                Event("gap", self._next / SAMPLE_RATE, {"dropped_s": lost / SAMPLE_RATE})
-            )
-            self._core.origin += lost  # later times stay the audio's own
-        self._next = start + samples.size
-        return self._stop_if_silent([*outputs, *self._core.push(samples)])
-
-    def flush(self) -> list[Output | EndOfStream]:
-        """End of the stream: close the open utterance, then count the windows."""
-        return [*self._core.flush(), self._count()]
-
-    def close(self) -> None:
-        """The stream ended (flushed, or stopped on silence): free what it holds."""
-        self._core.close()
-
-    def _count(self) -> Event:
-        # Downstream accounting: every window the VAD emitted must end up predicted or dropped.
-        return Event("windows", self._core.seconds, {"count": self._core.windows_emitted})
-
-    def _stop_if_silent(self, outputs: list[Output]) -> list[Output | EndOfStream]:
-        if self._stop_on_silence:
-            for i, item in enumerate(outputs):
-                if isinstance(item, Event) and item.name in ("silence", "no_speech"):
-                    return [*outputs[: i + 1], self._count(), EndOfStream(item.name)]
-        return outputs
+    core = VADCore(config, sample_rate)
+    return CoreStream(
+        core,
+        {Audio: core.push},
+        flush=core.flush,
+        close=core.close,
+        timeline=AudioTimeline(core, sample_rate, "VAD"),
+        summary=core.windows_event,
+        ends_on=frozenset({"silence", "no_speech"}) if stop_on_silence else frozenset(),
+    )
 
 
-STREAM_DEFAULTS = {"first_window_s": 0.8}
+STREAM_DEFAULTS = {"first_window_s": FIRST_WINDOW_S}
 """What a pipeline stream adds to the artifact's VAD settings: a first emotion within a second.
 
 Presentation only, the same for every stream of ``up`` (paced or ``--fast``) and ``serve``:
@@ -563,7 +390,7 @@ def vad_config(context: StageContext) -> tuple[VADConfig, float | None]:
     options = {**STREAM_DEFAULTS, **options}
     if not options["first_window_s"]:
         options["first_window_s"] = None  # 0 (or false in TOML): full windows from the start
-    stop_after = options.pop("stop_on_silence_s", 2.0)
+    stop_after = options.pop("stop_on_silence_s", STOP_ON_SILENCE_S)
     known = {f.name for f in fields(VADConfig)}
     unknown = sorted(set(options) - known)
     if unknown:
@@ -579,11 +406,11 @@ def vad_config(context: StageContext) -> tuple[VADConfig, float | None]:
     return config, stop_after
 
 
-def _build(context: StageContext) -> VADStream:
+def _build(context: StageContext) -> CoreStream[VADCore]:
     config, stop_after = vad_config(context)
     if config.engine == "silero":
         map_large_buffers()  # so that an ended stream's network memory goes back at once
-    return VADStream(config, stop_on_silence=stop_after is not None)
+    return vad_stream(config, stop_on_silence=stop_after is not None)
 
 
 SPEC = StageSpec(
@@ -593,4 +420,5 @@ SPEC = StageSpec(
     build=_build,
     description="voice activity: speech windows, noise and speech events",
     batches=True,  # 30 ms frames: one hop to the worker thread per burst, not per frame
+    resumable=True,
 )

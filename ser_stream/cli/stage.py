@@ -92,9 +92,10 @@ def _stage(args: argparse.Namespace) -> int:
     import asyncio
 
     from ser_stream.artifact import load_artifact
-    from ser_stream.runtime import Endpoints, RuntimeSettings, StageRuntime
+    from ser_stream.runtime import Endpoints, StageRuntime
     from ser_stream.stage import StageContext
     from ser_stream.stages import STAGES
+    from ser_stream.transport import RuntimeSettings
 
     if args.name == "capture":
         return _capture(args)
@@ -161,7 +162,7 @@ def _capture(args: argparse.Namespace) -> int:
     import asyncio
 
     from ser_stream.producers import zmq_frames
-    from ser_stream.runtime import RuntimeSettings, SourceRuntime
+    from ser_stream.source_runtime import SourceRuntime
     from ser_stream.stages.capture import (
         FAST_FRAME_MS,
         FRAME_MS,
@@ -172,6 +173,7 @@ def _capture(args: argparse.Namespace) -> int:
         pcm_frames,
     )
     from ser_stream.stages.mic import mic_frames
+    from ser_stream.transport import RuntimeSettings
 
     if not args.source:
         raise InputError(f"capture needs --source ({SOURCE_FORMS})")

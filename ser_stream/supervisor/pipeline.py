@@ -23,7 +23,6 @@ import zmq
 from ser_stream.errors import InputError, OutputClosed, SerStreamError, SupervisionError
 from ser_stream.logs import get_logger
 from ser_stream.private import hold, runtime_dir
-from ser_stream.runtime import bind_endpoint
 from ser_stream.security import secure, stop_authenticators
 from ser_stream.settings import PipelineConfig
 from ser_stream.sinks import Sink
@@ -32,6 +31,7 @@ from ser_stream.supervisor.folder import sweep_left_behind
 from ser_stream.supervisor.ledger import Run
 from ser_stream.supervisor.processes import INPUT_ERROR, Stages
 from ser_stream.supervisor.wiring import CHAIN, Wiring, stream_of
+from ser_stream.transport import bind_endpoint
 from ser_stream.wire import MAX_FRAME_BYTES, MAX_HEADER_BYTES
 
 __all__ = ["run_pipeline"]

@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 from ser_stream.errors import InputError
-from ser_stream.runtime import ack_endpoint
 from ser_stream.security import CurveKeys, create_keys, load_keys
 from ser_stream.settings import PipelineConfig, stage_options
 from ser_stream.stages import STAGES
+from ser_stream.transport import ack_endpoint
 
 __all__ = ["CHAIN", "STATELESS", "Wiring", "self_command", "stream_of"]
 

@@ -14,8 +14,8 @@ import zmq
 
 from ser_stream.artifact import load_artifact
 from ser_stream.messages import EndOfStream, ErrorMsg, Features, Heartbeat, Window
-from ser_stream.runtime import ack_endpoint
 from ser_stream.testing import voiced
+from ser_stream.transport import ack_endpoint
 from ser_stream.wire import Envelope, decode, encode
 
 SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))

@@ -13,7 +13,7 @@ from ser_stream.labels import LABELS
 from ser_stream.messages import Audio, Event, Heartbeat, Prediction
 from ser_stream.runtime import window_id
 from ser_stream.settings import PipelineConfig, check_stage_settings
-from ser_stream.stages.vad import VADConfig, VADStream
+from ser_stream.stages.vad import VADConfig, vad_stream
 from ser_stream.supervisor.ledger import Run
 from ser_stream.testing import noise, voiced
 from ser_stream.wire import Envelope, decode, encode
@@ -75,8 +75,8 @@ def chunks(audio: np.ndarray, start_s: float = 0.0, size: int = 480):
         yield Audio(pcm[at : at + size], 16_000, start_s + at / 16_000)
 
 
-def vad() -> VADStream:
-    return VADStream(VADConfig(silence_event_s=None), stop_on_silence=False)
+def vad():
+    return vad_stream(VADConfig(silence_event_s=None), stop_on_silence=False)
 
 
 def test_audio_that_comes_twice_is_heard_once():

@@ -8,7 +8,8 @@ import pytest
 from ser_stream.artifact import load_artifact
 from ser_stream.messages import Audio, EndOfStream, ErrorMsg, Event, Prediction, Window
 from ser_stream.predict import Predictor, with_vad_engine
-from ser_stream.stage import StageContext, StageLogic, run_stage
+from ser_stream.stage import StageContext
+from ser_stream.stage_logic import StageLogic, run_stage
 from ser_stream.stages import STAGES
 from ser_stream.testing import noise, voiced
 from ser_stream.wire import Envelope, Kind

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ser_stream.messages import EndOfStream, ErrorMsg, Event, Heartbeat, Noise
-from ser_stream.stage import StageContext, StageLogic, StageSpec
+from ser_stream.stage import StageContext, StageSpec
+from ser_stream.stage_logic import StageLogic
 from ser_stream.stages import STAGES
 from ser_stream.wire import Envelope, Kind
 
@@ -22,6 +23,9 @@ class Doubler:
 
     def flush(self):
         return []
+
+    def close(self):
+        pass
 
 
 SPEC = StageSpec(
@@ -88,3 +92,20 @@ def test_a_stateless_processor_that_gives_two_messages_is_a_bug_not_a_silent_reo
 def test_the_model_is_stateless_and_the_stages_of_small_messages_batch():
     assert [n for n, s in STAGES.items() if s.stateless] == ["model"]
     assert [n for n, s in STAGES.items() if s.batches] == ["vad", "model"]
+    assert [n for n, s in STAGES.items() if s.batch_calls] == ["model"]
+    assert [n for n, s in STAGES.items() if s.resumable] == ["vad"]
+
+
+def test_a_processor_without_what_its_capabilities_need_is_refused_when_built():
+    spec = StageSpec("batching", frozenset({Kind.EVENT}), frozenset(), lambda c: Doubler(),
+                     stateless=True, batches=True, batch_calls=True)  # fmt: skip
+    with pytest.raises(TypeError, match="BatchProcessor"):
+        StageLogic(spec, StageContext("batching")).handle(Envelope("a", 0, Event("x", 1.0)))
+
+
+def test_capabilities_that_contradict_each_other_are_refused():
+    with pytest.raises(ValueError, match="batch_calls needs batches"):
+        StageSpec("x", frozenset(), frozenset(), lambda c: Doubler(), batch_calls=True)
+    with pytest.raises(ValueError, match="stateless"):
+        StageSpec("x", frozenset(), frozenset(), lambda c: Doubler(), stateless=True,
+                  resumable=True)  # fmt: skip

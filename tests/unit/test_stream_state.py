@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ser_stream.messages import EndOfStream, ErrorMsg, Event
 from ser_stream.ordering import first_seq
-from ser_stream.stage import ENDED_MEMORY, MAX_OPEN_STREAMS, StageContext, StageLogic, StageSpec
+from ser_stream.stage import ENDED_MEMORY, MAX_OPEN_STREAMS, StageContext, StageSpec
+from ser_stream.stage_logic import StageLogic
 from ser_stream.wire import Envelope, Kind
 
 
@@ -20,6 +21,9 @@ class Holder:
 
     def flush(self):
         return list(self.held)
+
+    def close(self):
+        self.held.clear()
 
 
 SPEC = StageSpec(

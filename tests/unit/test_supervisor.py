@@ -14,7 +14,6 @@ from ser_stream.cli import common
 from ser_stream.errors import InputError, SupervisionError
 from ser_stream.labels import LABELS
 from ser_stream.messages import EndOfStream, ErrorMsg, Prediction
-from ser_stream.runtime import shard_of
 from ser_stream.settings import PipelineConfig, load_toml, with_stage_options
 from ser_stream.sinks import Sink
 from ser_stream.stages import STAGES
@@ -23,6 +22,7 @@ from ser_stream.supervisor.folder import sweep_left_behind
 from ser_stream.supervisor.ledger import Run
 from ser_stream.supervisor.processes import Stages
 from ser_stream.supervisor.wiring import CHAIN, STATELESS, Wiring
+from ser_stream.transport import shard_of
 from ser_stream.wire import Envelope, encode
 
 

@@ -350,7 +350,7 @@ class TestVADCoreMemory:
             windows_seen += len(
                 [o for o in core.push(speech[start : start + 4_800]) if isinstance(o, Window)]
             )
-            held = sum(part.size for part in core._utterance)
+            held = sum(part.size for part in core._utterance.frames)
             assert held <= 16_000 * (3.0 + 1.5) + 4_800 + 480
         assert windows_seen >= 17
 

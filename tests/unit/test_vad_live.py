@@ -8,7 +8,7 @@ import pytest
 from ser_stream.audio import load_audio
 from ser_stream.errors import InputError
 from ser_stream.messages import Audio, EndOfStream, Event, Window
-from ser_stream.stages.vad import VADConfig, VADCore, VADStream
+from ser_stream.stages.vad import VADConfig, VADCore, vad_stream
 from ser_stream.stages.voicing import NoiseFloor, SileroVoicing, frame_db
 from ser_stream.testing import room_tone, run_core, silence, voiced
 from tests.fixtures import spoken
@@ -102,7 +102,7 @@ class TestSilenceInARealRoom:
         pause_start = sum(p.size for p in parts[:-1]) / RATE  # the last 0.8 s joins the pause
         parts += [room_tone(2.2, -60, seed=7), speak(1.6, 99), room_tone(1.0, -60, seed=8)]
         audio = np.concatenate(parts)
-        stream = VADStream(VADConfig(engine=engine, silence_event_s=2.0), stop_on_silence=True)
+        stream = vad_stream(VADConfig(engine=engine, silence_event_s=2.0), stop_on_silence=True)
         outputs = []
         for start in range(0, audio.size, 480):
             chunk = np.round(audio[start : start + 480] * 32767).astype(np.int16)
@@ -153,14 +153,14 @@ class TestEarlyWindows:
 
 class TestNoSpeechTimeout:
     def test_silence_before_speech_never_ends_a_session_by_default(self):
-        stream = VADStream(VADConfig(silence_event_s=2.0), stop_on_silence=True)
+        stream = vad_stream(VADConfig(silence_event_s=2.0), stop_on_silence=True)
         pcm = np.round(room_tone(8.0, -50) * 32767).astype(np.int16)
         outputs = stream.push(Audio(pcm, RATE, 0.0))
         assert not [o for o in outputs if isinstance(o, (Event, EndOfStream))]
 
     def test_timeout_fires_once_and_ends_the_stream(self):
         config = VADConfig(silence_event_s=2.0, no_speech_timeout_s=3.0)
-        stream = VADStream(config, stop_on_silence=True)
+        stream = vad_stream(config, stop_on_silence=True)
         pcm = np.round(room_tone(8.0, -50) * 32767).astype(np.int16)
         outputs = stream.push(Audio(pcm, RATE, 0.0))
         found = events(outputs, "no_speech")

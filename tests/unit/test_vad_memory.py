@@ -7,7 +7,8 @@ import pytest
 
 from ser_stream.audio import bundled_sample, load_audio
 from ser_stream.messages import Audio, EndOfStream
-from ser_stream.stage import StageContext, StageLogic, give_back_memory
+from ser_stream.stage import StageContext, give_back_memory
+from ser_stream.stage_logic import StageLogic
 from ser_stream.stages.vad import SPEC, VADConfig, VADCore
 from ser_stream.stages.voicing import SILERO_POOL, SileroVoicing, _SileroPool
 from ser_stream.testing import noise

@@ -12,7 +12,7 @@ from ser_stream.artifact import load_artifact
 from ser_stream.messages import Audio, EndOfStream, Event, Window
 from ser_stream.settings import PipelineConfig, stage_options
 from ser_stream.stage import StageContext
-from ser_stream.stages.vad import STREAM_DEFAULTS, VADConfig, VADCore, VADStream, vad_config
+from ser_stream.stages.vad import STREAM_DEFAULTS, VADConfig, VADCore, vad_config, vad_stream
 from ser_stream.testing import run_core
 from tests.room import Talk, talk_in_room
 
@@ -118,7 +118,7 @@ class TestSileroInARoom:
 
     def test_a_stream_that_stops_on_silence_ends_after_all_its_windows(self, talk, silero):
         """With stop-on-silence the pause ends the stream, every sentence's windows before it."""
-        stream = VADStream(stream_config(silero, first_window_s=0), stop_on_silence=True)
+        stream = vad_stream(stream_config(silero, first_window_s=0), stop_on_silence=True)
         pcm = np.round(talk.audio * 32767).astype(np.int16)
         outputs = stream.push(Audio(pcm, 16_000, 0.0))
         assert isinstance(outputs[-1], EndOfStream) and outputs[-1].reason == "silence"

@@ -224,3 +224,15 @@ class TestPredictionConfidence:
         body = Prediction(self.PROBABILITIES, "calm", 0.5, 3.5, 2, True)
         with pytest.raises(WireError, match="confident"):
             decode(frames_with({"confident": value}, body))
+
+
+def test_a_heartbeat_is_recognised_without_parsing_and_nothing_else_is():
+    from ser_stream.messages import EndOfStream, Heartbeat
+    from ser_stream.wire import is_heartbeat
+
+    assert is_heartbeat(encode(Envelope("s", 0, Heartbeat("vad"))))
+    assert is_heartbeat([memoryview(f) for f in encode(Envelope("s", 0, Heartbeat("vad")))])
+    assert not is_heartbeat(encode(Envelope("s", 0, EndOfStream("eof"))))
+    assert not is_heartbeat([b'{"v":1,"kind":"heartbea'])
+    assert not is_heartbeat([b""])
+    assert not is_heartbeat([])
