@@ -26,8 +26,8 @@ f = artifact.analysis.features
 x = np.random.default_rng(0).standard_normal((1, f.n_frames, f.n_features)).astype(np.float32)
 for _ in range(200):
     core.probabilities(x)
-status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
-print(json.dumps({k: int(status[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM")}))
+from ser_stream.testing import status_mb
+print(json.dumps({k: status_mb("self", k) for k in ("VmRSS", "VmHWM")}))
 """
 
 

@@ -23,7 +23,6 @@ import resource
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,10 +34,9 @@ from benchmarks.common import machine, write_report
 from ser_stream.artifact import default_artifact_dir
 from ser_stream.audio import bundled_sample, load_audio
 from ser_stream.stages.voicing import ENGINES
-from ser_stream.testing import noise
+from ser_stream.testing import SER_STREAM, noise
 
 # The console script installed beside this interpreter, as a user runs it.
-SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
 RATE = 16_000
 SPEECH_S = 2.2
 VOICED_SPANS_S = ((0.45, 5.45), (6.8, 11.6))

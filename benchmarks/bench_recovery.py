@@ -14,66 +14,39 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import soundfile
-
 from benchmarks.common import machine, percentiles, stage_processes, write_report
-from ser_stream.testing import noise, voiced
+from ser_stream import testing
+from ser_stream.testing import records, stage_pid, start_up, wait_for_records
 
-SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
 STAGES = ("capture", "vad", "denoise", "features", "model")
 
 
 def talk(path: Path, seconds: float) -> Path:
-    parts, total, k = [noise(0.5)], 0.5, 0
-    while total < seconds:
-        parts += [voiced(2.5, f0=120 + 10 * (k % 8), seed=k), noise(0.6, seed=100 + k)]
-        total += 3.1
-        k += 1
-    soundfile.write(path, np.concatenate(parts), 16_000, subtype="PCM_16")
-    return path
-
-
-def wait_for_pid(parent: int, stage: str) -> int:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        pid = stage_processes(parent).get(stage)
-        if pid is not None:
-            return pid
-        time.sleep(0.02)
-    raise TimeoutError(f"no {stage} process")
+    """Utterances of 2.5 s and their pauses (3.1 s each) for at least ``seconds``."""
+    return testing.talk(path, math.ceil((seconds - 0.5) / 3.1))
 
 
 def session(source: Path, folder: Path, act) -> tuple[list[float], dict]:
     """Run `up` on ``source`` while ``act(up)`` does its harm; the downtimes and summary."""
     jsonl = folder / "s.jsonl"
     jsonl.unlink(missing_ok=True)
-    up = subprocess.Popen(
-        [SER_STREAM, "--log-level", "info", "up", "--vad", "webrtc", "--source",
-         f"file:{source}", "--no-stop-on-silence", "--sink", f"jsonl:{jsonl}",
-         "--publish", f"ipc://{folder}/pub"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and '"prediction"' not in (
-        jsonl.read_text() if jsonl.exists() else ""
-    ):
-        time.sleep(0.1)
+    up = start_up("--vad", "webrtc", "--source", f"file:{source}", "--no-stop-on-silence",
+                  jsonl=jsonl, log_level="info")  # fmt: skip
+    wait_for_records(jsonl, kind="prediction")
     act(up)
     _, stderr = up.communicate(timeout=300)
     downtimes = []
     for line in stderr.splitlines():
         if line.startswith("{") and '"stage back"' in line:
             downtimes.append(json.loads(line)["down_s"] * 1000)
-    summary = json.loads(jsonl.read_text().splitlines()[-1])["summary"]
+    summary = records(jsonl)[-1]["summary"]
     return downtimes, summary
 
 
@@ -89,7 +62,7 @@ def main() -> None:
 
             def kill(up, stage=stage):
                 for _ in range(args.kills):
-                    os.kill(wait_for_pid(up.pid, stage), signal.SIGKILL)
+                    os.kill(stage_pid(up.pid, stage), signal.SIGKILL)
                     time.sleep(4.0)  # past the slowest stage's return
 
             downtimes, summary = session(source, folder, kill)
@@ -103,7 +76,7 @@ def main() -> None:
         stopped_at: dict = {}
 
         def hang(up):
-            pid = wait_for_pid(up.pid, "denoise")
+            pid = stage_pid(up.pid, "denoise")
             stopped_at["t"] = time.monotonic()
             os.kill(pid, signal.SIGSTOP)
             while stage_processes(up.pid).get("denoise") in (pid, None):

@@ -24,7 +24,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -36,9 +35,8 @@ import soundfile
 from websockets.sync.client import connect
 
 from benchmarks.common import machine, percentiles, write_report
-from ser_stream.testing import noise, voiced
+from ser_stream.testing import SER_STREAM, noise, status_mb, voiced
 
-SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
 RATE = 16_000
 CHUNK_S = 0.02
 
@@ -144,13 +142,6 @@ def streams(url: str, clients: int) -> dict:
     }
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=50)
@@ -161,7 +152,7 @@ def main() -> None:
         report = {"machine": machine(), "upload_3s": upload_latency(url, args.requests)}
         ws_url = url.replace("http://", "ws://") + "/v1/stream"
         report["websocket"] = [streams(ws_url, int(n)) for n in args.clients.split(",")]
-        report["server_peak_rss_mb"] = peak_rss_mb(process.pid)
+        report["server_peak_rss_mb"] = round(status_mb(process.pid, "VmHWM") or float("nan"), 1)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)

@@ -34,10 +34,9 @@ import zmq
 from benchmarks.common import machine, stage_processes, write_report
 from ser_stream.audio import bundled_sample, load_audio
 from ser_stream.messages import Audio, EndOfStream
-from ser_stream.testing import noise
+from ser_stream.testing import noise, start_up, status_mb, wait_ready
 from ser_stream.wire import Envelope, encode
 
-SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
 CHUNK = 1_600  # 0.1 s at 16 kHz
 SETTLE_S = 5.0
 
@@ -49,17 +48,6 @@ def stream_audio(seconds: float) -> np.ndarray:
     part = speech[max(0, start - 3_200) :][: round(seconds * 16_000)]
     audio = part + noise(part.size / 16_000)[: part.size]
     return (np.clip(audio, -1, 1) * 32767).astype(np.int16)
-
-
-def memory_mb(pid: int, field: str = "VmRSS") -> float | None:
-    """A ``/proc/PID/status`` memory field in MB (None: the process is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 class Ends:
@@ -133,12 +121,12 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(0.05):
             for name, pid in self.pids.items():
-                self.peak[name] = max(self.peak[name], memory_mb(pid) or 0.0)
+                self.peak[name] = max(self.peak[name], status_mb(pid) or 0.0)
 
 
 def snapshot(pids: dict[str, int]) -> dict[str, float | None]:
     """Each process's RSS now."""
-    return {name: memory_mb(pid) for name, pid in pids.items()}
+    return {name: status_mb(pid) for name, pid in pids.items()}
 
 
 def main() -> None:
@@ -155,16 +143,9 @@ def main() -> None:
     endpoint = f"ipc://{folder}/audio-in"
     jsonl = folder / "session.jsonl"
     log = (folder / "up.log").open("w")
-    up = subprocess.Popen(
-        [SER_STREAM, "up", "--source", f"zmq:{endpoint}", "--vad", args.vad,
-         "--no-stop-on-silence", "--sink", f"jsonl:{jsonl}", "--publish", f"ipc://{folder}/pub"],
-        stdout=subprocess.DEVNULL, stderr=log,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while "ser-stream: ready" not in (folder / "up.log").read_text():
-        if up.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"up did not start:\n{(folder / 'up.log').read_text()}")
-        time.sleep(0.1)
+    up = start_up("--source", f"zmq:{endpoint}", "--vad", args.vad, "--no-stop-on-silence",
+                  jsonl=jsonl, stderr=log)  # fmt: skip
+    wait_ready(up, folder / "up.log")
     pids = stage_processes(up.pid)
     context = zmq.Context()
     push = context.socket(zmq.PUSH)
@@ -188,7 +169,7 @@ def main() -> None:
         after = snapshot(pids)
         time.sleep(SETTLE_S)  # a benchmark's fixed look later, to show what stays
         settled = snapshot(pids)
-        hwm = {name: memory_mb(pid, "VmHWM") for name, pid in pids.items()}
+        hwm = {name: status_mb(pid, "VmHWM") for name, pid in pids.items()}
         alive = stage_processes(up.pid)
     finally:
         push.close(linger=0)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ser_stream.bench.stats import machine
 from ser_stream.bench.stats import percentiles as _percentiles
+from ser_stream.testing import children
 
 __all__ = ["REPORTS", "machine", "percentiles", "write_report"]
 
@@ -30,14 +31,7 @@ def write_report(name: str, report: dict) -> Path:
 def stage_processes(parent: int) -> dict[str, int]:
     """The live stage processes of a ``ser-stream up`` by stage name, and its supervisor."""
     found = {"supervisor": parent}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            argv = (entry / "cmdline").read_bytes().decode().split("\0")
-        except (OSError, IndexError):
-            continue
-        if int(stat[1]) == parent and stat[0] != "Z" and "stage" in argv:
-            found[argv[argv.index("stage") + 1]] = int(entry.name)
+    for pid, argv in children(parent).items():
+        if "stage" in argv:
+            found[argv[argv.index("stage") + 1]] = pid
     return found

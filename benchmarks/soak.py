@@ -15,8 +15,6 @@ MB per minute, must stay under 1; file and thread counts must not grow.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,10 +26,9 @@ import zmq
 from benchmarks.common import machine, stage_processes, write_report
 from ser_stream.audio import bundled_sample, load_audio
 from ser_stream.messages import Audio, EndOfStream
-from ser_stream.testing import noise
+from ser_stream.testing import noise, open_files, start_up, status_mb, threads, wait_ready
 from ser_stream.wire import Envelope, encode
 
-SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
 STREAM_S = 30.0
 SAMPLE_EVERY_S = 10.0
 
@@ -77,16 +74,10 @@ def produce(endpoint: str, minutes: float, stop: threading.Event) -> int:
 
 def sample(pid: int) -> dict[str, float] | None:
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        files = len(list(Path(f"/proc/{pid}/fd").iterdir()))
-    except OSError:
+        point = {"rss_mb": status_mb(pid), "threads": threads(pid), "files": open_files(pid)}
+    except OSError:  # gone
         return None
-    values = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    return {
-        "rss_mb": int(values["VmRSS"].split()[0]) / 1024,
-        "threads": int(values["Threads"]),
-        "files": files,
-    }
+    return None if point["rss_mb"] is None else point
 
 
 def slope_mb_per_min(points: list[tuple[float, float]]) -> float:
@@ -101,17 +92,15 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="soak-"))
     endpoint = f"ipc://{folder}/audio-in"
-    up = subprocess.Popen(
-        [SER_STREAM, "up", "--source", f"zmq:{endpoint}", "--no-stop-on-silence",
-         "--sink", f"jsonl:{folder}/soak.jsonl", "--publish", f"ipc://{folder}/pub"],
-        stdout=subprocess.DEVNULL, stderr=open(folder / "up.log", "w"),  # noqa: SIM115
-    )  # fmt: skip
+    log = folder / "up.log"
+    up = start_up("--source", f"zmq:{endpoint}", "--no-stop-on-silence",
+                  jsonl=folder / "soak.jsonl", stderr=log.open("w"))  # fmt: skip
     stop = threading.Event()
     counted = {}
     producer = threading.Thread(
         target=lambda: counted.update(streams=produce(endpoint, args.minutes, stop))
     )
-    time.sleep(5)  # the stages come up; audio sent earlier waits in the socket
+    wait_ready(up, log, timeout_s=300)
     producer.start()
     started = time.monotonic()
     series: dict[str, list[tuple[float, dict]]] = {}

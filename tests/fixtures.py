@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -79,22 +78,3 @@ def spoken(path: Path, text: str) -> Path | None:
 SYNTHETIC_SPEECH_VAD = ("--vad", "webrtc")
 """``up`` flags for :func:`ser_stream.testing.voiced` speech: WebRTC VAD takes that buzz of
 harmonics for speech; Silero, the live default, rightly does not."""
-
-
-def stage_pid(parent: int, name: str, timeout_s: float = 60.0) -> int:
-    """The pid of the child of ``parent`` that runs stage ``name``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == parent and b"stage" in cmdline and name.encode() in cmdline:
-                return int(entry.name)
-        time.sleep(0.1)
-    raise TimeoutError(f"no {name} stage under {parent}")

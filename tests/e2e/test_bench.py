@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
-SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
+from ser_stream.testing import SER_STREAM
+
 STAGES = ("vad", "denoise", "features", "model")
 
 

@@ -6,27 +6,26 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
-from ser_stream.testing import noise, voiced
+from ser_stream.testing import (
+    SER_STREAM,
+    noise,
+    records,
+    start_up,
+    unix_connections,
+    voiced,
+    wait_for,
+    wait_ready,
+)
 from tests.fixtures import SYNTHETIC_SPEECH_VAD
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
-
-
-def wait_until_ready(pipeline: subprocess.Popen) -> None:
-    """Read up's stderr until it says every stage is up."""
-    for line in pipeline.stderr:
-        if "ready" in line:
-            return
-    raise AssertionError("ser-stream up ended before it was ready")
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +46,11 @@ def test_producer_feeds_up_and_both_sinks_print_every_prediction(tmp_path, c_sin
 
     soundfile.write(recording, soxr.resample(audio, 16_000, 44_100), 44_100, subtype="PCM_16")
     audio_in = f"ipc://{tmp_path}/audio-in"
-    published = f"ipc://{tmp_path}/published"
+    published_path = tmp_path / "published"
+    published = f"ipc://{published_path}"
     jsonl = tmp_path / "session.jsonl"
-    pipeline = subprocess.Popen(
-        [SER_STREAM, "up", *SYNTHETIC_SPEECH_VAD, "--source", f"zmq:{audio_in}", "--streams", "1",
-         "--publish", published, "--no-stop-on-silence", "--sink", f"jsonl:{jsonl}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    pipeline = start_up(*SYNTHETIC_SPEECH_VAD, "--source", f"zmq:{audio_in}", "--streams", "1",
+                        "--publish", published, "--no-stop-on-silence", jsonl=jsonl)  # fmt: skip
     sinks = []
     try:
         sinks.append(
@@ -66,8 +63,8 @@ def test_producer_feeds_up_and_both_sinks_print_every_prediction(tmp_path, c_sin
         sinks.append(
             subprocess.Popen([str(c_sink), published, "2"], stdout=subprocess.PIPE, text=True)
         )
-        wait_until_ready(pipeline)
-        time.sleep(1)  # the sinks subscribe
+        wait_ready(pipeline)
+        wait_for(lambda: unix_connections(published_path) == len(sinks), 60)  # both subscribed
         subprocess.run(
             [sys.executable, str(EXAMPLES / "python_producer.py"), audio_in, str(recording),
              "--fast"],
@@ -81,9 +78,9 @@ def test_producer_feeds_up_and_both_sinks_print_every_prediction(tmp_path, c_sin
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
-    predictions = [r for r in records if r["kind"] == "prediction"]
-    assert len(predictions) >= 2 and records[-1]["reason"] == "eof"
+    found = records(jsonl)
+    predictions = records(jsonl, "prediction")
+    assert len(predictions) >= 2 and found[-1]["reason"] == "eof"
     for output in outputs:
         lines = [line for line in output.splitlines() if line.startswith("producer ")]
         assert len(lines) == 2, output
@@ -97,14 +94,11 @@ def test_a_malformed_producer_message_is_skipped_reported_and_counted(tmp_path):
 
     audio_in = f"ipc://{tmp_path}/audio-in"
     jsonl = tmp_path / "session.jsonl"
-    pipeline = subprocess.Popen(
-        [SER_STREAM, "up", *SYNTHETIC_SPEECH_VAD, "--source", f"zmq:{audio_in}", "--publish", f"ipc://{tmp_path}/pub",
-         "--streams", "1", "--no-stop-on-silence", "--sink", f"jsonl:{jsonl}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    pipeline = start_up(*SYNTHETIC_SPEECH_VAD, "--source", f"zmq:{audio_in}", "--streams", "1",
+                        "--no-stop-on-silence", jsonl=jsonl)  # fmt: skip
     context = zmq.Context()
     try:
-        wait_until_ready(pipeline)
+        wait_ready(pipeline)
         push = context.socket(zmq.PUSH)
         push.connect(audio_in)
         push.send_multipart([b'{"v": 1, "kind": "audio", "stream": "p"}', b"\x00\x01"])
@@ -120,11 +114,11 @@ def test_a_malformed_producer_message_is_skipped_reported_and_counted(tmp_path):
         if pipeline.poll() is None:
             pipeline.kill()
     assert pipeline.returncode == 0, stderr
-    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
-    errors = [r for r in records if r["kind"] == "error"]
+    found = records(jsonl)
+    errors = records(jsonl, "error")
     assert len(errors) == 1 and errors[0]["stage"] == "capture" and "seq" in errors[0]["reason"]
-    assert records[-1]["summary"]["errors"] == 1
-    summary = records[-1]["summary"]
+    assert found[-1]["summary"]["errors"] == 1
+    summary = found[-1]["summary"]
     assert summary["predicted"] == summary["windows"] >= 1 and summary["dropped"] == 0
 
 
@@ -134,11 +128,8 @@ def test_tap_prints_what_a_running_pipeline_publishes(tmp_path):
     source = tmp_path / "talk.wav"
     soundfile.write(source, audio, 16_000, subtype="PCM_16")
     published = f"ipc://{tmp_path}/pub"
-    pipeline = subprocess.Popen(
-        [SER_STREAM, "up", *SYNTHETIC_SPEECH_VAD, "--source", f"file:{source}",
-         "--publish", published, "--sink", "console"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    pipeline = start_up(*SYNTHETIC_SPEECH_VAD, "--source", f"file:{source}", "--publish",
+                        published, "--sink", "console")  # fmt: skip
     tap = subprocess.Popen(
         [SER_STREAM, "tap", published, "--once"], stdout=subprocess.PIPE, text=True
     )

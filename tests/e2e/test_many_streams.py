@@ -6,41 +6,26 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import soundfile
 
-from ser_stream.testing import noise, voiced
-from tests.fixtures import SYNTHETIC_SPEECH_VAD, stage_pid
-
-SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
-
-
-def up(*args: str, **popen) -> subprocess.Popen:
-    publish = ["--publish", f"ipc://{tempfile.mkdtemp()}/pub"]
-    return subprocess.Popen(
-        [SER_STREAM, "up", *SYNTHETIC_SPEECH_VAD, *publish, *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
-    )  # fmt: skip
+from ser_stream import testing
+from ser_stream.testing import noise, records, stage_pid, voiced, wait_for_records, wait_ready
+from tests.fixtures import SYNTHETIC_SPEECH_VAD
 
 
-def finish(process: subprocess.Popen, timeout: float = 240) -> str:
-    try:
-        _, stderr = process.communicate(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            process.kill()
+def up(*args: str) -> subprocess.Popen:
+    return testing.start_up(*SYNTHETIC_SPEECH_VAD, *args)
+
+
+def finish(process: subprocess.Popen) -> str:
+    """Wait for the session to end; it must end well."""
+    stderr = testing.finish(process)
     assert process.returncode == 0, stderr
     return stderr
-
-
-def records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def talk(seed: int, utterances: int = 2) -> np.ndarray:
@@ -125,9 +110,7 @@ def test_producers_name_their_streams_and_one_ending_leaves_the_others_going(tmp
     jsonl = tmp_path / "session.jsonl"
     process = up("--source", f"zmq:{endpoint}", "--streams", "3", "--no-stop-on-silence",
                  "--sink", f"jsonl:{jsonl}")  # fmt: skip
-    for line in process.stderr:
-        if "ready" in line:
-            break
+    wait_ready(process)
     lengths = {"alice": 1, "bob": 3, "carol": 4}  # utterances: alice ends first
     producers = [
         threading.Thread(target=produce, args=(endpoint, name, talk(seed, count)))
@@ -159,10 +142,7 @@ def test_a_killed_replica_is_restarted_and_the_streams_go_on(tmp_path):
     jsonl = tmp_path / "session.jsonl"
     process = up("--replicas", "model=2", "--no-stop-on-silence", "--source", f"file:{path}",
                  "--sink", f"jsonl:{jsonl}")  # fmt: skip
-    for line in process.stderr:
-        if "ready" in line:
-            break
-    time.sleep(2.0)
+    wait_for_records(jsonl, kind="prediction")  # the replicas serve the stream
     os.kill(stage_pid(process.pid, "model"), signal.SIGKILL)
     finish(process)
     rows = records(jsonl)

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
 from ser_stream.labels import LABELS
+from ser_stream.testing import SER_STREAM
 from tests.fixtures import speech_like, spoken
 
 # The console script installed beside this interpreter, as a user runs it.
-SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
 
 
 def run_predict(*args: str) -> subprocess.CompletedProcess:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,52 +11,31 @@ import numpy as np
 import soundfile
 import zmq
 
-from ser_stream.testing import noise, voiced
-from tests.fixtures import SYNTHETIC_SPEECH_VAD, stage_pid
-
-SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
-
-
-def talk(path: Path, utterances: int) -> Path:
-    parts = [noise(0.5)]
-    for i in range(utterances):
-        parts += [voiced(2.5, f0=120 + 20 * i, seed=i), noise(0.6, seed=100 + i)]
-    soundfile.write(path, np.concatenate(parts), 16_000, subtype="PCM_16")
-    return path
-
-
-def start_up(source: Path, jsonl: Path, *extra: str) -> subprocess.Popen:
-    if "--publish" not in extra:  # private: a user's own `ser-stream up` may be running
-        extra = (*extra, "--publish", f"ipc://{jsonl.parent}/pub")
-    return subprocess.Popen(
-        [SER_STREAM, "up", *SYNTHETIC_SPEECH_VAD, "--source", f"file:{source}",
-         "--no-stop-on-silence", "--first-window", "0",  # one window per utterance
-         "--sink", f"jsonl:{jsonl}", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+from ser_stream.testing import (
+    alive,
+    noise,
+    records,
+    stage_pid,
+    talk,
+    voiced,
+    wait_for,
+    wait_for_records,
+)
+from tests.faults.helpers import start_up
 
 
 def session(jsonl: Path) -> tuple[list[dict], dict]:
-    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
-    assert records[-1]["kind"] == "session_end"
-    return [r for r in records if r["kind"] == "prediction"], records[-1]
-
-
-def wait_for_predictions(jsonl: Path, count: int, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if jsonl.exists() and jsonl.read_text().count('"prediction"') >= count:
-            return
-        time.sleep(0.1)
-    raise TimeoutError("predictions did not come")
+    found = records(jsonl)
+    assert found[-1]["kind"] == "session_end"
+    return records(jsonl, "prediction"), found[-1]
 
 
 def test_a_killed_stage_is_restarted_and_the_loss_is_accounted(tmp_path):
     """SIGKILL the features stage mid-stream: it is restarted, the session ends, losses count."""
-    source, jsonl = talk(tmp_path / "long.wav", 6), tmp_path / "s.jsonl"
-    up = start_up(source, jsonl)
+    source, jsonl = talk(tmp_path / "long.wav", 6, f0_step=20), tmp_path / "s.jsonl"
+    up = start_up(f"file:{source}", jsonl)
     try:
-        wait_for_predictions(jsonl, 1)
+        wait_for_records(jsonl, kind="prediction", timeout_s=60)
         os.kill(stage_pid(up.pid, "features"), signal.SIGKILL)
         _, stderr = up.communicate(timeout=120)
     finally:
@@ -80,13 +56,13 @@ def test_a_killed_stage_is_restarted_and_the_loss_is_accounted(tmp_path):
 def test_a_stalled_model_stage_loses_nothing_from_a_file(tmp_path):
     """The model stops for 1.5 s (under the 3 s that make it hung): the file source waits,
     every window is still predicted."""
-    source, jsonl = talk(tmp_path / "talk.wav", 5), tmp_path / "s.jsonl"
-    up = start_up(source, jsonl, "--fast")
+    source, jsonl = talk(tmp_path / "talk.wav", 5, f0_step=20), tmp_path / "s.jsonl"
+    up = start_up(f"file:{source}", jsonl, "--fast")
     try:
         model = stage_pid(up.pid, "model")
-        wait_for_predictions(jsonl, 1)
+        wait_for_records(jsonl, kind="prediction", timeout_s=60)
         os.kill(model, signal.SIGSTOP)
-        time.sleep(1.5)
+        time.sleep(1.5)  # the fault's length, not a wait for anything
         os.kill(model, signal.SIGCONT)
         _, stderr = up.communicate(timeout=120)
     finally:
@@ -100,7 +76,7 @@ def test_a_stalled_model_stage_loses_nothing_from_a_file(tmp_path):
 
 def test_a_subscriber_that_never_reads_does_not_stall_the_pipeline(tmp_path):
     """A SUB with a tiny queue that never reads: the session still completes in full."""
-    source, jsonl = talk(tmp_path / "talk.wav", 4), tmp_path / "s.jsonl"
+    source, jsonl = talk(tmp_path / "talk.wav", 4, f0_step=20), tmp_path / "s.jsonl"
     published = f"ipc://{tmp_path}/pub"
     context = zmq.Context()
     lazy = context.socket(zmq.SUB)
@@ -108,7 +84,7 @@ def test_a_subscriber_that_never_reads_does_not_stall_the_pipeline(tmp_path):
     lazy.setsockopt(zmq.SUBSCRIBE, b"")
     lazy.connect(published)
     try:
-        up = start_up(source, jsonl, "--fast", "--publish", published)
+        up = start_up(f"file:{source}", jsonl, "--fast", "--publish", published)
         _, stderr = up.communicate(timeout=120)
     finally:
         context.destroy(linger=0)
@@ -119,24 +95,19 @@ def test_a_subscriber_that_never_reads_does_not_stall_the_pipeline(tmp_path):
 
 def test_stages_end_when_the_supervisor_is_killed(tmp_path):
     """SIGKILL of `up` itself leaves no stage process behind."""
-    source, jsonl = talk(tmp_path / "talk.wav", 4), tmp_path / "s.jsonl"
-    up = start_up(source, jsonl)
+    source, jsonl = talk(tmp_path / "talk.wav", 4, f0_step=20), tmp_path / "s.jsonl"
+    up = start_up(f"file:{source}", jsonl)
     children = [stage_pid(up.pid, name) for name in ("vad", "denoise", "features", "model")]
     up.kill()
     up.wait()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
-        time.sleep(0.2)
-    alive = [pid for pid in children if Path(f"/proc/{pid}/stat").exists()
-             and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]  # fmt: skip
-    assert alive == []
+    wait_for(lambda: not any(alive(pid) for pid in children), 60)
 
 
 def test_a_file_that_is_not_audio_is_refused_before_anything_starts(tmp_path):
     """One line that says what to do, status 2, and no stage process ever started."""
     source = tmp_path / "notes.wav"
     source.write_bytes(b"this is not audio at all" * 100)
-    up = start_up(source, tmp_path / "s.jsonl")
+    up = start_up(f"file:{source}", tmp_path / "s.jsonl", log_level=None)
     _, stderr = up.communicate(timeout=60)
     assert up.returncode == 2
     assert stderr.strip().splitlines() == [
@@ -153,7 +124,7 @@ def test_a_file_that_fails_mid_way_is_refused_before_anything_starts(tmp_path):
     source = tmp_path / "broken.wav"
     soundfile.write(source, audio, 16_000, subtype="FLOAT")
     jsonl = tmp_path / "s.jsonl"
-    up = start_up(source, jsonl, "--fast")
+    up = start_up(f"file:{source}", jsonl, "--fast", log_level=None)
     _, stderr = up.communicate(timeout=120)
     assert up.returncode == 2, stderr
     (line,) = stderr.strip().splitlines()

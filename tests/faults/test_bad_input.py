@@ -11,9 +11,9 @@ import zmq
 
 from ser_stream.errors import InputError
 from ser_stream.messages import Audio, EndOfStream
-from ser_stream.testing import noise, voiced
+from ser_stream.testing import SER_STREAM, finish, noise, records, voiced
 from ser_stream.wire import Envelope, encode
-from tests.faults.helpers import SER_STREAM, finish, records, start_up
+from tests.faults.helpers import start_up
 from tests.fixtures import SYNTHETIC_SPEECH_VAD
 
 

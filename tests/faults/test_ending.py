@@ -9,33 +9,38 @@ import time
 
 import pytest
 
-from tests.faults.helpers import (
+from ser_stream.testing import (
     SER_STREAM,
-    assert_ledger_holds,
+    alive,
+    children,
     finish,
     records,
-    start_up,
     talk,
-    wait_for,
+    wait_for_records,
 )
+from tests.faults.helpers import assert_ledger_holds, start_up
 from tests.fixtures import SYNTHETIC_SPEECH_VAD
+
+STALL_S = 8.0
+"""How long the supervisor stays stopped: more than twice the 3 s after which a silent stage
+counts as hung, so a supervisor that judged by the clock alone would replace them all."""
 
 
 def first_prediction(jsonl):
-    return wait_for(lambda: jsonl.exists() and '"prediction"' in jsonl.read_text(), 90)
+    return wait_for_records(jsonl, kind="prediction", timeout_s=90)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_sigterm_drains_and_ends_everything_within_5_s(tmp_path):
+def test_sigterm_drains_and_ends_everything(tmp_path):
     source, jsonl = talk(tmp_path / "talk.wav", 8), tmp_path / "s.jsonl"
     up = start_up(f"file:{source}", jsonl)
     first_prediction(jsonl)
+    stages = children(up.pid)
     up.send_signal(signal.SIGTERM)
-    sent = time.monotonic()
-    stderr = finish(up, 30)
-    assert time.monotonic() - sent <= 5.0
+    stderr = finish(up, 60)
     assert up.returncode == 0, stderr
+    assert [pid for pid in stages if alive(pid)] == [], "a stage outlived the session"
     session = records(jsonl)
     assert session[-1]["kind"] == "session_end" and session[-1]["reason"] == "signal"
     assert_ledger_holds(session[-1]["summary"], [r for r in session if r["kind"] == "prediction"])
@@ -61,7 +66,7 @@ def test_up_piped_into_head_ends_quietly(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_stalled_supervisor_neither_hangs_nor_lies(tmp_path):
-    """`up` itself stopped for 8 s (a console nobody reads, a swapped-out machine).
+    """`up` itself stopped for ``STALL_S`` (a console nobody reads, a swapped-out machine).
 
     The stages wait for it (backpressure); when it goes on it takes no live stage for a hung
     one, loses nothing, and the ledger balances.
@@ -71,7 +76,7 @@ def test_a_stalled_supervisor_neither_hangs_nor_lies(tmp_path):
     try:
         first_prediction(jsonl)
         os.kill(up.pid, signal.SIGSTOP)
-        time.sleep(8)
+        time.sleep(STALL_S)  # the fault's length, not a wait for anything
         os.kill(up.pid, signal.SIGCONT)
         stderr = finish(up)
     finally:

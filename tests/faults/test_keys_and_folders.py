@@ -23,8 +23,9 @@ import zmq
 from ser_stream.errors import InputError
 from ser_stream.private import runtime_dir
 from ser_stream.security import create_keys, load_keys
+from ser_stream.testing import SER_STREAM, finish, records, talk
 from tests.faults import helpers
-from tests.faults.helpers import SER_STREAM, as_stranger, finish, records, start_up, talk
+from tests.faults.helpers import as_stranger, start_up
 
 shared_tmp = helpers.shared_tmp
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")

@@ -21,9 +21,9 @@ import pytest
 import zmq
 
 from ser_stream.messages import Audio, EndOfStream, Prediction
-from ser_stream.testing import noise, voiced
+from ser_stream.testing import finish, noise, records, voiced, wait_for, wait_for_records
 from ser_stream.wire import Envelope, decode, encode
-from tests.faults.helpers import assert_ledger_holds, finish, records, start_up, wait_for
+from tests.faults.helpers import assert_ledger_holds, start_up
 
 SPEECH = (np.concatenate([noise(0.5), voiced(2.5), noise(0.8), voiced(2.5), noise(1.0)])
           * 32767).astype(np.int16)  # fmt: skip
@@ -191,7 +191,7 @@ def test_a_second_producer_on_one_stream_id_is_refused_not_merged(tmp_path):
         first = threading.Thread(target=speak_in_real_time, args=(endpoint, "shared"))
         first.start()
         # the second producer arrives mid-stream: once the first has its first emotion
-        wait_for(lambda: jsonl.exists() and '"prediction"' in jsonl.read_text(), 60)
+        wait_for_records(jsonl, kind="prediction", timeout_s=60)
         intruder.start()
         first.join()
         stderr = finish(up, 120)

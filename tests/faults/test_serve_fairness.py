@@ -124,14 +124,14 @@ def fall_silent(socket) -> None:
 
 @pytest.mark.parametrize("ending", [disconnect, break_a_limit, end_it, fall_silent])
 def test_however_a_stream_ends_its_client_gets_its_place_back(fair, ending):
-    assert wait_for_free_slots(fair) == 0
+    wait_for_free_slots(fair)
     ending_one, started = hello(fair.ws_url)
     kept, _ = hello(fair.ws_url)
     try:
         assert started["kind"] == "stream_start"
         assert_refused_over_its_share(fair)
         ending(ending_one)
-        assert wait_for_free_slots(fair, at_most=1) <= 1
+        wait_for_free_slots(fair, at_most=1)
         again, started = hello(fair.ws_url)
         assert started["kind"] == "stream_start", started
         again.close()

@@ -11,27 +11,20 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import (
-    assert_ledger_holds,
+from ser_stream.testing import (
     children,
     finish,
     records,
     stage_pids,
-    start_up,
+    status_mb,
     talk,
     wait_for,
+    wait_for_records,
 )
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+from tests.faults.helpers import assert_ledger_holds, start_up
 
 
 @pytest.mark.slow
@@ -44,9 +37,9 @@ def test_a_slow_model_backs_up_the_pipeline_without_growing_it(tmp_path):
     first: dict[int, float] = {}
     try:
         (model,) = wait_for(lambda: stage_pids(up.pid, "model"), 60)
-        wait_for(lambda: jsonl.exists() and '"prediction"' in jsonl.read_text(), 60)
+        wait_for_records(jsonl, kind="prediction", timeout_s=60)
 
-        def throttle() -> None:
+        def throttle() -> None:  # the fault itself: stopped 0.9 s of each 0.92 s
             try:
                 while not stop.is_set():
                     os.kill(model, signal.SIGSTOP)
@@ -58,15 +51,16 @@ def test_a_slow_model_backs_up_the_pipeline_without_growing_it(tmp_path):
 
         throttler = threading.Thread(target=throttle)
         throttler.start()
-        while up.poll() is None:
+
+        def sample_until_the_end() -> bool:
             for pid in [*children(up.pid), up.pid]:
-                try:
-                    now = rss_mb(pid)
-                except OSError:
-                    continue
-                first.setdefault(pid, now)
-                peaks[pid] = max(peaks.get(pid, 0.0), now)
-            time.sleep(0.5)
+                now = status_mb(pid)
+                if now is not None:
+                    first.setdefault(pid, now)
+                    peaks[pid] = max(peaks.get(pid, 0.0), now)
+            return up.poll() is not None
+
+        wait_for(sample_until_the_end, 230, step_s=0.5)
         stop.set()
         throttler.join()
         stderr = finish(up)

@@ -12,16 +12,9 @@ import os
 import pytest
 import zmq
 
+from ser_stream.testing import children, finish, records, talk, wait_for_records
 from tests.faults import helpers
-from tests.faults.helpers import (
-    as_stranger,
-    children,
-    finish,
-    records,
-    start_up,
-    talk,
-    wait_for,
-)
+from tests.faults.helpers import as_stranger, start_up
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
 
@@ -43,7 +36,7 @@ def test_a_stranger_cannot_listen_inject_steal_or_lock(shared_tmp, tmp_path):
     # The default publish endpoint, as a user gets it: no --publish.
     up = start_up(f"file:{source}", jsonl, default_publish=True)
     try:
-        wait_for(lambda: jsonl.exists() and '"prediction"' in jsonl.read_text(), 90)
+        wait_for_records(jsonl, kind="prediction", timeout_s=90)
         runtime = shared_tmp / f"ser-stream-{os.getuid()}"
         publish = f"ipc://{runtime}/pub"
         capture_out = endpoint_of(up.pid, "capture", "--out")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +14,9 @@ import zmq
 from ser_stream.artifact import load_artifact
 from ser_stream.messages import EndOfStream, Heartbeat, Prediction
 from ser_stream.predict import Predictor, with_vad_engine
-from ser_stream.testing import noise, voiced
+from ser_stream.testing import SER_STREAM, noise, voiced
 from ser_stream.wire import decode
 
-SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
 CHAIN = ("vad", "denoise", "features", "model")
 
 

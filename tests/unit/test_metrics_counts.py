@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ser_stream.artifact import load_artifact
 from ser_stream.audio import bundled_sample
 from ser_stream.predict import Predictor
-from ser_stream.supervisor import Run
+from ser_stream.supervisor.ledger import Run
 from ser_stream.web.app import create_app
 from ser_stream.web.gateway import Gateway
 from ser_stream.web.metrics import Metrics

