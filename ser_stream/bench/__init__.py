@@ -1,7 +1,11 @@
 """``ser-stream bench``: the whole pipeline measured as it runs, real processes over ZeroMQ.
 
-:mod:`.pipeline` runs the measurements, :mod:`.original` times the original system's approach
-for comparison, :mod:`.report` writes the JSON and the Markdown report with its plots.
+Each measurement is one or more ``up`` sessions of real stage processes, all recorded by
+:mod:`.session`'s sink: :mod:`.latency` (one live stream), :mod:`.throughput` (a file as fast
+as it goes, and memory), :mod:`.streams` (concurrent live streams) and :mod:`.backpressure`
+(a slow model, a slow subscriber). :mod:`.original` times the original system's approach for
+comparison, :mod:`.report` writes the JSON and the Markdown report with its plots, and
+:mod:`.main` runs them all.
 """
 
 from __future__ import annotations

@@ -8,10 +8,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ser_stream.bench import pipeline
+from ser_stream.bench.backpressure import measure_backpressure
+from ser_stream.bench.latency import measure_latency
 from ser_stream.bench.original import measure_original_alone
 from ser_stream.bench.report import write_report
+from ser_stream.bench.session import workdir
 from ser_stream.bench.stats import machine
+from ser_stream.bench.streams import measure_streams
+from ser_stream.bench.throughput import measure_memory, measure_throughput
 from ser_stream.logs import get_logger
 
 __all__ = ["BenchOptions", "run_bench"]
@@ -52,10 +56,10 @@ def run_bench(options: BenchOptions, out: Path, json_path: Path | None = None) -
     """Measure, write the JSON (``json_path`` too) and the Markdown report; return the JSON."""
     log = get_logger(component="bench")
     result: dict = {"machine": machine(), "command": shlex.join(["ser-stream", *sys.argv[1:]])}
-    with pipeline.workdir() as folder:
+    with workdir() as folder:
         folder = Path(folder)
         log.info("latency: one live stream", seconds=options.live_s)
-        live, recorder, run = pipeline.measure_latency(options.live_s, folder)
+        live, recorder, run = measure_latency(options.live_s, folder)
         result["latency_ms"] = live["latency_ms"]
         result["per_stage_ms"] = live["per_stage_ms"]
         result["first_emotion"] = live["first_emotion_s"]
@@ -68,10 +72,10 @@ def run_bench(options: BenchOptions, out: Path, json_path: Path | None = None) -
         result["throughput"] = {}
         for vad in ("webrtc", "silero"):  # both engines, whichever the artifact names
             stages = {"vad": {"engine": vad}}
-            row, _ = pipeline.measure_throughput(options.fast_s, folder, stages=stages)
+            row, _ = measure_throughput(options.fast_s, folder, stages=stages)
             result["throughput"][vad] = row
         result["throughput_x_realtime"] = result["throughput"]["webrtc"]["x_realtime"]
-        memory = pipeline.measure_memory(options.fast_s, folder)
+        memory = measure_memory(options.fast_s, folder)
         result["rss_mb"] = memory["rss_mb"]
         result["pss_mb_total"] = memory["pss_mb"]
 
@@ -86,7 +90,7 @@ def run_bench(options: BenchOptions, out: Path, json_path: Path | None = None) -
             }
         configs["webrtc VAD"] = {"stages": {"vad": {"engine": "webrtc"}}}
         sweeps = {
-            name: pipeline.measure_streams(counts, options.stream_s, folder, **config)
+            name: measure_streams(counts, options.stream_s, folder, **config)
             for name, config in configs.items()
         }
         result["streams"] = sweeps
@@ -98,7 +102,7 @@ def run_bench(options: BenchOptions, out: Path, json_path: Path | None = None) -
         result["rss_mb_per_extra_stream"] = _memory_slope(next(iter(sweeps.values())))
 
         log.info("backpressure")
-        result["backpressure"] = pipeline.measure_backpressure(options.fast_s, folder)
+        result["backpressure"] = measure_backpressure(options.fast_s, folder)
         if options.original:
             log.info("original approach")
             result["original"] = measure_original_alone()

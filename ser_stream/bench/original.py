@@ -108,7 +108,7 @@ if __name__ == "__main__":
     import json
     import sys
 
-    from ser_stream.bench.pipeline import bench_audio
+    from ser_stream.bench.session import bench_audio
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     print(json.dumps(measure_original(bench_audio(float(sys.argv[1]), seed=6), int(sys.argv[2]))))

@@ -20,6 +20,7 @@ import zmq.asyncio
 
 from ser_stream.logs import get_logger
 from ser_stream.messages import Audio, EndOfStream
+from ser_stream.settings import HWM
 from ser_stream.sinks import Sink, error_record, event_record, prediction_record
 from ser_stream.wire import Envelope, encode
 
@@ -27,9 +28,6 @@ __all__ = ["Busy", "ClientBusy", "ClientStream", "Gateway", "GatewaySink", "gate
 
 RECORDS_HELD = 1024
 """Records a client may leave unread before its stream is closed (it is not reading)."""
-
-PUSH_HWM = 64
-"""Audio messages queued toward the capture; beyond them sending waits (backpressure)."""
 
 END_WITHIN_S = 2.0
 """How long an end of stream may wait for the capture (gone, when the service stops)."""
@@ -94,7 +92,7 @@ class Gateway:
         self._loop = asyncio.get_running_loop()
         self._context = zmq.asyncio.Context()
         self._push = self._context.socket(zmq.PUSH)
-        self._push.set_hwm(PUSH_HWM)
+        self._push.set_hwm(HWM)  # backpressure as between stages: past it, sending waits
         self._push.setsockopt(zmq.LINGER, 0)
         self._push.connect(self.endpoint)
 

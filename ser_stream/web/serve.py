@@ -24,6 +24,7 @@ from pathlib import Path
 from ser_stream.errors import InputError
 from ser_stream.logs import get_logger
 from ser_stream.private import hold, runtime_dir
+from ser_stream.settings import STOP_ON_SILENCE_S
 from ser_stream.web.limits import ServiceLimits
 
 __all__ = ["ServeOptions", "serve"]
@@ -44,7 +45,7 @@ class ServeOptions:
     token: str | None = None
     limits: ServiceLimits = ServiceLimits()
     model: str | None = None
-    stop_on_silence_s: float | None = 2.0
+    stop_on_silence_s: float | None = STOP_ON_SILENCE_S
     stages: dict[str, dict] = field(default_factory=dict)
     replicas: dict[str, int] = field(default_factory=dict)
     allowed_origins: tuple[str, ...] = ()
@@ -107,9 +108,10 @@ def serve(options: ServeOptions, *, announce=None) -> int:
     from ser_stream.settings import PipelineConfig, check_stage_settings
     from ser_stream.supervisor.ledger import Run
     from ser_stream.supervisor.pipeline import run_pipeline
-    from ser_stream.web.app import ServiceSettings, create_app
+    from ser_stream.web.app import create_app
     from ser_stream.web.gateway import Gateway, GatewaySink
     from ser_stream.web.metrics import Metrics, MetricsSink
+    from ser_stream.web.service import ServiceSettings
 
     def say(line: str) -> None:
         if announce is not None:
@@ -253,9 +255,10 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--stop-on-silence",
         type=float,
-        default=2.0,
+        default=STOP_ON_SILENCE_S,
         metavar="SECONDS",
-        help="end a stream after this much silence following speech (default 2)",
+        help="end a stream after this much silence following speech "
+        f"(default {STOP_ON_SILENCE_S:g})",
     )
     parser.add_argument(
         "--no-stop-on-silence",
