@@ -23,9 +23,10 @@ from pathlib import Path
 
 from benchmarks.common import machine, percentiles, stage_processes, write_report
 from ser_stream import testing
+from ser_stream.supervisor.wiring import CHAIN
 from ser_stream.testing import records, stage_pid, start_up, wait_for_records
 
-STAGES = ("capture", "vad", "denoise", "features", "model")
+STAGES = ("capture", *CHAIN)
 
 
 def talk(path: Path, seconds: float) -> Path:

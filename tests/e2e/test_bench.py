@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 
+from ser_stream.supervisor.wiring import CHAIN
 from ser_stream.testing import SER_STREAM
 
-STAGES = ("vad", "denoise", "features", "model")
+STAGES = CHAIN
 
 
 def percentiles_ok(figures: dict) -> bool:

@@ -11,6 +11,7 @@ import numpy as np
 import soundfile
 import zmq
 
+from ser_stream.supervisor.wiring import CHAIN
 from ser_stream.testing import (
     alive,
     noise,
@@ -97,7 +98,7 @@ def test_stages_end_when_the_supervisor_is_killed(tmp_path):
     """SIGKILL of `up` itself leaves no stage process behind."""
     source, jsonl = talk(tmp_path / "talk.wav", 4, f0_step=20), tmp_path / "s.jsonl"
     up = start_up(f"file:{source}", jsonl)
-    children = [stage_pid(up.pid, name) for name in ("vad", "denoise", "features", "model")]
+    children = [stage_pid(up.pid, name) for name in CHAIN]
     up.kill()
     up.wait()
     wait_for(lambda: not any(alive(pid) for pid in children), 60)

@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+from ser_stream.supervisor.wiring import CHAIN
 from ser_stream.testing import (
     alive,
     children,
@@ -21,7 +22,7 @@ from ser_stream.testing import (
 )
 from tests.faults.helpers import assert_ledger_holds, start_up
 
-STAGES = ("capture", "vad", "denoise", "features", "model")
+STAGES = ("capture", *CHAIN)
 KILLS = 5
 
 

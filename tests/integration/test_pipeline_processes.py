@@ -14,10 +14,9 @@ import zmq
 from ser_stream.artifact import load_artifact
 from ser_stream.messages import EndOfStream, Heartbeat, Prediction
 from ser_stream.predict import Predictor, with_vad_engine
+from ser_stream.supervisor.wiring import CHAIN
 from ser_stream.testing import SER_STREAM, noise, voiced
 from ser_stream.wire import decode
-
-CHAIN = ("vad", "denoise", "features", "model")
 
 
 def start(*args: str) -> subprocess.Popen:
@@ -82,9 +81,7 @@ def test_capture_to_model_processes_match_the_batch_path(tmp_path, recording):
             envelope = decode(sub.recv_multipart())
             if isinstance(envelope.body, Prediction):
                 assert envelope.stream == "t1"
-                assert {"capture", "vad", "denoise", "features", "model"} <= set(
-                    envelope.timestamps
-                )
+                assert {"capture", *CHAIN} <= set(envelope.timestamps)
                 predictions.append(envelope.body)
             elif isinstance(envelope.body, EndOfStream):
                 assert envelope.body.reason == "eof"

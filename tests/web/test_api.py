@@ -16,10 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from ser_stream.artifact import load_artifact
 from ser_stream.audio import bundled_sample
 from ser_stream.predict import Predictor
+from ser_stream.supervisor.wiring import CHAIN
 from ser_stream.web import app as app_module
 from tests.web.conftest import TOKEN, stream_through, utterances
 
-STAGES = ("vad", "denoise", "features", "model")
+STAGES = CHAIN
 
 
 def post_file(service, path: Path, *, headers=None, name: str | None = None) -> httpx.Response:
