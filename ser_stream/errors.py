@@ -11,7 +11,6 @@ __all__ = [
     "ModelError",
     "OutputClosed",
     "WireError",
-    "StageFailed",
     "SupervisionError",
 ]
 
@@ -30,10 +29,6 @@ class ModelError(SerStreamError):
 
 class WireError(SerStreamError):
     """A message that does not follow the wire schema."""
-
-
-class StageFailed(SerStreamError):
-    """A stage that can no longer work; its process exits and the supervisor restarts it."""
 
 
 class SupervisionError(SerStreamError):
