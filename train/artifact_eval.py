@@ -29,8 +29,8 @@ from ser_stream.train.channels import (
 )
 from ser_stream.train.codecs import CODECS, ffmpeg_available
 from ser_stream.train.datasets import Clip
-from ser_stream.train.evaluate import classification_metrics, cross_corpus_metrics
 from ser_stream.train.room_sessions import predicted_labels, room_sessions
+from ser_stream.train.scores import classification_metrics, cross_corpus_metrics
 
 __all__ = ["evaluate_artifact", "trained_corpora"]
 

@@ -2,7 +2,9 @@
 
 Those are config.json, metrics.json and, when present, experiments.json (the recipes tried
 on the way to it). Every protocol of ``metrics.json`` gets its own section, named by the
-protocol (``ser-stream evaluate --protocol NAME``) that produced it.
+protocol (``ser-stream evaluate --protocol NAME``) that produced it: the sections live beside
+this module (:mod:`~ser_stream.train.card_speaker`, :mod:`~ser_stream.train.card_corpus`,
+:mod:`~ser_stream.train.card_channel`); this one writes the card around them.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ser_stream.labels import LABELS
+from ser_stream.train.card_channel import channel_section, room_section
+from ser_stream.train.card_corpus import baseline_section, corpus_section, cross_section
+from ser_stream.train.card_format import num, pct, points
+from ser_stream.train.card_speaker import calibration_section, seed_section, speaker_section
 
 __all__ = [
-    "CORPUS_TARGET_EACH",
-    "CORPUS_TARGET_MEAN",
     "SCREEN_FOLDS",
     "headline",
     "write_model_card",
@@ -23,12 +27,6 @@ __all__ = [
 
 SCREEN_FOLDS = (1, 4)
 """The folds quick comparisons of recipes run (``--folds 1,4``); every run reports their mean."""
-
-CORPUS_TARGET_MEAN = 0.45
-"""Target of the leave-one-corpus-out protocol: mean strict UA over the held-out corpora."""
-
-CORPUS_TARGET_EACH = 0.35
-"""Target of the leave-one-corpus-out protocol: strict UA of every held-out corpus."""
 
 PROTOCOL_KEYS = ("seed", "speaker", "corpus", "cross", "channel", "room", "baseline")
 """The ``metrics.json`` keys the card reports, in report order (``cross``: old artifacts)."""
@@ -45,17 +43,6 @@ _LICENSES = """\
 
 The weights are derived from the corpora the model trained on (see Model and training): use
 them under the terms of all their licenses (non-commercial research use, with attribution)."""
-
-_CONDITION_TEXT = {
-    "telephone": "telephone band 300-3400 Hz + 8 kHz mu-law",
-    "laptop": "laptop microphone EQ (200 Hz low cut, +8 dB at 3 kHz)",
-    "reverb": "room reverberation, RT60 0.3-0.8 s (image-source rooms)",
-    "noise": "room noise at 10 dB SNR (babble, rumble, hum)",
-    "gain": "-20 dB gain",
-}
-"""Descriptions of the old (simulated) channel conditions, whose metrics carry none."""
-
-_CORPUS_NAMES = {"ravdess": "RAVDESS", "tess": "TESS", "savee": "SAVEE"}
 
 _TRAINING_SPEAKERS = {
     "ravdess": "RAVDESS actors 01-20",
@@ -136,14 +123,14 @@ def write_model_card(folder: Path) -> Path:
     lines += _input_section(config)
     lines += _training_section(config)
     lines += _evaluation_intro(metrics)
-    lines += _seed_section(metrics.get("seed"))
-    lines += _speaker_section(metrics.get("speaker"))
-    lines += _corpus_section(metrics.get("corpus"))
-    lines += _cross_section(metrics.get("cross"))
-    lines += _channel_section(metrics.get("channel"))
-    lines += _room_section(metrics.get("room"))
-    lines += _baseline_section(metrics.get("baseline"))
-    lines += _calibration_section(config, metrics)
+    lines += seed_section(metrics.get("seed"))
+    lines += speaker_section(metrics.get("speaker"))
+    lines += corpus_section(metrics.get("corpus"))
+    lines += cross_section(metrics.get("cross"))
+    lines += channel_section(metrics.get("channel"))
+    lines += room_section(metrics.get("room"))
+    lines += baseline_section(metrics.get("baseline"))
+    lines += calibration_section(config, metrics)
     lines += _experiments_section(experiments)
     lines += _limits_section(config, metrics)
     lines += ["## Data licenses", "", _LICENSES, ""]
@@ -252,412 +239,6 @@ def _training_section(config: dict) -> list[str]:
     return lines
 
 
-def _seed_section(seed: dict | None) -> list[str]:
-    """Protocol ``seed``: a random split of clips, speakers on both sides."""
-    if not seed:
-        return []
-    return [
-        "### Seed protocol (speakers mixed: comparable to the original system only)",
-        "",
-        seed["description"] + ".",
-        "",
-        "| split | accuracy | unweighted accuracy | macro-F1 |",
-        "|---|---|---|---|",
-        _row("test", seed["test"]),
-        _row("validation", seed["validation"]),
-        "",
-        "Confusion matrix (test): `confusion_seed.png`." + _reproduce(seed),
-        "",
-    ]
-
-
-def _speaker_section(spk: dict | None) -> list[str]:
-    """Protocol ``speaker``: speaker-disjoint folds (all speakers, or RAVDESS actors only)."""
-    if not spk:
-        return []
-    who = "all speakers" if spk.get("all_speakers") else "RAVDESS actors"
-    only = spk.get("only_folds")
-    over = "the folds" if not only else f"folds {', '.join(map(str, only))}"
-    lines = [
-        f"### Speaker-independent, {who} (protocol `speaker`: no speaker on both sides)",
-        "",
-        spk["description"] + ".",
-        "",
-        f"- Mean UA over {over}: **{spk['mean_unweighted_accuracy']:.1%}** (accuracy "
-        f"{spk['mean_accuracy']:.1%}, macro-F1 {spk['mean_macro_f1']:.1%}).",
-    ]
-    if spk.get("speaker_mean_unweighted_accuracy") is not None:
-        count = len(spk.get("speakers", {}))
-        lines.append(
-            f"- Mean UA over the {f'{count} ' if count else ''}tested speakers: "
-            f"**{spk['speaker_mean_unweighted_accuracy']:.1%}**."
-        )
-    if spk.get("emobox_ravdess_mean_unweighted_accuracy") is not None:
-        lines.append(
-            "- EmoBox RAVDESS: the RAVDESS test actors alone, mean UA over the folds "
-            f"**{spk['emobox_ravdess_mean_unweighted_accuracy']:.1%}**: comparable to EmoBox's "
-            "actor folds (same test actors), but these models also trained on the other "
-            "corpora."
-        )
-    if spk.get("corpora"):
-        pooled = "; ".join(
-            f"{_corpus_name(name)} {m['unweighted_accuracy']:.1%} ({m['n']} clips)"
-            for name, m in spk["corpora"].items()
-        )
-        lines.append(f"- UA per corpus, test clips of all folds pooled: {pooled}.")
-    lines += ["", *_fold_table(spk), ""]
-    if "session_mean_unweighted_accuracy" in spk:
-        lines += [
-            f"Heard live instead ({spk['session_description']}): mean UA "
-            f"**{spk['session_mean_unweighted_accuracy']:.1%}**.",
-            "",
-        ]
-    lines += _abstention_lines(spk.get("calibration", {}).get("abstention"))
-    lines += [
-        "Confusion matrix (all folds' test clips): `confusion_speaker.png`." + _reproduce(spk),
-        "",
-    ]
-    return lines
-
-
-def _fold_table(spk: dict) -> list[str]:
-    """One row per speaker fold: its test speakers, UA, RAVDESS UA and session UA."""
-    lines = [
-        "| fold | test speakers | UA | RAVDESS UA | session UA |",
-        "|---|---|---|---|---|",
-    ]
-    for fold in spk["folds"]:
-        speakers = fold.get("test_speakers") or [
-            f"ravdess-{a:02d}" for a in fold.get("test_actors", [])
-        ]
-        ravdess = fold.get("ravdess")
-        session = fold.get("session")
-        lines.append(
-            f"| {fold.get('fold', '')} | {', '.join(speakers)} | "
-            f"{fold['unweighted_accuracy']:.1%} "
-            f"| {_pct(ravdess['unweighted_accuracy'] if ravdess and ravdess['n'] else None)} "
-            f"| {_pct(session['unweighted_accuracy'] if session else None)} |"
-        )
-    lines.append(
-        f"| **mean** | | **{spk['mean_unweighted_accuracy']:.1%}** "
-        f"| {_bold(spk.get('emobox_ravdess_mean_unweighted_accuracy'))} "
-        f"| {_bold(spk.get('session_mean_unweighted_accuracy'))} |"
-    )
-    return lines
-
-
-def _abstention_lines(abstention: dict | None) -> list[str]:
-    """How often the fold models would show "uncertain", clips and windows."""
-    if not abstention:
-        return []
-    lines = [
-        'Abstention (the label shown as "uncertain" below a confidence threshold; '
-        f"{abstention.get('method', 'threshold fitted on other speakers')}):",
-        "",
-        "| level | confident (coverage) | accuracy when confident | accuracy of all |",
-        "|---|---|---|---|",
-    ]
-    for level in ("clips", "windows"):
-        entry = abstention.get(level)
-        if entry:
-            lines.append(
-                f"| {level} ({entry['n']}) | {_pct(entry['coverage'])} "
-                f"| {_pct(entry['accuracy_confident'])} | {_pct(entry.get('accuracy_all'))} |"
-            )
-    return [*lines, ""]
-
-
-def _corpus_section(corpus: dict | None) -> list[str]:
-    """Protocol ``corpus``: leave one corpus out, with its targets."""
-    if not corpus or not corpus.get("held_out"):
-        return []
-    lines = [
-        "### Leave one corpus out (protocol `corpus`: a corpus the model never heard)",
-        "",
-        corpus["description"] + ".",
-        "",
-        "| held out | trained on | clips | strict UA | UA, calm as neutral | session strict UA "
-        "| confident clips / accuracy | confident windows / accuracy |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, entry in corpus["held_out"].items():
-        strict, merged = entry["strict"], entry["calm_as_neutral"]
-        live = entry.get("session", {}).get("strict", {}).get("unweighted_accuracy")
-        abstention = entry.get("abstention", {})
-        lines.append(
-            f"| {_corpus_name(name)} | {', '.join(map(_corpus_name, entry['trained_on']))} "
-            f"| {strict['n']} | {strict['unweighted_accuracy']:.1%} "
-            f"| {merged['unweighted_accuracy']:.1%} | {_pct(live)} "
-            f"| {_confident(abstention.get('clips'))} | {_confident(abstention.get('windows'))} |"
-        )
-    for stat in ("mean", "min"):
-        lines.append(
-            f"| **{stat}** | | | {_bold(corpus.get(f'{stat}_strict_unweighted_accuracy'))} "
-            f"| {_bold(corpus.get(f'{stat}_calm_as_neutral_unweighted_accuracy'))} | | | |"
-        )
-    held = "; ".join(
-        f"{_corpus_name(name)} held out: {', '.join(entry.get('validation_speakers', []))}"
-        for name, entry in corpus["held_out"].items()
-    )
-    pictures = ", ".join(f"`confusion_corpus_{name}.png`" for name in corpus["held_out"])
-    return [
-        *lines,
-        "",
-        *_corpus_targets(corpus),
-        "",
-        f"Early stopping, calibration and the confidence threshold use training-side "
-        f"speakers held out of training ({held}).",
-        "",
-        f"Confusion matrices (calm as neutral): {pictures}." + _reproduce(corpus),
-        "",
-    ]
-
-
-def _corpus_targets(corpus: dict) -> list[str]:
-    """Whether the leave-one-corpus-out targets were reached (strict UA)."""
-    mean = corpus.get("mean_strict_unweighted_accuracy")
-    held = corpus["held_out"]
-    worst = min(held, key=lambda name: held[name]["strict"]["unweighted_accuracy"])
-    lowest = held[worst]["strict"]["unweighted_accuracy"]
-    return [
-        f"Targets (strict UA): mean >= {CORPUS_TARGET_MEAN:.0%}: "
-        f"**{_reached(mean, CORPUS_TARGET_MEAN)}** ({_pct(mean)}); every held-out corpus >= "
-        f"{CORPUS_TARGET_EACH:.0%}: **{_reached(lowest, CORPUS_TARGET_EACH)}** (lowest "
-        f"{_corpus_name(worst)}, {lowest:.1%})."
-    ]
-
-
-def _cross_section(cross: dict | None) -> list[str]:
-    """Old protocol ``cross`` (RAVDESS <-> TESS), still in older artifacts' metrics."""
-    if not cross:
-        return []
-    lines = [
-        "### Cross-corpus RAVDESS <-> TESS (old protocol `cross`, replaced by `corpus`)",
-        "",
-        cross["description"] + ".",
-        "",
-        "| direction | trained on | clips | accuracy | UA | UA, calm as neutral | UA heard live |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for direction, title in (
-        ("ravdess_to_tess", "RAVDESS -> TESS"),
-        ("tess_to_ravdess", "TESS -> RAVDESS"),
-    ):
-        entry = cross[direction]
-        strict, merged = entry["strict"], entry["calm_as_neutral"]
-        live = entry.get("session", {}).get("strict", {}).get("unweighted_accuracy")
-        lines.append(
-            f"| {title} | {entry['trained_on']} | {strict['n']} | {strict['accuracy']:.1%} "
-            f"| {strict['unweighted_accuracy']:.1%} | {merged['unweighted_accuracy']:.1%} "
-            f"| {_pct(live)} |"
-        )
-    lines += [
-        "",
-        "Confusion matrix (TESS -> RAVDESS, calm as neutral): `confusion_cross.png`."
-        + _reproduce(cross),
-        "",
-    ]
-    return lines
-
-
-def _channel_section(channel: dict | None) -> list[str]:
-    """Protocol ``channel``: the speaker folds' models on their test clips through channels."""
-    if not channel:
-        return []
-    conditions = channel["conditions"]
-    new = any("description" in entry for entry in conditions.values())
-    lines = [
-        "### Channel shift (protocol `channel`: the unseen speakers through real-world channels)",
-        "",
-        channel["description"] + ".",
-        "",
-        f"The same clips clean: mean UA **{channel['clean_mean_unweighted_accuracy']:.1%}**. "
-        + (
-            "Telephone and VoIP lines are real codecs run through ffmpeg; rooms, reverberation "
-            "and noise are simulations made apart from training augmentation."
-            if new
-            else "Every condition is a simulation."
-        ),
-        "",
-        "| condition | what | mean UA | loss vs clean (points) | shared with training |",
-        "|---|---|---|---|---|",
-    ]
-    for name, entry in conditions.items():
-        shared = (entry.get("shared_with_training") or "no") if new else "-"
-        lines.append(
-            f"| `{name}` | {entry.get('description') or _CONDITION_TEXT.get(name, name)} "
-            f"| {entry['mean_unweighted_accuracy']:.1%} | {_points(entry['loss_vs_clean'])} "
-            f"| {shared} |"
-        )
-    pictures = (
-        "one per condition, `confusion_channel_<condition>.png`"
-        if new
-        else "room noise, `confusion_channel.png`"
-    )
-    lines += [
-        "",
-        f"Confusion matrices (pooled folds): {pictures}." + _reproduce(channel),
-        "",
-    ]
-    return lines
-
-
-def _room_section(room: dict | None) -> list[str]:
-    """Protocol ``room``: the speaker folds' test speakers heard as sessions in a room."""
-    if not room:
-        return []
-    levels = room.get("levels_dbfs")
-    lines = [
-        "### Sessions in a room (protocol `room`: heard the way `up` hears a stream)",
-        "",
-        room["description"] + ".",
-        "",
-        f"In a room: mean UA **{room['mean_unweighted_accuracy']:.1%}**; the same clips alone: "
-        f"**{room['alone_mean_unweighted_accuracy']:.1%}**; loss "
-        f"**{_points(room['loss_vs_alone'])}** points. {room['clips']} clips, "
-        f"{room['missed']} never heard (counted wrong)"
-        + (f"; room levels {levels[0]:.1f} to {levels[1]:.1f} dBFS." if levels else "."),
-        "",
-        "| fold | clips | room UA | alone UA | missed |",
-        "|---|---|---|---|---|",
-    ]
-    for fold in room.get("folds", []):
-        lines.append(
-            f"| {fold['fold']} | {fold['room']['n']} | {fold['room']['unweighted_accuracy']:.1%} "
-            f"| {fold['alone']['unweighted_accuracy']:.1%} | {fold['missed']} |"
-        )
-    lines.append("")
-    first = room.get("first_look")
-    if first:
-        lines += [
-            f"First look ({room.get('first_look_description', 'each clip by its first window')}):"
-            f" UA **{first['unweighted_accuracy']:.1%}** over {first['n']} clips.",
-            "",
-        ]
-    lines += [
-        "Confusion matrix (pooled): `confusion_room.png`." + _reproduce(room),
-        "",
-    ]
-    return lines
-
-
-def _baseline_section(baseline: dict | None) -> list[str]:
-    """Key ``baseline``: the previous shipped model scored on corpora it never trained on."""
-    if not baseline:
-        return []
-    judged = baseline.get("judged_on") or baseline.get("corpora")
-    unseen = ", ".join(map(_corpus_name, judged)) if judged else "corpora it never saw"
-    trained = ", ".join(map(_corpus_name, baseline.get("trained_on", []))) or "?"
-    clean = baseline["clean"]
-    lines = [
-        "### Baseline (the previous shipped model, scored only)",
-        "",
-        f"The previous shipped model (trained on {trained}, VAD {baseline.get('vad', '?')}) "
-        f"judged on {unseen}, every clip through `ser-stream predict`'s own path.",
-        "",
-        "| heard | clips | strict UA | UA, calm as neutral | loss (points) |",
-        "|---|---|---|---|---|",
-        _baseline_row("clean", clean),
-    ]
-    if "channel_clean" in baseline:
-        lines.append(_baseline_row("clean, channel clips", baseline["channel_clean"]))
-    for name, entry in baseline.get("conditions", {}).items():
-        lines.append(_baseline_row(f"`{name}`", entry, entry.get("loss_vs_clean")))
-    room = baseline.get("room")
-    if room:
-        lines.append(_baseline_row("alone, room clips", room["alone"]))
-        lines.append(_baseline_row("in a room", room, room.get("loss_vs_alone")))
-        if "first_look" in room:
-            lines.append(_baseline_row("in a room, first window only", room["first_look"]))
-    lines.append("")
-    abstention = clean.get("abstention")
-    if abstention:
-        lines += [
-            f'Below its confidence threshold ({abstention["threshold"]:.3f}) it says "uncertain":'
-            f" {_pct(abstention['coverage'])} of the clean clips are confident, "
-            f"{_pct(abstention['accuracy_confident'])} of those right.",
-            "",
-        ]
-    heard = (
-        f" In the room {room['missed']} of {room['clips']} clips were never heard (counted wrong)."
-        if room and "missed" in room
-        else ""
-    )
-    return [
-        *lines,
-        "Conditions lose against the clean channel clips, the room against the same clips "
-        f"alone.{heard}" + _reproduce(baseline),
-        "",
-    ]
-
-
-def _baseline_row(name: str, entry: dict, loss: float | None = None) -> str:
-    """A row of the baseline table: strict and calm-as-neutral UA, and a loss."""
-    strict, merged = entry["strict"], entry["calm_as_neutral"]
-    return (
-        f"| {name} | {strict['n']} | {strict['unweighted_accuracy']:.1%} "
-        f"| {merged['unweighted_accuracy']:.1%} | {_points(loss)} |"
-    )
-
-
-def _calibration_section(config: dict, metrics: dict) -> list[str]:
-    """Temperature, ECE and the shipped confidence threshold."""
-    calibration = config.get("calibration", {})
-    speaker = (metrics.get("speaker") or {}).get("calibration")
-    threshold = calibration.get("confidence_threshold")
-    if not speaker and "fitted_on" not in calibration and threshold is None:
-        return []
-    lines = ["### Calibration", ""]
-    if "fitted_on" in calibration:
-        lines.append(
-            f"The shipped model divides its logits by a temperature of "
-            f"{calibration['temperature']:.3f}, fitted on {calibration['fitted_on']}."
-        )
-        if "validation_window_ece_after" in calibration:
-            actors = ", ".join(f"{a:02d}" for a in calibration.get("validation_actors", []))
-            lines.append(
-                f"On its own held-out actors {actors}, the window ECE is "
-                f"{calibration['validation_window_ece_before']:.3f} before and "
-                f"{calibration['validation_window_ece_after']:.3f} after."
-            )
-        lines.append("")
-    if threshold is not None:
-        fitted_on = calibration.get("confidence_threshold_fitted_on")
-        lines += [
-            f"Confidence threshold: {threshold:.3f}"
-            + (f", fitted on {fitted_on}" if fitted_on else "")
-            + '. Below it the display shows "uncertain" instead of a label.',
-            "",
-        ]
-    if speaker:
-        lines += _ece_lines(speaker)
-    return [*lines, ""]
-
-
-def _ece_lines(speaker: dict) -> list[str]:
-    """ECE before and after temperature scaling on the speaker folds' test clips."""
-    method = speaker.get("method", "each fold's temperature fitted on its validation actors")
-    lines = [
-        "Expected calibration error (15 bins, top label) on the speaker-independent folds' "
-        f"test clips; {method}:",
-        "",
-        "| level | before | after temperature scaling |",
-        "|---|---|---|",
-        f"| window (live display) | {speaker['window_ece_before']:.3f} | "
-        f"{speaker['window_ece_after']:.3f} |",
-        f"| clip (`predict`) | {speaker['clip_ece_before']:.3f} | "
-        f"{speaker['clip_ece_after']:.3f} |",
-    ]
-    if "validation_clip_ece_after" in speaker:
-        lines += [
-            "",
-            "Fitted instead on each fold's two validation actors, the clip ECE after "
-            f"calibration is {speaker['validation_clip_ece_after']:.3f}: two speakers are "
-            "too few to fit a temperature well.",
-        ]
-    return lines
-
-
 _Column = tuple[str, Callable[[dict], str], str | None]
 
 
@@ -671,22 +252,22 @@ def _experiment_columns() -> list[_Column]:
     return [
         (
             "SI mean UA",
-            lambda f: _pct(f["speaker_mean_ua"]) + _folds(f.get("speaker_folds")),
+            lambda f: pct(f["speaker_mean_ua"]) + _folds(f.get("speaker_folds")),
             None,
         ),
-        (f"SI UA, folds {screen}", lambda f: _pct(f.get("speaker_screen_ua")), None),
-        ("EmoBox RAVDESS UA", lambda f: _pct(f.get("emobox_ravdess_ua")), "emobox_ravdess_ua"),
-        ("LOCO mean UA", lambda f: _pct(f.get("corpus_mean_ua")), "corpus_mean_ua"),
-        ("LOCO min UA", lambda f: _pct(f.get("corpus_min_ua")), "corpus_min_ua"),
-        ("RAVDESS->TESS UA", lambda f: _pct(f.get("ravdess_to_tess_ua")), "ravdess_to_tess_ua"),
-        ("TESS->RAVDESS UA", lambda f: _pct(f.get("tess_to_ravdess_ua")), "tess_to_ravdess_ua"),
+        (f"SI UA, folds {screen}", lambda f: pct(f.get("speaker_screen_ua")), None),
+        ("EmoBox RAVDESS UA", lambda f: pct(f.get("emobox_ravdess_ua")), "emobox_ravdess_ua"),
+        ("LOCO mean UA", lambda f: pct(f.get("corpus_mean_ua")), "corpus_mean_ua"),
+        ("LOCO min UA", lambda f: pct(f.get("corpus_min_ua")), "corpus_min_ua"),
+        ("RAVDESS->TESS UA", lambda f: pct(f.get("ravdess_to_tess_ua")), "ravdess_to_tess_ua"),
+        ("TESS->RAVDESS UA", lambda f: pct(f.get("tess_to_ravdess_ua")), "tess_to_ravdess_ua"),
         (
             "worst channel loss (points)",
-            lambda f: _points(f.get("channel_worst_loss")),
+            lambda f: points(f.get("channel_worst_loss")),
             None,
         ),
-        ("room loss (points)", lambda f: _points(f.get("room_loss")), "room_loss"),
-        ("clip ECE", lambda f: _num(f.get("clip_ece")), None),
+        ("room loss (points)", lambda f: points(f.get("room_loss")), "room_loss"),
+        ("clip ECE", lambda f: num(f.get("clip_ece")), None),
     ]
 
 
@@ -747,45 +328,6 @@ def _limits_section(config: dict, metrics: dict) -> list[str]:
     return [*lines, ""]
 
 
-def _reproduce(report: dict) -> str:
-    """`` Reproduce: `COMMAND`.`` for a report that names its command, else nothing."""
-    command = report.get("command")
-    return f" Reproduce: `{command}`." if command else ""
-
-
-def _corpus_name(name: str) -> str:
-    return _CORPUS_NAMES.get(name, name)
-
-
-def _reached(value: float | None, target: float) -> str:
-    if value is None:
-        return "not measured"
-    return "reached" if value >= target else "not reached"
-
-
-def _confident(entry: dict | None) -> str:
-    """``coverage / accuracy when confident`` of an abstention entry."""
-    if not entry:
-        return "-"
-    return f"{_pct(entry['coverage'])} / {_pct(entry['accuracy_confident'])}"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
-def _bold(value: float | None) -> str:
-    return "-" if value is None else f"**{value:.1%}**"
-
-
-def _points(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
 def _folds(folds: list[int] | None) -> str:
     return f" (folds {','.join(map(str, folds))})" if folds else ""
 
@@ -794,13 +336,6 @@ def _recalls(metrics: dict) -> list[tuple[str, float]]:
     rows = zip(metrics["labels"], metrics["confusion"], strict=True)
     shares = [(label, row[i] / sum(row)) for i, (label, row) in enumerate(rows) if sum(row)]
     return sorted(shares, key=lambda item: item[1])
-
-
-def _row(name: str, m: dict) -> str:
-    return (
-        f"| {name} ({m['n']} clips) | {m['accuracy']:.2%} | {m['unweighted_accuracy']:.2%} "
-        f"| {m['macro_f1']:.2%} |"
-    )
 
 
 def _read(path: Path) -> dict:

@@ -19,18 +19,15 @@ from ser_stream.train.cache import WindowSet, cache_dir, clip_windows
 from ser_stream.train.calibration import expected_calibration_error, fit_confidence_threshold
 from ser_stream.train.channels import CONDITIONS
 from ser_stream.train.datasets import CORPORA, Clip, data_root, load_corpora
-from ser_stream.train.evaluate import (
-    CROSS_VAL_ACTORS,
-    corpus_protocol,
-    plot_confusion,
-    seed_protocol,
-    speaker_fold,
-    speaker_protocol,
-    train_split,
-)
+from ser_stream.train.evaluate import CROSS_VAL_ACTORS, train_split
 from ser_stream.train.export import write_artifact
+from ser_stream.train.folds import speaker_fold
 from ser_stream.train.model_card import write_model_card
+from ser_stream.train.protocol_corpus import corpus_protocol
+from ser_stream.train.protocol_seed import seed_protocol
+from ser_stream.train.protocol_speaker import speaker_protocol
 from ser_stream.train.recipe import Recipe
+from ser_stream.train.scores import plot_confusion
 from ser_stream.train.streams import fold_babble, same_speaker_babble
 
 __all__ = ["PROTOCOLS", "channel_clips", "evaluate_model", "evaluate_protocols", "train_default"]
@@ -232,6 +229,11 @@ def evaluate_protocols(
     """
     clips = _clips(data, recipe)
     windows = _windows(clips, recipe, cache, workers)
+    # Before any model is trained: the feature workers are forked, and a process forked
+    # once TensorFlow has started its threads can die on one of its locks.
+    channel_windows = (
+        _channel_windows(clips, recipe, cache, workers) if "channel" in protocols else None
+    )
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
@@ -247,9 +249,6 @@ def evaluate_protocols(
         store("seed", seed_protocol(clips, windows, recipe))
         _plot(out, "seed", metrics["seed"]["test"]["confusion"])
     if {"speaker", "channel", "room"} & set(protocols):
-        channel_windows = (
-            _channel_windows(clips, recipe, cache, workers) if "channel" in protocols else None
-        )
         speaker, channel, room = speaker_protocol(
             clips,
             windows,

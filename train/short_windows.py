@@ -53,24 +53,17 @@ from ser_stream.messages import Noise, Window
 from ser_stream.stages.denoise import DenoiseCore
 from ser_stream.stages.features import FeaturesCore
 from ser_stream.stages.vad import VADCore, sliding_spans
-from ser_stream.train.calibration import fit_temperature
+from ser_stream.train.cross_fit import cross_fitted_temperatures
 from ser_stream.train.datasets import Clip
-from ser_stream.train.evaluate import (
-    EMOBOX_FOLDS,
-    ClipScores,
-    TrainedSplit,
-    classification_metrics,
-    score_clips,
-    speaker_splits,
-    train_split,
-)
+from ser_stream.train.evaluate import TrainedSplit, score_clips, train_split
+from ser_stream.train.folds import EMOBOX_FOLDS, speaker_splits
 from ser_stream.train.recipe import DEFAULT_RECIPE, Recipe, get_recipe
+from ser_stream.train.scores import ClipScores, classification_metrics
 
 __all__ = [
     "SHORT_LENGTHS_S",
     "VIEWS",
     "FirstWindow",
-    "cross_fitted_temperatures",
     "first_speech_window",
     "first_window_rows",
     "format_table",
@@ -190,30 +183,6 @@ def single_window_scores(
     truth = np.asarray(labels, dtype=np.int64)
     uncalibrated = ClipScores(ids, truth, raw, raw, truth, raw, raw, ids)
     return uncalibrated.recalibrated(temperature)
-
-
-def cross_fitted_temperatures(
-    window_raw: Sequence[np.ndarray],
-    window_true: Sequence[np.ndarray],
-    validation_temperatures: Sequence[float],
-) -> list[float]:
-    """Each fold's temperature, as the speaker protocol fits it.
-
-    Fitted on the other folds' (all-window) test windows; a lone fold keeps its validation
-    temperature.
-    """
-    if len(window_raw) == 1:
-        return [float(validation_temperatures[0])]
-    temperatures = []
-    for i in range(len(window_raw)):
-        others = [k for k in range(len(window_raw)) if k != i]
-        temperatures.append(
-            fit_temperature(
-                np.concatenate([window_raw[k] for k in others]),
-                np.concatenate([window_true[k] for k in others]),
-            )
-        )
-    return temperatures
 
 
 def summarize(folds: Sequence[dict]) -> dict:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,32 +63,72 @@ def tiny_corpora(tmp_path_factory) -> Path:
     return root
 
 
-def ser_stream(*args: str, cache: Path) -> subprocess.CompletedProcess:
+def ser_stream(*args: str, cache: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "SER_STREAM_CACHE": str(cache)}
     return subprocess.run(
         [SER_STREAM, "--log-level", "info", *args],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         env=env,
     )
 
 
-def test_train_writes_a_complete_artifact_that_predict_uses(tiny_corpora, tmp_path):
-    """train -> artifact with card; a second run hits the feature cache; predict serves it."""
-    out = tmp_path / "model"
-    cache = tmp_path / "cache"
-    first = ser_stream(
-        "train",
+def tiny_run(
+    command: str, *args: str, data: Path, out: Path, cache: Path, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """``command`` on the tiny corpora into ``out``: one epoch, no augmented copies."""
+    return ser_stream(
+        command,
+        *args,
         "--data",
-        str(tiny_corpora),
+        str(data),
         "--out",
         str(out),
         "--epochs",
         "1",
         "--no-augment",
         cache=cache,
+        timeout=timeout,
     )
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """One ``evaluate`` run of every protocol on the tiny corpora (speaker folds: fold 1)."""
+
+    out: Path
+    cache: Path
+    result: subprocess.CompletedProcess
+    metrics: dict
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_corpora, tmp_path_factory) -> Evaluated:
+    """The protocols share one run: each fold model and feature window is made once."""
+    out = tmp_path_factory.mktemp("eval")
+    cache = tmp_path_factory.mktemp("cache")
+    protocols = ["seed", "corpus", "room"] + (["channel"] if ffmpeg_available() else [])
+    result = tiny_run(
+        "evaluate",
+        *(arg for name in protocols for arg in ("--protocol", name)),
+        "--folds",
+        "1",
+        data=tiny_corpora,
+        out=out,
+        cache=cache,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    return Evaluated(out, cache, result, metrics)
+
+
+def test_train_writes_a_complete_artifact_that_predict_uses(tiny_corpora, tmp_path):
+    """train -> artifact with card; a second run hits the feature cache; predict serves it."""
+    out = tmp_path / "model"
+    cache = tmp_path / "cache"
+    first = tiny_run("train", data=tiny_corpora, out=out, cache=cache)
     assert first.returncode == 0, first.stderr[-3000:]
     for name in ("model.keras", "model.onnx", "config.json", "MODEL_CARD.md"):
         assert (out / name).is_file(), name
@@ -97,17 +138,7 @@ def test_train_writes_a_complete_artifact_that_predict_uses(tiny_corpora, tmp_pa
     assert "CC BY-NC-SA 4.0" in (out / "MODEL_CARD.md").read_text()
     assert "feature cache hit" not in first.stderr
 
-    second = ser_stream(
-        "train",
-        "--data",
-        str(tiny_corpora),
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "--no-augment",
-        cache=cache,
-    )
+    second = tiny_run("train", data=tiny_corpora, out=out, cache=cache)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "feature cache hit" in second.stderr
 
@@ -117,24 +148,10 @@ def test_train_writes_a_complete_artifact_that_predict_uses(tiny_corpora, tmp_pa
     assert json.loads(predicted.stdout)["file"] == str(clip)
 
 
-def test_evaluate_seed_protocol_writes_labelled_metrics_and_plot(tiny_corpora, tmp_path):
+@pytest.mark.timeout(900)
+def test_evaluate_seed_protocol_writes_labelled_metrics_and_plot(evaluated):
     """evaluate --protocol seed stores test/validation metrics, a confusion PNG and the card."""
-    out = tmp_path / "eval"
-    result = ser_stream(
-        "evaluate",
-        "--protocol",
-        "seed",
-        "--data",
-        str(tiny_corpora),
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "--no-augment",
-        cache=tmp_path / "cache",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+    out, metrics = evaluated.out, evaluated.metrics
     seed = metrics["seed"]
     assert seed["protocol"] == "seed"
     assert "speakers appear on both sides" in seed["description"]
@@ -145,24 +162,10 @@ def test_evaluate_seed_protocol_writes_labelled_metrics_and_plot(tiny_corpora, t
     assert "Seed protocol" in (out / "MODEL_CARD.md").read_text()
 
 
-def test_evaluate_corpus_protocol_holds_out_every_corpus_once(tiny_corpora, tmp_path):
+@pytest.mark.timeout(900)
+def test_evaluate_corpus_protocol_holds_out_every_corpus_once(evaluated):
     """evaluate --protocol corpus: each corpus is the test side once, on the shared labels."""
-    out = tmp_path / "eval"
-    result = ser_stream(
-        "evaluate",
-        "--protocol",
-        "corpus",
-        "--data",
-        str(tiny_corpora),
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "--no-augment",
-        cache=tmp_path / "cache",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+    out, metrics, result = evaluated.out, evaluated.metrics, evaluated.result
     corpus = metrics["corpus"]["held_out"]
     assert list(corpus) == ["ravdess", "tess", "savee"]
     assert corpus["tess"]["strict"]["n"] == 14 and corpus["savee"]["strict"]["n"] == 56
@@ -178,32 +181,13 @@ def test_evaluate_corpus_protocol_holds_out_every_corpus_once(tiny_corpora, tmp_
     assert "corpus savee" in result.stdout
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 @pytest.mark.skipif(not ffmpeg_available(), reason="the real-codec conditions need ffmpeg")
-def test_evaluate_channel_and_room_protocols_report_every_part(tiny_corpora, tmp_path):
+def test_evaluate_channel_and_room_protocols_report_every_part(tiny_corpora, evaluated, tmp_path):
     """evaluate --protocol channel/room --folds 1: every condition against the same clips
     clean, every test speaker heard in a room; the shipped model takes the pooled
     temperature and threshold."""
-    out = tmp_path / "eval"
-    result = ser_stream(
-        "evaluate",
-        "--protocol",
-        "channel",
-        "--protocol",
-        "room",
-        "--folds",
-        "1",
-        "--data",
-        str(tiny_corpora),
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "--no-augment",
-        cache=tmp_path / "cache",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+    out, metrics, result = evaluated.out, evaluated.metrics, evaluated.result
     speaker = metrics["speaker"]
     assert speaker["only_folds"] == [1]
     assert speaker["folds"][0]["test_speakers"] == ["ravdess-01", "savee-DC"]
@@ -236,18 +220,13 @@ def test_evaluate_channel_and_room_protocols_report_every_part(tiny_corpora, tmp
 
     # The shipped model can take its temperature from that evaluation's unseen speakers.
     model = tmp_path / "model"
-    trained = ser_stream(
+    trained = tiny_run(
         "train",
-        "--data",
-        str(tiny_corpora),
-        "--out",
-        str(model),
-        "--epochs",
-        "1",
-        "--no-augment",
         "--calibration-from",
         str(out / "metrics.json"),
-        cache=tmp_path / "cache",
+        data=tiny_corpora,
+        out=model,
+        cache=evaluated.cache,
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
     calibration = json.loads((model / "config.json").read_text())["calibration"]

@@ -5,14 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ser_stream.train.cross_fit import FoldRun, cross_fitted_temperatures
 from ser_stream.train.datasets import Clip
-from ser_stream.train.evaluate import (
-    EMOBOX_FOLDS,
-    OTHER_SPEAKER_FOLDS,
-    classification_metrics,
-    speaker_fold,
-    speaker_splits,
-)
+from ser_stream.train.folds import EMOBOX_FOLDS, OTHER_SPEAKER_FOLDS, speaker_fold, speaker_splits
+from ser_stream.train.protocol_corpus import tess_word_split
+from ser_stream.train.scores import ClipScores, classification_metrics, cross_corpus_metrics
 from ser_stream.train.training import balanced_weights
 
 
@@ -130,8 +127,6 @@ class TestClassificationMetrics:
 class TestCrossCorpusMetrics:
     def test_strict_leaves_calm_clips_out_and_counts_calm_predictions_wrong(self):
         """Strict: calm clips are not scored; a clip predicted calm is an error."""
-        from ser_stream.train.evaluate import cross_corpus_metrics
-
         neutral, happy, calm = 0, 1, 7
         y_true = np.array([neutral, neutral, happy, calm])
         y_pred = np.array([calm, neutral, happy, neutral])
@@ -141,8 +136,6 @@ class TestCrossCorpusMetrics:
 
     def test_calm_as_neutral_merges_both_sides(self):
         """Calm counted as neutral: calm truth and calm predictions both become neutral."""
-        from ser_stream.train.evaluate import cross_corpus_metrics
-
         y_true = np.array([0, 0, 1, 7])
         y_pred = np.array([7, 0, 1, 0])
         merged = cross_corpus_metrics(y_true, y_pred)["calm_as_neutral"]
@@ -152,8 +145,6 @@ class TestCrossCorpusMetrics:
 class TestTessWordSplit:
     def test_words_never_straddle_the_split(self):
         """Every word's clips (all emotions, both speakers) land on one side."""
-        from ser_stream.train.evaluate import _tess_word_split
-
         clips = [
             Clip(Path(f"{s}_{w}_{e}.flac"), "happy", "tess", f"tess-{s}")
             for s in ("OAF", "YAF")
@@ -161,7 +152,7 @@ class TestTessWordSplit:
             for e in ("happy", "sad")
         ]
         ids = np.arange(len(clips))
-        train, val = _tess_word_split(clips, ids, seed=0)
+        train, val = tess_word_split(clips, ids, seed=0)
         words = lambda part: {clips[i].path.stem.split("_")[1] for i in part}  # noqa: E731
         assert not words(train) & words(val)
         assert len(words(val)) == 4 and len(train) + len(val) == len(clips)
@@ -169,8 +160,6 @@ class TestTessWordSplit:
 
 class TestCrossFittedCalibration:
     def run(self, fold: int, sharpness: float, seed: int):
-        from ser_stream.train.evaluate import ClipScores, _FoldRun
-
         rng = np.random.default_rng(seed)
         logits = rng.normal(0, 1.5, (300, 8))
         truth = np.array(
@@ -180,15 +169,18 @@ class TestCrossFittedCalibration:
         probs = sharp / sharp.sum(axis=1, keepdims=True)
         clips = np.arange(300)
         scores = ClipScores(clips, truth, probs, probs, truth, probs, probs, clips)
-        return _FoldRun(fold, (fold,), 1.0, scores, scores, {})
+        return FoldRun(fold, (fold,), 1.0, scores, scores, {})
 
     def test_no_fold_is_calibrated_on_its_own_test_speakers(self):
         """A fold's temperature comes from the other folds: an odd fold does not pull its own."""
         from ser_stream.train.calibration import fit_temperature
-        from ser_stream.train.evaluate import _cross_fitted_temperatures
 
         runs = [self.run(1, 2.0, 0), self.run(2, 2.0, 1), self.run(3, 0.5, 2)]
-        temperatures = _cross_fitted_temperatures(runs)
+        temperatures = cross_fitted_temperatures(
+            [r.clean.window_raw for r in runs],
+            [r.clean.window_true for r in runs],
+            [r.validation_temperature for r in runs],
+        )
         others = runs[:2]
         expected = fit_temperature(
             np.concatenate([r.clean.window_raw for r in others]),
@@ -199,6 +191,43 @@ class TestCrossFittedCalibration:
 
     def test_a_lone_fold_keeps_its_validation_temperature(self):
         """With one fold there is nothing else to fit on."""
-        from ser_stream.train.evaluate import _cross_fitted_temperatures
+        run = self.run(1, 2.0, 0)
+        lone = cross_fitted_temperatures([run.clean.window_raw], [run.clean.window_true], [1.0])
+        assert lone == [1.0]
 
-        assert _cross_fitted_temperatures([self.run(1, 2.0, 0)]) == [1.0]
+
+class TestClipScores:
+    def scores(self) -> ClipScores:
+        """Clips 5, 7 and 9 with 2, 1 and 3 windows."""
+        clips = np.array([5, 7, 9])
+        window_clip = np.array([5, 5, 7, 9, 9, 9])
+        rng = np.random.default_rng(0)
+        window = rng.dirichlet(np.ones(8), size=6)
+        means = np.stack([window[window_clip == c].mean(axis=0) for c in clips])
+        truth = np.array([0, 1, 2])
+        window_truth = np.array([0, 0, 1, 2, 2, 2])
+        return ClipScores(clips, truth, means, means, window_truth, window, window, window_clip)
+
+    def test_subset_keeps_the_windows_of_the_kept_clips_only(self):
+        """Dropping clip 7 drops its one window; the other clips keep theirs, in order."""
+        kept = self.scores().subset(np.array([True, False, True]))
+        assert kept.clip_ids.tolist() == [5, 9] and kept.y_true.tolist() == [0, 2]
+        assert kept.window_clip.tolist() == [5, 5, 9, 9, 9]
+        assert kept.window_true.tolist() == [0, 0, 2, 2, 2]
+        assert len(kept.window_raw) == len(kept.window_calibrated) == 5
+
+    def test_concatenate_joins_every_field_in_order(self):
+        """Two parts become one set of scores, the first part's clips and windows first."""
+        scores = self.scores()
+        first = scores.subset(np.array([True, False, False]))
+        rest = scores.subset(np.array([False, True, True]))
+        joined = ClipScores.concatenate([first, rest])
+        for field in ("clip_ids", "y_true", "raw", "window_clip", "window_calibrated"):
+            assert np.array_equal(getattr(joined, field), getattr(scores, field)), field
+
+    def test_empty_scores_no_clip_and_no_window(self):
+        """Empty scores have the label columns, so they join with others."""
+        empty = ClipScores.empty()
+        assert empty.raw.shape == (0, 8) and empty.window_raw.shape == (0, 8)
+        joined = ClipScores.concatenate([empty, self.scores()])
+        assert joined.clip_ids.tolist() == [5, 7, 9]

@@ -11,18 +11,17 @@ import pytest
 from ser_stream.labels import LABELS
 from ser_stream.train.calibration import abstention_metrics
 from ser_stream.train.channels import DESCRIPTIONS, SHARED_WITH_TRAINING
-from ser_stream.train.evaluate import (
+from ser_stream.train.cross_fit import FoldRun, cross_fitted_abstention
+from ser_stream.train.experiments import main as experiments_main
+from ser_stream.train.model_card import headline, write_model_card
+from ser_stream.train.protocol_channel import channel_report
+from ser_stream.train.protocol_room import room_report
+from ser_stream.train.scores import (
     ClipScores,
-    _channel_report,
-    _cross_fitted_abstention,
-    _FoldRun,
-    _room_report,
     calibration_report,
     classification_metrics,
     cross_corpus_metrics,
 )
-from ser_stream.train.experiments import main as experiments_main
-from ser_stream.train.model_card import headline, write_model_card
 
 
 def metrics_of(ua: float) -> dict:
@@ -108,8 +107,7 @@ class TestHeadline:
 class TestModelCard:
     def test_card_reports_all_four_protocols_and_calibration(self, tmp_path: Path):
         """Seed, speaker (with live sessions), cross-corpus, channel and ECE all appear."""
-        (tmp_path / "metrics.json").write_text(json.dumps(metrics_of(0.6)))
-        card = write_model_card(tmp_path).read_text()
+        card = card_of(tmp_path, metrics_of(0.6))
         for heading in ("Seed protocol", "Speaker-independent", "Cross-corpus", "Channel shift"):
             assert heading in card
         assert "| telephone band 300-3400 Hz + 8 kHz mu-law |" in card
@@ -123,12 +121,7 @@ class TestModelCard:
 
     def test_experiments_command_writes_the_table_from_run_folders(self, tmp_path: Path):
         """Each RUN_DIR=CHANGE becomes a row whose figures are that run's metrics."""
-        runs = []
-        for name, ua in (("base", 0.4), ("better", 0.7)):
-            folder = tmp_path / name
-            folder.mkdir()
-            (folder / "metrics.json").write_text(json.dumps(metrics_of(ua)))
-            runs.append(f"{folder}={name} change")
+        runs = run_folders(tmp_path, {"base": metrics_of(0.4), "better": metrics_of(0.7)})
         model = tmp_path / "model"
         model.mkdir()
         experiments_main([str(model), *runs, "--note", "screens used older seeds"])
@@ -143,8 +136,6 @@ class TestModelCard:
 
 def test_calibration_report_pools_windows_and_clips():
     """The report's ECEs are computed over all scores given, before and after calibration."""
-    from ser_stream.train.evaluate import ClipScores
-
     probs = np.full((4, len(LABELS)), 1 / len(LABELS))
     truth = np.zeros(4, dtype=np.int64)
     scores = ClipScores(truth, truth, probs, probs, truth, probs, probs, truth)
@@ -212,12 +203,12 @@ def speaker_channel_room() -> tuple[dict, dict, dict]:
     """Protocols speaker, channel and room of two folds (fold UA 60% and 40%)."""
     scores = [graded(6, 0), graded(4, 1000)]
     runs = [
-        _FoldRun(1, (1,), 1.0, scores[0], scores[0], {}, room_heard(4, 6)),
-        _FoldRun(2, (2,), 1.0, scores[1], scores[1], {}, room_heard(2, 4)),
+        FoldRun(1, (1,), 1.0, scores[0], scores[0], {}, room_heard(4, 6)),
+        FoldRun(2, (2,), 1.0, scores[1], scores[1], {}, room_heard(2, 4)),
     ]
     folds = [fold_metrics(k + 1, s) for k, s in enumerate(scores)]
     calibration = calibration_report(scores, [1.0, 1.0])
-    calibration["abstention"] = _cross_fitted_abstention(runs, [1.0, 1.0], scores)
+    calibration["abstention"] = cross_fitted_abstention(runs, [1.0, 1.0], scores)
     all_ids = np.concatenate([s.clip_ids for s in scores])
     y_true = np.concatenate([s.y_true for s in scores])
     y_pred = np.concatenate([s.y_pred for s in scores])
@@ -246,8 +237,8 @@ def speaker_channel_room() -> tuple[dict, dict, dict]:
         "command": "ser-stream evaluate --protocol speaker",
     }
     shifted = {"gsm": [graded(3, 0), graded(3, 1000)], "opus-12k": [graded(4), graded(4, 1000)]}
-    channel = _channel_report(shifted, scores, folds, DESCRIPTIONS, SHARED_WITH_TRAINING)
-    return speaker, channel, _room_report(runs)
+    channel = channel_report(shifted, scores, folds, DESCRIPTIONS, SHARED_WITH_TRAINING)
+    return speaker, channel, room_report(runs)
 
 
 def corpus_of(right: dict[str, int]) -> dict:
@@ -327,6 +318,24 @@ def card_of(tmp_path: Path, metrics: dict, config: dict | None = None) -> str:
     if config is not None:
         (tmp_path / "config.json").write_text(json.dumps(config))
     return write_model_card(tmp_path).read_text()
+
+
+def run_folders(tmp_path: Path, runs: dict[str, dict]) -> list[str]:
+    """A folder of each run's metrics, as ``RUN_DIR=CHANGE`` arguments of experiments."""
+    arguments = []
+    for name, metrics in runs.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+        arguments.append(f"{folder}={name} change")
+    return arguments
+
+
+def table_of(model: Path, runs: list[str]) -> tuple[str, str]:
+    """The card that the experiments command writes for ``runs``, and its table's header."""
+    experiments_main([str(model), *runs])
+    card = (model / "MODEL_CARD.md").read_text()
+    return card, next(line for line in card.splitlines() if line.startswith("| recipe |"))
 
 
 class TestCurrentProtocols:
@@ -454,21 +463,12 @@ class TestCurrentProtocols:
 
     def test_experiments_table_shows_the_columns_some_run_measured(self, tmp_path):
         """New runs bring LOCO, EmoBox and room columns; cross columns only with old runs."""
-        runs = []
-        for name, metrics in (("new", current_metrics()), ("old", metrics_of(0.6))):
-            folder = tmp_path / name
-            folder.mkdir()
-            (folder / "metrics.json").write_text(json.dumps(metrics))
-            runs.append(f"{folder}={name} run")
+        runs = run_folders(tmp_path, {"new": current_metrics(), "old": metrics_of(0.6)})
         model = tmp_path / "model"
         model.mkdir()
-        experiments_main([str(model), runs[0]])
-        card = (model / "MODEL_CARD.md").read_text()
-        header = next(line for line in card.splitlines() if line.startswith("| recipe |"))
+        card, header = table_of(model, runs[:1])
         assert "LOCO mean UA" in header and "room loss (points)" in header
         assert "RAVDESS->TESS" not in header
         assert "| 40.0% | 30.0% |" in card  # LOCO mean and min
-        experiments_main([str(model), *runs])
-        card = (model / "MODEL_CARD.md").read_text()
-        header = next(line for line in card.splitlines() if line.startswith("| recipe |"))
+        card, header = table_of(model, runs)
         assert "RAVDESS->TESS UA" in header and "LOCO min UA" in header

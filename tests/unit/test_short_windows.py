@@ -10,9 +10,9 @@ from ser_stream.errors import InputError
 from ser_stream.messages import Window
 from ser_stream.stages.normalize import NormalizeConfig
 from ser_stream.testing import noise, silence, tone, voiced
+from ser_stream.train.cross_fit import cross_fitted_temperatures
 from ser_stream.train.short_windows import (
     VIEWS,
-    cross_fitted_temperatures,
     first_speech_window,
     first_window_rows,
     format_table,

@@ -9,7 +9,7 @@ import numpy as np
 from ser_stream.stages.normalize import NormalizeConfig, StreamNormalizer
 from ser_stream.train.cache import WindowSet
 from ser_stream.train.datasets import Clip
-from ser_stream.train.evaluate import EMOBOX_FOLDS, speaker_fold
+from ser_stream.train.folds import EMOBOX_FOLDS, speaker_fold
 from ser_stream.train.streams import (
     fold_babble,
     normalize_per_clip,
