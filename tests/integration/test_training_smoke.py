@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from ser_stream.testing import noise, voiced
+from ser_stream.testing import SER_STREAM, noise, voiced
 from ser_stream.train.codecs import ffmpeg_available
 
 pytest.importorskip("tensorflow")
@@ -23,7 +22,6 @@ TESS_SUFFIXES = ["neutral", "happy", "sad", "angry", "fear", "disgust", "ps"]
 SAVEE_CODES = ["n", "h", "sa", "a", "f", "d", "su"]
 
 # The console script installed beside this interpreter, as a user runs it.
-SER_STREAM = str(Path(sys.executable).with_name("ser-stream"))
 
 
 def write_clip(path: Path, seed: int, f0: float) -> None:

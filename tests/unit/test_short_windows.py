@@ -5,13 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ser_stream.analysis import AnalysisConfig, analyze
-from ser_stream.errors import InputError
-from ser_stream.messages import Window
-from ser_stream.stages.normalize import NormalizeConfig
-from ser_stream.testing import noise, silence, tone, voiced
-from ser_stream.train.cross_fit import cross_fitted_temperatures
-from ser_stream.train.short_windows import (
+from benchmarks.short_windows import (
     VIEWS,
     first_speech_window,
     first_window_rows,
@@ -21,6 +15,12 @@ from ser_stream.train.short_windows import (
     summarize,
     truncate_window,
 )
+from ser_stream.analysis import AnalysisConfig, analyze
+from ser_stream.errors import InputError
+from ser_stream.messages import Window
+from ser_stream.stages.normalize import NormalizeConfig
+from ser_stream.testing import noise, silence, tone, voiced
+from ser_stream.train.cross_fit import cross_fitted_temperatures
 
 RATE = 16_000
 SPEECH = np.concatenate([noise(1.0, seed=1), voiced(2.5, seed=2), noise(1.0, seed=3)])
@@ -121,7 +121,7 @@ class TestScoring:
 
     def test_cut_only_keeps_the_clips_each_cut_shortened(self):
         """Only clips whose first window reaches the cut length count for that cut."""
-        from ser_stream.train.short_windows import _cut_only
+        from benchmarks.short_windows import _cut_only
 
         ids = np.array([10, 11, 12])
         truth = np.array([0, 1, 2])

@@ -27,7 +27,7 @@ statistics. Calibration is the protocol's: each fold's temperature is fitted on 
 requested folds' test windows (a lone fold keeps its validation temperature); for one
 window per clip it cannot change the predicted label.
 
-Run ``python -m ser_stream.train.short_windows --folds 1,4 --out runs/short-windows``.
+Run ``python -m benchmarks.short_windows --folds 1,4 --out runs/short-windows``.
 """
 
 from __future__ import annotations
@@ -398,7 +398,7 @@ def run(
         "folds": per_fold,
         "seconds": round(time.time() - started, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
-        "command": "python -m ser_stream.train.short_windows " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks.short_windows " + " ".join(sys.argv[1:]),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -442,9 +442,9 @@ def _parse_folds(text: str) -> list[int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m ser_stream.train.short_windows --folds 1,4 --out DIR``."""
+    """Command line: ``python -m benchmarks.short_windows --folds 1,4 --out DIR``."""
     parser = argparse.ArgumentParser(
-        prog="python -m ser_stream.train.short_windows",
+        prog="python -m benchmarks.short_windows",
         description="Speaker-independent accuracy of early short windows "
         f"({', '.join(f'{s:g} s' for s in SHORT_LENGTHS_S)}) against all windows and the "
         "first full window.",
