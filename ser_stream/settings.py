@@ -21,6 +21,7 @@ from ser_stream.errors import InputError
 
 __all__ = [
     "FIRST_WINDOW_S",
+    "FRAME_MS",
     "HEARTBEAT_S",
     "HWM",
     "MAX_REPLICAS",
@@ -48,6 +49,8 @@ MAX_REPLICAS = 32
 """The most processes one stage may run as."""
 FIRST_WINDOW_S = 0.8
 """The first emotion of an utterance comes after this much speech (``--first-window``)."""
+FRAME_MS = 30
+"""The capture's frames, and the VAD's: 30 ms of audio each (WebRTC takes 10, 20 or 30)."""
 
 
 def _sample_rate() -> int:

@@ -21,10 +21,10 @@ import numpy as np
 from ser_stream.audio import SAMPLE_RATE
 from ser_stream.errors import InputError
 from ser_stream.messages import Audio, Event, Heartbeat
+from ser_stream.settings import FRAME_MS
 
 __all__ = ["BlockBuffer", "InputDevice", "input_devices", "mic_frames", "open_check"]
 
-FRAME_MS = 30
 _OR_FILE = "or use --source file:PATH"
 
 

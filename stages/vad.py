@@ -20,7 +20,7 @@ from ser_stream.adapter import AudioTimeline, CoreStream
 from ser_stream.audio import SAMPLE_RATE
 from ser_stream.errors import InputError
 from ser_stream.messages import Audio, Event, Kind, Noise, Window
-from ser_stream.settings import FIRST_WINDOW_S, STOP_ON_SILENCE_S
+from ser_stream.settings import FIRST_WINDOW_S, FRAME_MS, STOP_ON_SILENCE_S
 from ser_stream.stage import StageContext, StageSpec
 from ser_stream.stages.vad_state import NoiseChunks, SilenceTracker, TriggerRing, Utterance
 from ser_stream.stages.voicing import (
@@ -80,7 +80,7 @@ class VADConfig:
 
     engine: str = "webrtc"
     aggressiveness: int = 2
-    frame_ms: int = 30
+    frame_ms: int = FRAME_MS
     silero_threshold: float = 0.5
     energy_margin_db: float | None = 6.0
     floor_memory_s: float = 2.0
