@@ -20,9 +20,9 @@ import pytest
 import zmq
 
 from ser_stream.messages import Audio, EndOfStream
-from ser_stream.testing import noise, voiced
+from ser_stream.testing import finish, noise, voiced, wait_for
 from ser_stream.wire import Envelope, encode
-from tests.faults.helpers import assert_ledger_holds, finish, start_up, wait_for
+from tests.faults.helpers import assert_ledger_holds, start_up
 
 BAD_PER_FRAME = 5
 FRAME = 320  # 20 ms at 16 kHz
