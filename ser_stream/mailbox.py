@@ -21,7 +21,7 @@ import zmq.asyncio
 
 from ser_stream.errors import WireError
 from ser_stream.messages import EndOfStream, Kind
-from ser_stream.transport import Transport, ack_endpoint, shard_of
+from ser_stream.transport import Transport, ack_endpoint, shard_of, take_waiting
 from ser_stream.wire import MAX_HEADER_BYTES, Envelope, decode
 
 __all__ = ["Arrival", "Inbox", "Outbox"]
@@ -166,13 +166,7 @@ class Inbox:
 
     async def take_waiting(self, most: int) -> deque[list[bytes]]:
         """The messages that have arrived, ``most`` at most: this stage's queue now."""
-        waiting: deque[list[bytes]] = deque()
-        while len(waiting) < most:
-            try:
-                waiting.append(await self.sock.recv_multipart(zmq.NOBLOCK))
-            except zmq.Again:
-                break
-        return waiting
+        return await take_waiting(self.sock, most)
 
     async def drain(self, process: Callable[[list[Arrival]], Awaitable[None]]) -> None:
         """On shutdown, finish what already arrived (bounded by the ack timeout)."""

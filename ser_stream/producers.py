@@ -1,7 +1,8 @@
-"""The ``zmq:ENDPOINT`` source: audio pushed by other programs, each naming its streams.
+"""The rules of the ``zmq:ENDPOINT`` source: what producers' messages may be, and their turns.
 
-A socket loop, so it lives beside the runtime, not among the stage cores: the capture
-process runs it as its source (``ser-stream stage capture --source zmq:ENDPOINT``).
+No sockets here: :class:`Producers` takes decoded messages and gives what goes on, so the
+rules are tested without a pipeline. The socket side, on the capture's loop and transport,
+is :mod:`ser_stream.producer_source`.
 
 Producers are strangers, so every message is checked and cut before it goes on:
 
@@ -28,20 +29,17 @@ Producers are strangers, so every message is checked and cut before it goes on:
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ser_stream.audio import SAMPLE_RATE
-from ser_stream.messages import Audio, EndOfStream, ErrorMsg, Heartbeat
-from ser_stream.stage import ENDED_MEMORY, MAX_OPEN_STREAMS
+from ser_stream.messages import Audio, EndOfStream, ErrorMsg
+from ser_stream.stage import ENDED_MEMORY
 
 if TYPE_CHECKING:
-    from ser_stream.security import CurveKeys
     from ser_stream.wire import Envelope
 
 __all__ = [
@@ -52,7 +50,7 @@ __all__ = [
     "MIN_RATE",
     "PRODUCER_SILENT_S",
     "READ_AHEAD_S",
-    "zmq_frames",
+    "Producers",
 ]
 
 
@@ -106,7 +104,7 @@ class _Stream:
     last_reason: str = ""
 
 
-class _Producers:
+class Producers:
     """The state of every producer stream, and the turn order in which they send."""
 
     def __init__(self, frame: int, max_streams: int, log) -> None:
@@ -295,6 +293,7 @@ class _Producers:
 
     @property
     def waiting(self) -> bool:
+        """Whether anything waits to go on (frames, reports, or a count of reports)."""
         return any(state.pending or state.untold for _, state in self.streams())
 
 
@@ -311,109 +310,3 @@ def _refusal(body: Audio) -> str:
     if np.issubdtype(samples.dtype, np.floating) and not np.all(np.isfinite(samples)):
         return "audio contains NaN or infinite samples"
     return ""
-
-
-def _log_refusals(monitor, log) -> None:
-    """Log each connection the CURVE server refused (never waits)."""
-    from zmq.utils.monitor import recv_monitor_message
-
-    while monitor.poll(0):
-        event = recv_monitor_message(monitor)
-        log.warning("connection refused: handshake failed", zmq_event=int(event["event"]),
-                    endpoint=event["endpoint"].decode(errors="replace"))  # fmt: skip
-
-
-def zmq_frames(
-    endpoint: str,
-    *,
-    idle_timeout_s: float | None = None,
-    silent_s: float = PRODUCER_SILENT_S,
-    max_streams: int = MAX_OPEN_STREAMS,
-    keys: CurveKeys | None = None,
-) -> Iterator[Heartbeat | tuple]:
-    """Streams from external producers that PUSH ``audio`` messages to ``endpoint``.
-
-    The capture binds a PULL socket there; any number of producers connect, each naming its
-    stream in the messages' ``stream`` field, and each stream keeps that id through the
-    pipeline. Audio is checked, resampled to 16 kHz and cut into frames as the module says;
-    a producer's ``end_of_stream`` ends its stream (only), and so does ``silent_s`` of
-    listening without a message from it (reason ``error``, with an error record saying so).
-    A malformed message is logged and skipped, and an :class:`ErrorMsg` saying why goes
-    downstream under stream ``-`` for the accounting. The ``ts`` a producer puts on its
-    audio travel on with every frame of it (the capture adds its own). At most
-    ``max_streams`` streams are open at once: a message of one more is refused with an
-    error record under ``-``. With ``keys``, a tcp:// endpoint takes only producers that
-    hold an authorized CURVE key (see :mod:`ser_stream.security`). While no producer sends,
-    a :class:`Heartbeat` comes every half second, so the caller can notice a stop request.
-    """
-    import zmq
-
-    from ser_stream.errors import WireError
-    from ser_stream.logs import get_logger
-    from ser_stream.security import secure, stop_authenticators
-    from ser_stream.stages.capture import FRAME_MS
-    from ser_stream.transport import bind_endpoint
-    from ser_stream.wire import MAX_FRAME_BYTES, decode
-
-    log = get_logger(stage="capture", source=endpoint)
-    context = zmq.Context()
-    sock = context.socket(zmq.PULL)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
-    authenticators: dict = {}
-    secure(sock, endpoint, keys, server=True, authenticators=authenticators)
-    refusals = None
-    if keys is not None and endpoint.startswith("tcp://"):
-        # A NULL or PLAIN client fails the handshake before any key is asked for: only the
-        # socket's own events tell of it.
-        refusals = sock.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-        )
-    bind_endpoint(sock, endpoint)
-    producers = _Producers(SAMPLE_RATE * FRAME_MS // 1000, max_streams, log)
-    read_ahead = int(READ_AHEAD_S * SAMPLE_RATE)
-    idle_since = time.monotonic()
-    try:
-        while True:
-            producers.end_silent(silent_s)
-            if refusals is not None:
-                _log_refusals(refusals, log)
-            wait_s = producers.wait_s(time.monotonic())
-            timeout_s = 0.5 if wait_s is None else min(wait_s, 0.5)
-            room = read_ahead - producers.pending_samples
-            if room > 0:
-                waited = time.monotonic()
-                ready = sock.poll(round(timeout_s * 1000))
-                producers.listened += time.monotonic() - waited  # nothing there meanwhile
-                for _ in range(32 if ready else 0):  # a few, then a round of the turns
-                    try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    idle_since = time.monotonic()
-                    try:
-                        room -= producers.take(decode(frames))
-                    except WireError as exc:
-                        reason = f"producer message skipped: {exc}; follow docs/wire.md"
-                        producers.report("-", producers.nobody, reason)
-                    if room <= 0:
-                        break
-            else:
-                time.sleep(min(timeout_s, 0.05))  # the read-ahead is full: its frames wait
-            items = producers.turn(time.monotonic())
-            if items:
-                yield from items
-                continue
-            if idle_timeout_s is not None and not producers.waiting:
-                if time.monotonic() - idle_since > idle_timeout_s:
-                    return
-            yield Heartbeat("capture")  # nothing to send now: the caller may look at its flags
-    finally:
-        if refusals is not None:
-            sock.disable_monitor()
-            refusals.close(linger=0)
-        sock.close(linger=0)
-        stop_authenticators(authenticators)
-        context.term()

@@ -1,7 +1,10 @@
 """The source runtime: a stage without an inbox, sending what a source yields.
 
 It shares the stage's transport (:mod:`ser_stream.transport`): outputs sharded by stream,
-ends of stream resent until acknowledged, heartbeats to the supervisor.
+ends of stream resent until acknowledged, heartbeats to the supervisor. A source lives on the
+process's one loop: it is given the transport, and opens any socket it reads through it (the
+producers' source); a plain iterator (a file, stdin, a microphone) is read in the worker
+thread (:func:`read_in_thread`).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 from ser_stream.errors import InputError
 from ser_stream.logs import get_logger
@@ -20,11 +23,25 @@ from ser_stream.stage import SequenceNumbers
 from ser_stream.transport import RuntimeSettings, Transport
 from ser_stream.wire import Body, Envelope
 
-__all__ = ["SourceItem", "SourceRuntime"]
+__all__ = ["Source", "SourceItem", "SourceRuntime", "read_in_thread"]
 
 SourceItem = Audio | Event | ErrorMsg | Heartbeat | tuple
 """What a source yields: a body of its own stream, or ``(stream, body)`` for one of many,
 or ``(stream, body, timestamps)`` with a producer's own timestamps to keep."""
+
+Source = Callable[[Transport], AsyncIterator[SourceItem]]
+"""A source: given the process's transport, the items it yields on the process's loop."""
+
+
+def read_in_thread(frames: Iterator[SourceItem]) -> Source:
+    """A source of a blocking iterator: each item read in the worker thread, off the loop."""
+
+    async def items(transport: Transport) -> AsyncIterator[SourceItem]:
+        loop = asyncio.get_running_loop()
+        while (item := await loop.run_in_executor(None, next, frames, None)) is not None:
+            yield item
+
+    return items
 
 
 class SourceRuntime:
@@ -45,7 +62,7 @@ class SourceRuntime:
     def __init__(
         self,
         stream: str,
-        frames: Iterator[SourceItem],
+        source: Source,
         outputs: str | Sequence[str],
         *,
         realtime: bool,
@@ -63,7 +80,7 @@ class SourceRuntime:
         self.control = control
         self.replica = replica
         self.named_streams = named_streams
-        self.frames = frames
+        self.source = source
         self.outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
         self.realtime = realtime
         self.counters: Counter = Counter()
@@ -149,30 +166,37 @@ class SourceRuntime:
 
     async def _send_frames(self, outbox: Outbox) -> tuple[str, int]:
         """Send what the source yields until it ends, fails or a stop; why it ended."""
-        loop = asyncio.get_running_loop()
         started = time.monotonic()
-        while True:
-            await outbox.resend_overdue()
-            if self.transport.stopping:
-                return "signal", 0
-            try:
-                item = await loop.run_in_executor(None, next, self.frames, None)
-            except InputError as exc:  # the source cannot go on: say why, then end
-                self.counters["source_failed"] += 1
-                await self._send(outbox, self.stream, ErrorMsg(str(exc), "capture"))
-                return "error", 2
-            if item is None:
-                return "eof", 0
-            stamps: dict[str, int] = {}
-            if isinstance(item, tuple):
-                stream, frame, *rest = item
-                stamps = dict(rest[0]) if rest else {}
-            else:
-                stream, frame = self.stream, item
-            if isinstance(frame, Heartbeat):  # an idle source: look at the stop flag again
-                continue
-            self.transport.progress.took()
-            try:
-                await self._forward(outbox, stream, frame, stamps, started)
-            finally:
-                self.transport.progress.finished()
+        items = self.source(self.transport)
+        try:
+            while True:
+                await outbox.resend_overdue()
+                if self.transport.stopping:
+                    return "signal", 0
+                try:
+                    item = await anext(items, None)
+                except InputError as exc:  # the source cannot go on: say why, then end
+                    self.counters["source_failed"] += 1
+                    await self._send(outbox, self.stream, ErrorMsg(str(exc), "capture"))
+                    return "error", 2
+                if item is None:
+                    return "eof", 0
+                await self._item(outbox, item, started)
+        finally:
+            await items.aclose()  # a socket it reads closes now, not at the process's end
+
+    async def _item(self, outbox: Outbox, item: SourceItem, started: float) -> None:
+        """Send one item of the source on, unless it says the source is idle."""
+        stamps: dict[str, int] = {}
+        if isinstance(item, tuple):
+            stream, frame, *rest = item
+            stamps = dict(rest[0]) if rest else {}
+        else:
+            stream, frame = self.stream, item
+        if isinstance(frame, Heartbeat):  # an idle source: look at the stop flag again
+            return
+        self.transport.progress.took()
+        try:
+            await self._forward(outbox, stream, frame, stamps, started)
+        finally:
+            self.transport.progress.finished()

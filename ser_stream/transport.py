@@ -17,7 +17,7 @@ import asyncio
 import signal
 import time
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +40,7 @@ __all__ = [
     "ack_endpoint",
     "bind_endpoint",
     "shard_of",
+    "take_waiting",
 ]
 
 
@@ -79,6 +80,17 @@ def bind_endpoint(sock: zmq.Socket, endpoint: str) -> None:
             f"cannot bind {endpoint} ({exc.strerror}); another program may hold it, or the "
             "address is wrong: pick another endpoint"
         ) from exc
+
+
+async def take_waiting(sock: zmq.asyncio.Socket, most: int) -> deque[list[bytes]]:
+    """The messages that have arrived on ``sock``, ``most`` at most (never waits)."""
+    waiting: deque[list[bytes]] = deque()
+    while len(waiting) < most:
+        try:
+            waiting.append(await sock.recv_multipart(zmq.NOBLOCK))
+        except zmq.Again:
+            break
+    return waiting
 
 
 def shard_of(stream: str, shards: int) -> int:
@@ -151,15 +163,17 @@ class Transport:
         """Time until sends give up (infinite until stopping)."""
         return max(0.0, self._give_up_at - time.monotonic())
 
-    def start(self) -> None:
+    def start(self, *, signals: bool = True) -> None:
         """Signals stop the process from now on; the ZeroMQ context opens.
 
-        Blocking work (the cores, a source's reads) runs in one worker thread: it is done one
-        piece at a time anyway, and the process keeps a fixed number of threads for hours.
+        ``signals=False`` leaves the signals to a program that handles its own (a source run
+        without a pipeline). Blocking work (the cores, a source's reads) runs in one worker
+        thread: it is done one piece at a time anyway, and the process keeps a fixed number of
+        threads for hours.
         """
         self._stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT) if signals else ():
             try:
                 loop.add_signal_handler(sig, self.stop)
             except (NotImplementedError, RuntimeError):  # not the main thread
@@ -168,17 +182,28 @@ class Transport:
         self._context = zmq.asyncio.Context()
 
     def socket(
-        self, kind: int, *, linger_ms: int | None = None, max_message: int | None = None
+        self,
+        kind: int,
+        *,
+        linger_ms: int | None = None,
+        max_message: int | None = None,
+        hwm: int | None = None,
     ) -> zmq.asyncio.Socket:
-        """A socket of this process, closed at the end."""
+        """A socket of this process, closed at the end (``hwm``: other than the settings')."""
         assert self._context is not None, "start() first"
         sock = self._context.socket(kind)
-        sock.set_hwm(self.settings.hwm)
+        sock.set_hwm(self.settings.hwm if hwm is None else hwm)
         sock.setsockopt(zmq.LINGER, self.settings.linger_ms if linger_ms is None else linger_ms)
         if max_message is not None:
             sock.setsockopt(zmq.MAXMSGSIZE, max_message)
         self._sockets.append(sock)
         return sock
+
+    def monitor(self, sock: zmq.asyncio.Socket, events: int) -> zmq.asyncio.Socket:
+        """The socket that tells ``sock``'s ``events`` (refused handshakes), closed at the end."""
+        monitor = sock.get_monitor_socket(events)
+        self._sockets.append(monitor)
+        return monitor
 
     def bind(self, sock: zmq.asyncio.Socket, endpoint: str) -> None:
         """Bind (with CURVE on tcp://, and the listening socket handed over if there is one)."""

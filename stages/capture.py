@@ -3,9 +3,10 @@
 Sources are plain iterators of :class:`~ser_stream.messages.Audio` frames, so the same code
 feeds a stage process, a test, or a batch job. ``mic[:DEVICE]`` records a microphone
 (:mod:`ser_stream.stages.mic`); ``file:PATH`` reads any format and rate; ``stdin`` reads raw
-16-bit PCM of a given rate; ``zmq:ENDPOINT`` takes audio from other programs (a socket
-loop, so it lives beside the runtime: :mod:`ser_stream.producers`). The source runtime paces
-file and stdin frames at real time unless asked to go as fast as backpressure allows.
+16-bit PCM of a given rate; ``zmq:ENDPOINT`` takes audio from other programs (a socket on
+the capture's loop, so it lives beside the runtime: :mod:`ser_stream.producer_source`, its
+rules in :mod:`ser_stream.producers`). The source runtime paces file and stdin frames at real
+time unless asked to go as fast as backpressure allows.
 """
 
 from __future__ import annotations

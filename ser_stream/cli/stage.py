@@ -160,9 +160,10 @@ def _resume(text: str | None) -> dict[str, float]:
 
 def _capture(args: argparse.Namespace) -> int:
     import asyncio
+    from functools import partial
 
-    from ser_stream.producers import zmq_frames
-    from ser_stream.source_runtime import SourceRuntime
+    from ser_stream.producer_source import producer_frames
+    from ser_stream.source_runtime import SourceRuntime, read_in_thread
     from ser_stream.stages.capture import (
         FAST_FRAME_MS,
         FRAME_MS,
@@ -184,19 +185,23 @@ def _capture(args: argparse.Namespace) -> int:
         if source.kind != "mic":  # the microphone source opens and checks the device itself
             check_source(source, decode_all=False)  # `up` decoded it all before it started
         if source.kind == "file":
-            frames = file_frames(
-                source.target,
-                frame_ms=FRAME_MS if source.realtime else FAST_FRAME_MS,
-                start_s=args.start_s,
+            frames = read_in_thread(
+                file_frames(
+                    source.target,
+                    frame_ms=FRAME_MS if source.realtime else FAST_FRAME_MS,
+                    start_s=args.start_s,
+                )
             )
         elif source.kind == "stdin":
-            frames = pcm_frames(rate=source.rate, start_s=args.start_s)
+            frames = read_in_thread(pcm_frames(rate=source.rate, start_s=args.start_s))
         elif source.kind == "mic":
-            frames = mic_frames(source.target, start_s=args.start_s, start_clock=args.start_clock)
-        else:
-            frames = zmq_frames(source.target, keys=keys)
+            frames = read_in_thread(
+                mic_frames(source.target, start_s=args.start_s, start_clock=args.start_clock)
+            )
+        else:  # on the process's loop, its socket from the runtime's transport (and keys)
+            frames = partial(producer_frames, endpoint=source.target)
     except InputError as exc:  # the runtime sends the reason downstream, so the session ends
-        frames = _failing(exc)
+        frames = read_in_thread(_failing(exc))
     runtime = SourceRuntime(
         args.stream,
         frames,

@@ -124,43 +124,54 @@ def test_a_flood_of_malformed_messages_keeps_the_good_stream(tmp_path):
 
 
 def test_time_the_capture_spends_blocked_downstream_is_not_the_producers_silence(tmp_path):
-    """The source itself, held up after its first items longer than the silence that ends a
-    stream.
+    """The source on a loop and transport as the capture runs it, held up after its first
+    items longer than the silence that ends a stream.
 
-    Each hold stands for a send that waits on a full queue downstream: the producer has sent
-    on meanwhile, so its stream must end as it ended it, every malformed message counted.
+    Each hold stands for a send that waits on a full queue downstream (the loop runs on, the
+    source waits at its last item): the producer has sent on meanwhile, so its stream must
+    end as it ended it, every malformed message counted.
     """
-    import time
+    import asyncio
+    from collections import Counter
 
+    from ser_stream.logs import get_logger
     from ser_stream.messages import ErrorMsg, Heartbeat
-    from ser_stream.producers import zmq_frames
+    from ser_stream.producer_source import producer_frames
+    from ser_stream.transport import RuntimeSettings, Transport
 
     endpoint = f"ipc://{tmp_path}/in"
-    frames = zmq_frames(endpoint, silent_s=0.1)
-    assert isinstance(next(frames), Heartbeat)  # bound: the producer may connect
     sent: list[int] = []
     done = threading.Event()
-    threading.Thread(target=flood, args=(endpoint, sent, done), daemon=True).start()
     found: list[dict] = []
-    ending = None
-    held = 0
-    try:
-        for item in frames:
-            if isinstance(item, Heartbeat):
-                continue
-            stream, body = item[0], item[1]
-            if isinstance(body, ErrorMsg):
-                found.append({"kind": "error", "stream": stream, "reason": body.reason})
-            elif isinstance(body, EndOfStream):
-                ending = (stream, body.reason)
-            if ending and sent and counted_malformed(found) >= sent[0]:
-                break
-            if held < 10:
-                held += 1
-                time.sleep(0.2)  # blocked downstream, twice the silence that ends a stream
-    finally:
-        done.set()
-        frames.close()
-    assert ending == ("good", "eof")
+
+    async def capture() -> tuple[str, str] | None:
+        transport = Transport(RuntimeSettings(), Counter(), get_logger(stage="test"))
+        transport.start(signals=False)
+        frames = producer_frames(transport, endpoint, silent_s=0.1)
+        ending = None
+        held = 0
+        try:
+            assert isinstance(await anext(frames), Heartbeat)  # bound: the producer may connect
+            threading.Thread(target=flood, args=(endpoint, sent, done), daemon=True).start()
+            async for item in frames:
+                if isinstance(item, Heartbeat):
+                    continue
+                stream, body = item[0], item[1]
+                if isinstance(body, ErrorMsg):
+                    found.append({"kind": "error", "stream": stream, "reason": body.reason})
+                elif isinstance(body, EndOfStream):
+                    ending = (stream, body.reason)
+                if ending and sent and counted_malformed(found) >= sent[0]:
+                    break
+                if held < 10:
+                    held += 1
+                    await asyncio.sleep(0.2)  # blocked downstream, twice the silence that ends
+        finally:
+            done.set()
+            await frames.aclose()
+            transport.finish()
+        return ending
+
+    assert asyncio.run(capture()) == ("good", "eof")
     assert all(record["stream"] == "-" for record in found), found
     assert counted_malformed(found) == sent[0]

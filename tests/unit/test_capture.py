@@ -80,34 +80,53 @@ class TestPCM:
 
 
 def test_a_producer_that_goes_silent_has_its_stream_ended_and_the_others_go_on(tmp_path):
+    import asyncio
     import json
-    import threading
-    import time
+    from collections import Counter
 
     import zmq
 
-    from ser_stream.messages import EndOfStream, ErrorMsg
-    from ser_stream.producers import zmq_frames
+    from ser_stream.logs import get_logger
+    from ser_stream.messages import Audio, EndOfStream, ErrorMsg
+    from ser_stream.producer_source import producer_frames
+    from ser_stream.transport import RuntimeSettings, Transport
 
     endpoint = f"ipc://{tmp_path}/in"
-    frames = zmq_frames(endpoint, idle_timeout_s=3.0, silent_s=1.0)
-    items = []
-    reader = threading.Thread(target=lambda: items.extend(frames))
-    reader.start()
-    context = zmq.Context()
-    push = context.socket(zmq.PUSH)
-    push.connect(endpoint)
     pcm = np.zeros(480, "<i2")
-    for stream in ("gone", "here"):
-        header = {"v": 1, "kind": "audio", "stream": stream, "seq": 0, "ts": {}}
-        header.update(sample_rate=16_000, t_start=0.0, dtype="int16", shape=[480])
-        push.send_multipart([json.dumps(header).encode(), pcm.tobytes()])
-    time.sleep(0.5)
-    end = {"v": 1, "kind": "end_of_stream", "stream": "here", "seq": 1, "ts": {}, "reason": "eof"}
-    push.send_multipart([json.dumps(end).encode()])
-    reader.join(timeout=20)
-    push.close(linger=0)
-    context.term()
+
+    async def capture() -> list:
+        transport = Transport(RuntimeSettings(), Counter(), get_logger(stage="test"))
+        transport.start(signals=False)
+        frames = producer_frames(transport, endpoint, idle_timeout_s=3.0, silent_s=1.0)
+        context = zmq.Context()
+        push = context.socket(zmq.PUSH)
+        items: list = []
+        try:
+            first = await anext(frames)  # the source is bound and listening
+            items.append(first)
+            push.connect(endpoint)
+            for stream in ("gone", "here"):
+                header = {"v": 1, "kind": "audio", "stream": stream, "seq": 0, "ts": {}}
+                header.update(sample_rate=16_000, t_start=0.0, dtype="int16", shape=[480])
+                push.send_multipart([json.dumps(header).encode(), pcm.tobytes()])
+            heard: set[str] = set()
+            async for item in frames:
+                items.append(item)
+                if isinstance(item, tuple) and isinstance(item[1], Audio):
+                    heard.add(item[0])
+                    if heard == {"gone", "here"}:  # both heard: only "here" says it ends
+                        end = {"v": 1, "kind": "end_of_stream", "stream": "here", "seq": 1,
+                               "ts": {}, "reason": "eof"}  # fmt: skip
+                        push.send_multipart([json.dumps(end).encode()])
+                        heard.add("ended")
+        finally:
+            await frames.aclose()
+            push.close(linger=0)
+            context.term()
+            transport.finish()
+        return items
+
+    items = asyncio.run(capture())
     tagged = [item for item in items if isinstance(item, tuple)]
     ends = {stream: body.reason for stream, body in tagged if isinstance(body, EndOfStream)}
     assert ends == {"here": "eof", "gone": "error"}

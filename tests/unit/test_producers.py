@@ -7,13 +7,13 @@ import pytest
 
 from ser_stream.logs import get_logger
 from ser_stream.messages import Audio, EndOfStream, ErrorMsg
-from ser_stream.producers import BURST_S, MAX_AHEAD_S, MAX_SPEED, _Producers
+from ser_stream.producers import BURST_S, MAX_AHEAD_S, MAX_SPEED, Producers
 from ser_stream.wire import Envelope
 
 
 @pytest.fixture
-def producers() -> _Producers:
-    return _Producers(480, max_streams=4, log=get_logger(stage="test"))
+def producers() -> Producers:
+    return Producers(480, max_streams=4, log=get_logger(stage="test"))
 
 
 def audio(stream: str, seq: int, seconds: float, rate: int = 16_000) -> Envelope:
@@ -21,7 +21,7 @@ def audio(stream: str, seq: int, seconds: float, rate: int = 16_000) -> Envelope
     return Envelope(stream, seq, Audio(samples, rate, 0.0))
 
 
-def drain(producers: _Producers, now: float = 0.0) -> list[tuple]:
+def drain(producers: Producers, now: float = 0.0) -> list[tuple]:
     out = []
     while items := producers.turn(now):
         out += items
