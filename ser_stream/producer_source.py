@@ -22,9 +22,9 @@ from ser_stream.errors import WireError
 from ser_stream.logs import get_logger
 from ser_stream.messages import Heartbeat
 from ser_stream.producers import MAX_MESSAGE_S, PRODUCER_SILENT_S, READ_AHEAD_S, Producers
+from ser_stream.settings import FRAME_MS
 from ser_stream.source_runtime import SourceItem
 from ser_stream.stage import MAX_OPEN_STREAMS
-from ser_stream.stages.capture import FRAME_MS
 from ser_stream.transport import Transport, take_waiting
 from ser_stream.wire import MAX_FRAME_BYTES, decode
 

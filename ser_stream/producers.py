@@ -10,7 +10,7 @@ Producers are strangers, so every message is checked and cut before it goes on:
   :data:`MIN_RATE` to :data:`MAX_RATE` Hz; others are refused with an error record that
   says why (after resampling, any larger one could exceed what the next stage takes);
 * accepted audio is resampled to 16 kHz and cut into frames of at most
-  :data:`~ser_stream.stages.capture.FRAME_MS`, which fit anywhere downstream;
+  :data:`~ser_stream.settings.FRAME_MS`, which fit anywhere downstream;
 * streams take turns: the frames waiting are sent one stream at a time, round robin, each
   stream at most :data:`MAX_SPEED` times real time after its first :data:`BURST_S`; a
   stream may have at most :data:`MAX_AHEAD_S` of audio waiting (more is refused with an

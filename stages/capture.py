@@ -22,9 +22,9 @@ import numpy as np
 from ser_stream.audio import SAMPLE_RATE, check_audio_file, stream_audio
 from ser_stream.errors import InputError
 from ser_stream.messages import Audio
+from ser_stream.settings import FRAME_MS
 
 __all__ = [
-    "FRAME_MS",
     "CaptureConfig",
     "check_endpoint",
     "file_frames",
@@ -32,9 +32,6 @@ __all__ = [
     "parse_source",
     "pcm_frames",
 ]
-
-FRAME_MS = 30
-"""Length of one captured frame."""
 
 FAST_FRAME_MS = 960
 """Length of a frame when a file goes as fast as it can: fewer, larger messages (nothing waits

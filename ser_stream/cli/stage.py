@@ -163,10 +163,10 @@ def _capture(args: argparse.Namespace) -> int:
     from functools import partial
 
     from ser_stream.producer_source import producer_frames
+    from ser_stream.settings import FRAME_MS
     from ser_stream.source_runtime import SourceRuntime, read_in_thread
     from ser_stream.stages.capture import (
         FAST_FRAME_MS,
-        FRAME_MS,
         SOURCE_FORMS,
         check_source,
         file_frames,
