@@ -8,6 +8,10 @@ the core emits sliding windows; at the end of an utterance it emits the tail. No
 audio goes downstream as :class:`Noise` for the denoiser. After speech, ``silence`` fires
 once no voiced frame came for ``silence_event_s``; before any speech, ``no_speech`` fires
 after ``no_speech_timeout_s`` if set.
+
+The core's state lives in :mod:`ser_stream.stages.vad_state`; what stays here (a little over
+400 lines) is what training, analysis and the bench import by this module's name: the
+config, the core, the window spans and the stage spec.
 """
 
 from __future__ import annotations
