@@ -60,12 +60,10 @@ $(BIN)/python:
 # The demo installs a plain copy (what a user gets); the tests an editable one.
 $(VENV)/.runtime: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP_INSTALL) .
-	$(BIN)/python -P -m ser_stream.warmup
 	touch $@
 
 $(VENV)/.dev: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP_INSTALL) -e '.[train,test]'
-	$(BIN)/python -P -m ser_stream.warmup
 	touch $@ $(VENV)/.runtime
 
 setup: system-packages $(VENV)/.runtime

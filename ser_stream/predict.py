@@ -127,7 +127,7 @@ def predict_files(
     """Predict each file in order; large batches run in worker processes.
 
     The first file is always predicted in this process. That loads every library the cores
-    use (librosa, its numba kernels, scipy, noisereduce: ~1.2 s), so workers forked
+    use (the ONNX session, the VAD engine), so workers forked
     afterwards start warm instead of each loading them again.
     """
     paths = list(paths)

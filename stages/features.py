@@ -7,7 +7,6 @@ matrix from the same audio.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -17,6 +16,7 @@ from ser_stream.audio import SAMPLE_RATE
 from ser_stream.errors import InputError
 from ser_stream.messages import Features, Kind, Window
 from ser_stream.stage import StageSpec
+from ser_stream.stages import spectral
 from ser_stream.stages.normalize import NormalizeConfig, StreamNormalizer
 
 __all__ = [
@@ -153,9 +153,11 @@ def fit_length(samples: np.ndarray, n_samples: int) -> np.ndarray:
 
 
 def extract_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Return the ``(config.n_frames, config.n_features)`` float32 matrix of one window."""
-    import librosa
+    """Return the ``(config.n_frames, config.n_features)`` float32 matrix of one window.
 
+    Computed with numpy alone (:mod:`ser_stream.stages.spectral`), equal to librosa's
+    features within the tolerance its parity test states.
+    """
     y = fit_length(np.asarray(samples, dtype=np.float32), config.window_samples)
     columns: list[np.ndarray] = []
     mel_db = mfcc = None
@@ -166,25 +168,26 @@ def extract_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     if "pitch" in config.kinds or "voicing" in config.kinds:
         pitch, voicing = _pitch_and_voicing(y, config)
     if needs_mel:
-        mel = _mel_spectrogram(y, config)
-        mel_db = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
-        mfcc = librosa.feature.mfcc(S=mel_db, n_mfcc=config.n_mfcc)
+        basis = spectral.mel_filter_bank(
+            config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax
+        )
+        mel_db = spectral.power_to_db(
+            basis @ spectral.power_spectrogram(y, config.n_fft, config.hop_length)
+        )
+        dct = spectral.dct_matrix(config.n_mfcc, config.n_mels)
+        mfcc = (dct @ mel_db.astype(np.float64)).astype(np.float32)
     for kind in config.kinds:
         if kind == "rms":
-            rms = librosa.feature.rms(y=y, frame_length=config.n_fft, hop_length=config.hop_length)
-            columns.append(np.log(rms + 1e-6))
+            rms = spectral.rms(y, config.n_fft, config.hop_length)
+            columns.append(np.log(rms + 1e-6)[None, :])
         elif kind == "zcr":
-            columns.append(
-                librosa.feature.zero_crossing_rate(
-                    y, frame_length=config.n_fft, hop_length=config.hop_length
-                )
-            )
+            columns.append(spectral.zero_crossing_rate(y, config.n_fft, config.hop_length)[None, :])
         elif kind == "mfcc":
             columns.append(mfcc)
         elif kind == "mfcc_delta":
-            columns.append(librosa.feature.delta(mfcc, order=1))
+            columns.append(spectral.delta(mfcc, order=1))
         elif kind == "mfcc_delta2":
-            columns.append(librosa.feature.delta(mfcc, order=2))
+            columns.append(spectral.delta(mfcc, order=2))
         elif kind == "logmel":
             columns.append(mel_db)
         elif kind == "pitch":
@@ -205,68 +208,22 @@ def extract_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return np.ascontiguousarray(matrix, dtype=np.float32)
 
 
-def _mel_spectrogram(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """``librosa.feature.melspectrogram`` of ``y`` (power 2), with the filter bank cached.
-
-    The same steps as librosa's (power STFT, then the filter bank by ``einsum``); only the
-    filter bank, which librosa rebuilds on every call, is built once per setting.
-    """
-    import librosa
-
-    power = (
-        np.abs(
-            librosa.stft(
-                y,
-                n_fft=config.n_fft,
-                hop_length=config.hop_length,
-                window="hann",
-                center=True,
-                pad_mode="constant",
-            )
-        )
-        ** 2.0
-    )
-    basis = _mel_basis(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax)
-    return np.einsum("...ft,mf->...mt", power, basis, optimize=True)
-
-
-@functools.lru_cache(maxsize=16)
-def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    """The mel filter bank of librosa for these settings, read-only (shared by every call)."""
-    import librosa
-
-    basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
-    basis.flags.writeable = False
-    return basis
-
-
 def _pitch_and_voicing(y: np.ndarray, config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame pitch (semitones above 100 Hz) and voicing (periodicity, 0 to 1).
 
-    YIN estimates the period of every frame (librosa's pYIN gives a voicing probability
+    YIN estimates the period of every frame (probabilistic YIN gives a voicing probability
     too, but costs ~170 ms per 3 s window); voicing is the normalized autocorrelation of
     the frame at that period, high only where the frame really repeats. Pitch is bridged
     across unvoiced frames by interpolation between voiced ones.
     """
-    import librosa
-
-    f0 = librosa.yin(
+    f0, voicing = spectral.yin(
         y,
         fmin=PITCH_RANGE_HZ[0],
         fmax=PITCH_RANGE_HZ[1],
-        sr=config.sample_rate,
+        sample_rate=config.sample_rate,
         frame_length=config.n_fft,
         hop_length=config.hop_length,
     )
-    padded = np.pad(y.astype(np.float64), config.n_fft // 2)
-    frames = librosa.util.frame(padded, frame_length=config.n_fft, hop_length=config.hop_length)
-    frames = frames[:, : f0.size]
-    lags = np.clip(np.round(config.sample_rate / f0).astype(int), 1, config.n_fft - 1)
-    voicing = np.zeros(f0.size)
-    for i, lag in enumerate(lags):
-        head, tail = frames[:-lag, i], frames[lag:, i]
-        energy = np.sqrt(float(head @ head) * float(tail @ tail))
-        voicing[i] = max(0.0, float(head @ tail) / energy) if energy > 1e-12 else 0.0
     semitones = 12.0 * np.log2(f0 / 100.0)
     voiced = voicing >= _VOICED
     if voiced.any():

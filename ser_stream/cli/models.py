@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 __all__ = ["add_commands"]
@@ -75,14 +74,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     from ser_stream.predict import predict_files
     from ser_stream.sinks import verdict_text
-    from ser_stream.warmup import kernels_cached
 
-    if not kernels_cached():
-        print(
-            "ser-stream: first run: compiling librosa's feature kernels once (20-30 s)...",
-            file=sys.stderr,
-            flush=True,
-        )
     failed = False
     for result in predict_files(args.files, args.model, workers=args.workers, vad_engine=args.vad):
         failed |= result.error is not None
@@ -99,7 +91,7 @@ def _predict(args: argparse.Namespace) -> int:
             verdict = verdict_text(label, result.probabilities.get(label, 0.0), result.confident)
             print(f"{result.file}: {verdict}  ({shares}; {windows})")
     # The process ends next: frozen objects skip the interpreter's final collection passes
-    # over everything librosa, numba and scipy allocated (~0.2 s of a one-file run).
+    # over everything the libraries allocated.
     gc.freeze()
     return 1 if failed else 0
 
