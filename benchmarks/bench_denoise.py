@@ -5,12 +5,17 @@ Writes ``benchmarks/reports/denoise.json``: the stage's cost per window with the
 denoise settings, the bundled speech sample over room noise cut into analysis windows and a
 noise profile of ``noise_memory_s`` of that noise. Three cases: windows within an utterance
 (the profile unchanged since the last window), the first window after new noise (the profile
-just changed), and a call of noisereduce itself as the reference.
+just changed), and a call of noisereduce itself as the reference. Also what a fresh process
+costs to build a core and gate one window: its resident memory (``VmRSS``) and time, three
+runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -28,6 +33,35 @@ def _time_ms(action, inputs, runs: int) -> list[float]:
         action(item)
         timings.append((time.perf_counter() - t0) * 1000)
     return timings
+
+
+FRESH = """
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np
+from ser_stream.messages import Noise, Window
+from ser_stream.stages.denoise import DenoiseCore
+rng = np.random.default_rng(0)
+core = DenoiseCore()
+core.push_noise(Noise((0.01 * rng.standard_normal(32_000)).astype(np.float32), 0.0, 2.0))
+core.push(Window((0.1 * rng.standard_normal(48_000)).astype(np.float32), 0.0, 3.0, 0, 0))
+seconds = time.perf_counter() - t0
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+heavy = ("scipy", "noisereduce", "librosa", "numba", "llvmlite", "tensorflow")
+print(json.dumps({
+    "vm_rss_mib": round(int(status["VmRSS"].split()[0]) / 1024, 1),
+    "import_and_first_window_s": round(seconds, 3),
+    "heavy_modules": sorted({m.split(".")[0] for m in sys.modules} & set(heavy)),
+}))
+"""
+"""A fresh interpreter: import the stage, build a core, hear 2 s of noise, gate a 3 s window."""
+
+
+def _fresh_process() -> dict:
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", FRESH], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout)
 
 
 def main() -> None:
@@ -87,6 +121,7 @@ def main() -> None:
         )
 
     noisereduce_call = _time_ms(reference, windows, args.runs)
+    fresh_runs = [_fresh_process() for _ in range(3)]
     write_report(
         "denoise",
         {
@@ -98,6 +133,7 @@ def main() -> None:
             "stage_per_window": percentiles(steady),
             "stage_per_window_after_new_noise": percentiles(changed),
             "noisereduce_reduce_noise_per_window": percentiles(noisereduce_call),
+            "fresh_process_core_and_one_window": fresh_runs,
             "windows": len(windows),
             "window_samples": int(np.median([w.samples.size for w in windows])),
         },

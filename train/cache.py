@@ -29,7 +29,7 @@ from ser_stream.analysis import AnalysisConfig, analyze
 from ser_stream.audio import load_audio
 from ser_stream.errors import InputError
 from ser_stream.logs import get_logger
-from ser_stream.stages import denoise, features, spectral, vad, vad_state, voicing
+from ser_stream.stages import denoise, features, spectral, spectral_gate, vad, vad_state, voicing
 from ser_stream.stages.normalize import NormalizeConfig
 from ser_stream.train import acoustics
 from ser_stream.train import augment as augment_module
@@ -53,6 +53,7 @@ _FEATURE_CODE = (
     denoise,
     features,
     spectral,
+    spectral_gate,
     vad,
     vad_state,
     voicing,

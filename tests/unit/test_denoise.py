@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -24,6 +27,31 @@ def pydub_normalize(pcm: np.ndarray, headroom: float) -> np.ndarray:
     segment = AudioSegment(pcm.tobytes(), frame_rate=RATE, sample_width=2, channels=1)
     normalized = effects.normalize(segment, headroom=headroom)
     return np.array(normalized.get_array_of_samples(), dtype=np.float64)
+
+
+HEAVY = ("scipy", "noisereduce", "librosa", "numba", "llvmlite", "tensorflow")
+"""Libraries no serving process may load: their memory and start-up are what issue 25 cut."""
+
+SERVE = f"""
+import json, sys
+import numpy as np
+from ser_stream.messages import Noise, Window
+from ser_stream.stages.denoise import DenoiseCore, normalize_peak, reduce_noise
+
+rng = np.random.default_rng(0)
+core = DenoiseCore()
+noise = (0.05 * rng.standard_normal(16_000)).astype(np.float32)
+core.push_noise(Noise(noise, 0.0, 1.0))
+samples = (0.1 * rng.standard_normal(48_000)).astype(np.float32)
+out = core.push(Window(samples, 0.0, 3.0, 0, 0)).samples
+longer_than_a_chunk = reduce_noise(np.tile(samples, 13), noise, 16_000, core.config)
+print(json.dumps({{
+    "gated": not np.allclose(out, normalize_peak(samples, core.config.headroom_db)),
+    "long_samples": longer_than_a_chunk.size,
+    "loaded": sorted({{name.split(".")[0] for name in sys.modules}} & set({HEAVY!r})),
+}}))
+"""
+"""A fresh interpreter builds a core, hears noise, gates a window and audio over a chunk."""
 
 
 def residual_ratio(samples: np.ndarray, clean: np.ndarray) -> float:
@@ -132,6 +160,14 @@ class TestDenoiseCore:
         np.testing.assert_allclose(out.samples, normalize_peak(self.NOISY, 0.1), rtol=1e-6)
         assert float(np.max(np.abs(out.samples))) == pytest.approx(TARGET_PEAK, rel=1e-6)
 
+    def test_less_than_a_frame_of_noise_only_normalizes(self):
+        """With min_noise_s at 0, noise shorter than one STFT frame leaves the window as is."""
+        core = DenoiseCore(DenoiseConfig(min_noise_s=0.0))
+        core.push_noise(Noise(noise(0.03, level=0.05, seed=9), 0.0, 0.03))
+        assert core.noise_profile.size == 480
+        out = core.push(window(self.NOISY))
+        np.testing.assert_allclose(out.samples, normalize_peak(self.NOISY, 0.1), rtol=1e-6)
+
     def test_disabled_only_normalizes(self):
         """enabled=False skips noise reduction even with a profile."""
         core = DenoiseCore(DenoiseConfig(enabled=False))
@@ -174,3 +210,15 @@ class TestDenoiseCore:
         core.push_noise(Noise(noise(1.0), 0.0, 1.0))
         out = core.push(window(np.zeros(8_000, dtype=np.float32)))
         assert np.all(np.isfinite(out.samples)) and not np.any(out.samples)
+
+
+class TestServingImports:
+    def test_gating_loads_no_heavy_library(self):
+        """Gating in a fresh process loads none of the heavy libraries."""
+        done = subprocess.run(
+            [sys.executable, "-P", "-c", SERVE], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["gated"] and report["long_samples"] == 13 * 48_000
+        assert report["loaded"] == []

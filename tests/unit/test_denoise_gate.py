@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+
 import noisereduce
 import numpy as np
 import pytest
+import scipy.signal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from noisereduce.spectralgate.stationary import SpectralGateStationary
 
+from ser_stream.errors import InputError
 from ser_stream.messages import Noise, Window
-from ser_stream.stages.denoise import (
-    DenoiseConfig,
-    DenoiseCore,
-    NoiseGate,
-    normalize_peak,
-    reduce_noise,
-)
+from ser_stream.stages.denoise import DenoiseConfig, DenoiseCore, normalize_peak, reduce_noise
+from ser_stream.stages.spectral_gate import NoiseGate, hann, smoothing_widths
 from ser_stream.testing import noise, room_tone, silence, tone, voiced
 
 RATE = 16_000
@@ -26,13 +26,19 @@ CONFIGS = [DenoiseConfig(), DenoiseConfig(prop_decrease=1.0, n_std_thresh=0.5)]
 
 
 def noisereduce_reference(
-    samples: np.ndarray, profile: np.ndarray, config: DenoiseConfig
+    samples: np.ndarray, profile: np.ndarray, config: DenoiseConfig, rate: int = RATE
 ) -> np.ndarray:
-    """The call the stage replaces: noisereduce's stationary gate, as configured."""
+    """The call the stage replaces: noisereduce's stationary gate, as configured.
+
+    The noise goes in as float64: noisereduce (through scipy.signal.stft) transforms float32
+    noise in single precision, where the gate computes its statistics in double; the same
+    noise values in float64 make noisereduce compute them as the gate does (the float32 call
+    is compared in TestNoiseStatistics).
+    """
     out = noisereduce.reduce_noise(
         y=samples,
-        sr=RATE,
-        y_noise=profile,
+        sr=rate,
+        y_noise=np.asarray(profile, dtype=np.float64),
         stationary=True,
         prop_decrease=config.prop_decrease,
         n_std_thresh_stationary=config.n_std_thresh,
@@ -40,6 +46,35 @@ def noisereduce_reference(
         padding=1024,
     )
     return np.asarray(out, dtype=np.float32)
+
+
+def gate_for(profile: np.ndarray, config: DenoiseConfig, rate: int = RATE) -> NoiseGate:
+    return NoiseGate(
+        profile, rate, prop_decrease=config.prop_decrease, n_std_thresh=config.n_std_thresh
+    )
+
+
+def noisereduce_statistics(profile: np.ndarray, config: DenoiseConfig, rate: int = RATE):
+    """noisereduce's gate object, with the arguments reduce_noise passes it."""
+    return SpectralGateStationary(
+        y=profile,
+        sr=rate,
+        y_noise=profile,
+        n_std_thresh_stationary=config.n_std_thresh,
+        chunk_size=600_000,
+        clip_noise_stationary=True,
+        padding=1024,
+        n_fft=512,
+        win_length=None,
+        hop_length=None,
+        time_constant_s=2.0,
+        freq_mask_smooth_hz=500,
+        time_mask_smooth_ms=50,
+        tmp_folder=None,
+        prop_decrease=config.prop_decrease,
+        use_tqdm=False,
+        n_jobs=1,
+    )
 
 
 def max_difference(a: np.ndarray, b: np.ndarray) -> float:
@@ -84,7 +119,7 @@ class TestNoiseGate:
     def test_matches_noisereduce_on_structured_audio(self, name, profile, config):
         """Speech over noise, noise, tones, clicks and silence come out as noisereduce's."""
         samples = STRUCTURED[name].astype(np.float32)
-        gate = NoiseGate(PROFILES[profile], RATE, config)
+        gate = gate_for(PROFILES[profile], config)
         expected = noisereduce_reference(samples, PROFILES[profile], config)
         assert max_difference(gate(samples), expected) <= TOLERANCE
 
@@ -107,12 +142,12 @@ class TestNoiseGate:
         profile = (noise_level * rng.standard_normal(noise_samples)).astype(np.float32)
         config = DenoiseConfig(prop_decrease=prop_decrease, n_std_thresh=n_std_thresh)
         expected = noisereduce_reference(samples, profile, config)
-        assert max_difference(NoiseGate(profile, RATE, config)(samples), expected) <= TOLERANCE
+        assert max_difference(gate_for(profile, config)(samples), expected) <= TOLERANCE
 
     def test_one_gate_serves_many_windows(self):
         """A gate used for several windows gives each the result of a fresh noisereduce call."""
         profile = PROFILES["fan"]
-        gate = NoiseGate(profile, RATE, DenoiseConfig())
+        gate = gate_for(profile, DenoiseConfig())
         for name in ("speech_over_fan", "noise_only", "short", "speech_over_fan"):
             samples = STRUCTURED[name]
             expected = noisereduce_reference(samples, profile, DenoiseConfig())
@@ -122,16 +157,103 @@ class TestNoiseGate:
         """Beyond noisereduce's 600000-sample chunk the result still matches it."""
         samples = np.tile(STRUCTURED["speech_over_hiss"], 13)[:600_500]
         expected = noisereduce_reference(samples, PROFILES["hiss"], DenoiseConfig())
-        gate = NoiseGate(PROFILES["hiss"], RATE, DenoiseConfig())
+        gate = gate_for(PROFILES["hiss"], DenoiseConfig())
         assert max_difference(gate(samples), expected) <= TOLERANCE
+
+    @pytest.mark.parametrize("rate", [8_000, 22_050, 44_100])
+    @pytest.mark.parametrize("name", ["speech_over_fan", "clicks", "short"])
+    def test_matches_noisereduce_at_other_sample_rates(self, name, rate):
+        """Other rates give other smoothing triangles (odd and even widths): still noisereduce's."""
+        samples, profile = STRUCTURED[name], PROFILES["fan"]
+        expected = noisereduce_reference(samples, profile, DenoiseConfig(), rate)
+        gate = gate_for(profile, DenoiseConfig(), rate)
+        assert max_difference(gate(samples), expected) <= TOLERANCE
+
+    def test_audio_of_several_chunks(self):
+        """Three chunks, the last one short: each gated with its neighbours' context."""
+        samples = np.tile(STRUCTURED["speech_over_fan"], 26)[:1_250_000]
+        expected = noisereduce_reference(samples, PROFILES["fan"], DenoiseConfig())
+        gate = gate_for(PROFILES["fan"], DenoiseConfig())
+        assert max_difference(gate(samples), expected) <= TOLERANCE
+
+    def test_gates_in_threads_do_not_share_work_arrays(self):
+        """Gates running at once in several threads give the results they give alone."""
+        names = ["speech_over_hiss", "short", "speech_over_fan", "noise_only"]
+        alone = {
+            name: gate_for(PROFILES["fan"], DenoiseConfig())(STRUCTURED[name]) for name in names
+        }
+        barrier = threading.Barrier(len(names))
+        results: dict[str, list[np.ndarray]] = {}
+
+        def run(name: str) -> None:
+            gate = gate_for(PROFILES["fan"], DenoiseConfig())
+            barrier.wait()
+            results[name] = [gate(STRUCTURED[name]) for _ in range(5)]
+
+        threads = [threading.Thread(target=run, args=(name,)) for name in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for name in names:
+            for result in results[name]:
+                np.testing.assert_array_equal(result, alone[name])
 
     def test_reduce_noise_is_a_one_off_gate(self):
         """reduce_noise gives the gate's result."""
         samples, profile = STRUCTURED["tone_in_noise"], PROFILES["hiss"]
         np.testing.assert_array_equal(
             reduce_noise(samples, profile, RATE, DenoiseConfig()),
-            NoiseGate(profile, RATE, DenoiseConfig())(samples),
+            gate_for(profile, DenoiseConfig())(samples),
         )
+
+
+class TestNoiseStatistics:
+    def test_hann_is_scipys_periodic_window(self):
+        """The window equals scipy.signal.get_window("hann", n) bit for bit."""
+        for n in (8, 511, 512):
+            np.testing.assert_array_equal(hann(n), scipy.signal.get_window("hann", n))
+
+    @pytest.mark.parametrize("config", CONFIGS)
+    @pytest.mark.parametrize("profile", PROFILES)
+    def test_threshold_is_noisereduces_for_float64_noise(self, profile, config):
+        """Given float64 noise, the threshold per bin is noisereduce's, bit for bit."""
+        noise64 = PROFILES[profile].astype(np.float64)
+        np.testing.assert_array_equal(
+            gate_for(noise64, config).threshold_db,
+            noisereduce_statistics(noise64, config).noise_thresh,
+        )
+
+    @pytest.mark.parametrize("profile", PROFILES)
+    def test_threshold_of_float32_noise_differs_by_rounding_only(self, profile):
+        """noisereduce transforms float32 noise in single precision: within 1e-3 dB of it."""
+        noise32 = PROFILES[profile]
+        assert noise32.dtype == np.float32
+        threshold = gate_for(noise32, DenoiseConfig()).threshold_db
+        expected = noisereduce_statistics(noise32, DenoiseConfig()).noise_thresh
+        np.testing.assert_allclose(threshold, expected, rtol=0, atol=1e-3)
+
+    def test_noise_beyond_a_chunk_is_clipped_as_noisereduce_clips_it(self):
+        """Only the first 600000 samples of a longer profile count."""
+        profile = np.tile(PROFILES["fan"], 20)[:600_700].astype(np.float64)
+        profile[600_000:] = 0.5
+        np.testing.assert_array_equal(
+            gate_for(profile, DenoiseConfig()).threshold_db,
+            gate_for(profile[:600_000], DenoiseConfig()).threshold_db,
+        )
+
+    @pytest.mark.parametrize("rate", [8_000, 16_000, 22_050, 44_100, 48_000])
+    def test_smoothing_widths_are_noisereduces(self, rate):
+        """The triangles span the bins and frames of noisereduce's smoothing filter."""
+        n_freq, n_time = smoothing_widths(rate)
+        filter_ = noisereduce_statistics(PROFILES["fan"], DenoiseConfig(), rate)._smoothing_filter
+        assert filter_.shape == (2 * n_freq + 1, 2 * n_time + 1)
+
+    @pytest.mark.parametrize("noise_samples", [0, 100, 511])
+    def test_less_than_a_frame_of_noise_is_refused(self, noise_samples):
+        """A profile shorter than one STFT frame is an InputError."""
+        with pytest.raises(InputError, match="at least 512 samples"):
+            gate_for(PROFILES["fan"][:noise_samples], DenoiseConfig())
 
 
 class TestDenoiseCoreReusesStatistics:
