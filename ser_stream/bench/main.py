@@ -20,7 +20,7 @@ from ser_stream.logs import get_logger
 
 __all__ = ["BenchOptions", "run_bench"]
 
-STREAM_COUNTS = (1, 2, 4, 8, 16, 32, 50, 64, 96, 128)
+STREAM_COUNTS = (1, 2, 4, 8, 16, 32, 50, 64, 100, 128)
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,9 @@ class BenchOptions:
 
     Attributes:
         smoke: a short run that only shows the report is produced and well-formed (CI).
-        live_s: audio of the one-stream latency run.
+        live_s: audio of each one-stream latency run.
+        latency_runs: one-stream latency runs; it moves with the machine, so the report gives
+            every run and takes the median run's figures (by p95) as the headline.
         fast_s: audio of the throughput run.
         stream_s: audio per stream in the concurrent-streams sweep.
         max_streams: the sweep stops here at the latest.
@@ -39,6 +41,7 @@ class BenchOptions:
 
     smoke: bool = False
     live_s: float = 60.0
+    latency_runs: int = 3
     fast_s: float = 120.0
     stream_s: float = 20.0
     max_streams: int = 128
@@ -48,8 +51,8 @@ class BenchOptions:
     @classmethod
     def smoke_run(cls) -> BenchOptions:
         """The CI version: seconds, not minutes."""
-        return cls(smoke=True, live_s=10.0, fast_s=15.0, stream_s=5.0, max_streams=2,
-                   replicas={"model": 2}, original=False)  # fmt: skip
+        return cls(smoke=True, live_s=10.0, latency_runs=1, fast_s=15.0, stream_s=5.0,
+                   max_streams=2, replicas={"model": 2}, original=False)  # fmt: skip
 
 
 def run_bench(options: BenchOptions, out: Path, json_path: Path | None = None) -> dict:
@@ -58,9 +61,14 @@ def run_bench(options: BenchOptions, out: Path, json_path: Path | None = None) -
     result: dict = {"machine": machine(), "command": shlex.join(["ser-stream", *sys.argv[1:]])}
     with workdir() as folder:
         folder = Path(folder)
-        log.info("latency: one live stream", seconds=options.live_s)
-        live, recorder, run = measure_latency(options.live_s, folder)
+        runs = []
+        for number in range(options.latency_runs):
+            log.info("latency: one live stream", seconds=options.live_s, run=number + 1)
+            runs.append(measure_latency(options.live_s, folder))
+        runs.sort(key=lambda r: r[0]["latency_ms"].get("p95", float("inf")))
+        live, recorder, _ = runs[len(runs) // 2]
         result["latency_ms"] = live["latency_ms"]
+        result["latency_runs_ms"] = [r[0]["latency_ms"] for r in runs]
         result["per_stage_ms"] = live["per_stage_ms"]
         result["first_emotion"] = live["first_emotion_s"]
         result["first_emotion_s"] = live["first_emotion_s"].get("p50")
@@ -132,15 +140,28 @@ def targets(result: dict) -> dict:
     p95 = result["latency_ms"].get("p95", float("inf"))
     p99 = result["latency_ms"].get("p99", float("inf"))
     speed = result["throughput_x_realtime"]
-    streams = result["max_streams"]
+    by_config = result["max_streams_by_config"]
+    silero, webrtc = by_config.get("silero VAD", 0), by_config.get("webrtc VAD", 0)
     rss = result["rss_mb"]["total"]
+    extra = result.get("rss_mb_per_extra_stream")
     return {
-        "one stream p95 <= 25 ms": {"figure": f"{p95:.1f} ms", "met": p95 <= 25},
-        "one stream p99 <= 50 ms": {"figure": f"{p99:.1f} ms", "met": p99 <= 50},
-        "file throughput >= 200x real time": {"figure": f"{speed:.0f}x", "met": speed >= 200},
-        ">= 50 streams at p95 <= 100 ms, no loss": {"figure": str(streams), "met": streams >= 50},
-        "<= 500 MB RSS in all (one stream, --fast)": {
+        "one stream p95 <= 20 ms": {"figure": f"{p95:.1f} ms", "met": p95 <= 20},
+        "one stream p99 <= 40 ms": {"figure": f"{p99:.1f} ms", "met": p99 <= 40},
+        "file throughput >= 300x real time": {"figure": f"{speed:.0f}x", "met": speed >= 300},
+        ">= 50 streams with silero at p95 <= 100 ms, no loss": {
+            "figure": str(silero),
+            "met": silero >= 50,
+        },
+        ">= 100 streams with webrtc at p95 <= 100 ms, no loss": {
+            "figure": str(webrtc),
+            "met": webrtc >= 100,
+        },
+        "<= 300 MB RSS in all (one stream, --fast)": {
             "figure": f"{rss:.0f} MB (PSS {result['pss_mb_total']:.0f} MB)",
-            "met": rss <= 500,
+            "met": rss <= 300,
+        },
+        "<= 2 MB more per extra stream": {
+            "figure": "n/a" if extra is None else f"{extra:.1f} MB",
+            "met": extra is not None and extra <= 2,
         },
     }

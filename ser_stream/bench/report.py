@@ -65,6 +65,16 @@ def _pct(figures: dict, unit: str = "ms") -> str:
     return " / ".join(f"{figures[k]:.{digits}f}" for k in ("p50", "p95", "p99")) + f" {unit}"
 
 
+def _latency_runs(result: dict) -> list[str]:
+    """Every one-stream run, for the spread (the headline is the median run by p95)."""
+    runs = result.get("latency_runs_ms", [])
+    if len(runs) < 2:
+        return []
+    listed = "; ".join(_pct(run) for run in runs)
+    return [f"The same stream run {len(runs)} times (p50 / p95 / p99 each): {listed}. The "
+            "figures above and per stage are the median run's.", ""]  # fmt: skip
+
+
 def markdown(result: dict) -> str:
     """The report as Markdown."""
     machine = result["machine"]
@@ -85,6 +95,7 @@ def markdown(result: dict) -> str:
         f"max {result['latency_ms'].get('max', 0):.1f} ms over {result['latency_ms']['n']} "
         "windows.",
         "",
+        *_latency_runs(result),
         "| stage | wait before it (queue + hop) | processing |",
         "|---|---|---|",
     ]
