@@ -96,6 +96,34 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+TRAINING_LIBRARIES = ("tensorflow", "librosa", "onnx", "tf2onnx", "sklearn", "pyroomacoustics")
+"""What ``train`` and ``evaluate`` import beyond a plain install (the ``train`` extra)."""
+
+
+def require_training_libraries() -> None:
+    """Fail at once, with the install command, when the training extra is not installed.
+
+    Training imports some of these only minutes in (augmentation, export); serving needs none.
+    """
+    import importlib.util
+
+    from ser_stream.errors import InputError
+
+    missing = []
+    for name in TRAINING_LIBRARIES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a broken or blocked installation
+            found = False
+        if not found:
+            missing.append(name)
+    if missing:
+        raise InputError(
+            f"training needs {', '.join(missing)}, which this installation lacks; "
+            "install the training extra: pip install 'ser-stream[train]'"
+        )
+
+
 def _recipe(args: argparse.Namespace):
     from ser_stream.train.recipe import get_recipe
 
@@ -104,6 +132,7 @@ def _recipe(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
+    require_training_libraries()
     from ser_stream.train.pipeline import train_default
 
     out = train_default(
@@ -119,6 +148,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    require_training_libraries()
     from ser_stream.errors import InputError
     from ser_stream.train.pipeline import PROTOCOLS, evaluate_model, evaluate_protocols
 

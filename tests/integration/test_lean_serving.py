@@ -82,3 +82,35 @@ def test_no_live_stage_process_maps_a_heavy_library(tmp_path: Path):
     finally:
         up.send_signal(signal.SIGINT)
         finish(up)
+
+
+WITHOUT_LIBRARY = """
+import importlib.abc, sys
+
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == sys.argv[1]:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+from ser_stream.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("library", ["librosa", "tensorflow"])
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_training_without_its_extra_says_what_to_install(command, library, tmp_path: Path):
+    """A plain install serves; ``train`` and ``evaluate`` say at once what they need."""
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", WITHOUT_LIBRARY, library, command, "--data", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and library in lines[0], done.stderr
+    assert "pip install 'ser-stream[train]'" in lines[0]
