@@ -15,6 +15,7 @@ import numpy as np
 from ser_stream.adapter import CoreStream
 from ser_stream.audio import SAMPLE_RATE
 from ser_stream.errors import InputError
+from ser_stream.heap import keep_freed_buffers
 from ser_stream.messages import Kind, Noise, Window
 from ser_stream.stage import StageSpec
 from ser_stream.stages.spectral_gate import N_FFT, NoiseGate
@@ -136,6 +137,7 @@ def denoise_stream(core: DenoiseCore) -> CoreStream[DenoiseCore]:
 
 
 def _warm_up(context) -> None:
+    keep_freed_buffers()  # this stage's own process: every window reuses the last one's buffers
     core = DenoiseCore(context.artifact.analysis.denoise, context.artifact.sample_rate)
     rng = np.random.default_rng(0)
     core.push_noise(Noise(rng.standard_normal(8_000).astype(np.float32) * 0.01, 0.0, 0.5))

@@ -14,6 +14,7 @@ import numpy as np
 from ser_stream.adapter import CoreStream
 from ser_stream.audio import SAMPLE_RATE
 from ser_stream.errors import InputError
+from ser_stream.heap import keep_freed_buffers
 from ser_stream.messages import Features, Kind, Window
 from ser_stream.stage import StageSpec
 from ser_stream.stages import spectral
@@ -287,6 +288,7 @@ def features_stream(core: FeaturesCore) -> CoreStream[FeaturesCore]:
 
 def _warm_up(context) -> None:
     config = context.artifact.analysis.features
+    keep_freed_buffers()  # this stage's own process: every window reuses the last one's buffers
     extract_features(np.sin(np.arange(config.window_samples) / 7.0).astype(np.float32), config)
 
 
