@@ -68,7 +68,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="", help="artifact folder (default: shipped)")
     parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument(
+        "--heap",
+        choices=("kept", "default"),
+        default="kept",
+        help="kept: freed buffers stay in the heap, as in the stage's own process (default); "
+        "default: glibc's own policy",
+    )
     args = parser.parse_args()
+    if args.heap == "kept":
+        from ser_stream.heap import keep_freed_buffers
+
+        keep_freed_buffers()
 
     import noisereduce
 
@@ -130,6 +141,7 @@ def main() -> None:
             f"{config.prop_decrease}, n_std_thresh {config.n_std_thresh}",
             "command": "python -m benchmarks.bench_denoise",
             "machine": machine(),
+            "heap": args.heap,
             "stage_per_window": percentiles(steady),
             "stage_per_window_after_new_noise": percentiles(changed),
             "noisereduce_reduce_noise_per_window": percentiles(noisereduce_call),

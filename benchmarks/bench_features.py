@@ -36,7 +36,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="", help="artifact folder (default: shipped)")
     parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument(
+        "--heap",
+        choices=("kept", "default"),
+        default="kept",
+        help="kept: freed buffers stay in the heap, as in the stage's own process (default); "
+        "default: glibc's own policy",
+    )
     args = parser.parse_args()
+    if args.heap == "kept":
+        from ser_stream.heap import keep_freed_buffers
+
+        keep_freed_buffers()
 
     from ser_stream.analysis import speech_windows
     from ser_stream.artifact import load_artifact
@@ -75,6 +86,7 @@ def main() -> None:
             f"stream normalization {analysis.normalize.mode}",
             "command": "python -m benchmarks.bench_features",
             "machine": machine(),
+            "heap": args.heap,
             # Multi-threaded BLAS (the mel projection) has long stalls on a busy machine.
             "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
             "stage_per_window": percentiles(stage),
