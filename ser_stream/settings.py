@@ -20,6 +20,8 @@ import tomllib
 from ser_stream.errors import InputError
 
 __all__ = [
+    "CAPTURE_HOLD_MS",
+    "CAPTURE_HOP_MS",
     "FIRST_WINDOW_S",
     "FRAME_MS",
     "HEARTBEAT_S",
@@ -51,6 +53,15 @@ FIRST_WINDOW_S = 0.8
 """The first emotion of an utterance comes after this much speech (``--first-window``)."""
 FRAME_MS = 30
 """The capture's frames, and the VAD's: 30 ms of audio each (WebRTC takes 10, 20 or 30)."""
+CAPTURE_HOP_MS = 120
+"""Most audio of one stream in one message of a ``zmq:`` capture (live producers): a stream's
+frames that wait together go on joined, up to this much (one round of the producers' turns),
+so a capture that falls behind catches up with a few times fewer messages."""
+CAPTURE_HOLD_MS = 0
+"""How long a ``zmq:`` capture may hold a stream's frame for the rest of its hop. Holding
+30 ms halves a real-time producer's messages (60 ms hops), but every window then comes up to
+30 ms later for a little less VAD time, and the many-streams latency is spent downstream of
+the VAD: so none by default."""
 
 
 def _sample_rate() -> int:

@@ -9,8 +9,8 @@ audio goes downstream as :class:`Noise` for the denoiser. After speech, ``silenc
 once no voiced frame came for ``silence_event_s``; before any speech, ``no_speech`` fires
 after ``no_speech_timeout_s`` if set.
 
-The core's state lives in :mod:`ser_stream.stages.vad_state`; what stays here (a little over
-400 lines) is what training, analysis and the bench import by this module's name: the
+The core's state lives in :mod:`ser_stream.stages.vad_state`; what stays here (some 440
+lines) is what training, analysis and the bench import by this module's name: the
 config, the core, the window spans and the stage spec.
 """
 
@@ -23,6 +23,7 @@ import numpy as np
 from ser_stream.adapter import AudioTimeline, CoreStream
 from ser_stream.audio import SAMPLE_RATE
 from ser_stream.errors import InputError
+from ser_stream.heap import map_large_buffers
 from ser_stream.messages import Audio, Event, Kind, Noise, Window
 from ser_stream.settings import FIRST_WINDOW_S, FRAME_MS, STOP_ON_SILENCE_S
 from ser_stream.stage import StageContext, StageSpec
@@ -33,8 +34,7 @@ from ser_stream.stages.voicing import (
     NoiseFloor,
     SileroVoicing,
     WebRTCVoicing,
-    frame_db,
-    map_large_buffers,
+    frame_levels,
 )
 
 __all__ = [
@@ -242,9 +242,11 @@ class VADCore:
         buffer = np.concatenate([self._pending, chunk]) if self._pending.size else chunk
         outputs: list[Output] = []
         n_frames = buffer.size // self._frame
-        for i in range(n_frames):
-            frame = buffer[i * self._frame : (i + 1) * self._frame]
-            self._step(frame, outputs)
+        if n_frames:
+            frames = buffer[: n_frames * self._frame].reshape(n_frames, self._frame)
+            # The chunk's frames are decided in one call of the engine, then stepped in order.
+            for frame, voiced in zip(frames, self.voiced_frames(frames), strict=True):
+                self._step(frame, voiced, outputs)
         self._pending = buffer[n_frames * self._frame :].copy()
         return outputs
 
@@ -276,20 +278,29 @@ class VADCore:
         return self._frame
 
     def voiced_frame(self, frame: np.ndarray) -> bool:
-        """Decide one frame of ``frame_samples`` (engine and noise floor gate).
+        """Decide one frame of ``frame_samples`` (see :meth:`voiced_frames`)."""
+        return self.voiced_frames(frame[np.newaxis])[0]
 
-        Updates the noise floor: feed frames in stream order. :meth:`push` calls it.
+    def voiced_frames(self, frames: np.ndarray) -> list[bool]:
+        """Decide a run of frames (frames x ``frame_samples``): engine and noise floor gate.
+
+        Updates the noise floor: feed frames in stream order. :meth:`push` calls it. Frames
+        the gate rejects never reach the engine (WebRTC adapts to what it hears).
         """
         margin = self.config.energy_margin_db
-        if margin is not None and self.config.engine == "webrtc":
-            level = frame_db(frame)
-            floor = self._floor.update(level)
-            if level < floor + margin:
-                return False  # the room, however the engine judges it
-        return self._engine.is_speech(frame)
+        if margin is None or self.config.engine != "webrtc":
+            return self._engine.speech(frames)
+        floor = self._floor
+        # below the floor's margin: the room, however the engine judges it
+        heard = [level >= floor.update(level) + margin for level in frame_levels(frames)]
+        if all(heard):
+            return self._engine.speech(frames)
+        if not any(heard):
+            return heard
+        decided = iter(self._engine.speech(frames[heard]))
+        return [next(decided) if passed else False for passed in heard]
 
-    def _step(self, frame: np.ndarray, outputs: list[Output]) -> None:
-        voiced = self.voiced_frame(frame)
+    def _step(self, frame: np.ndarray, voiced: bool, outputs: list[Output]) -> None:
         utterance = self._utterance
         if utterance.active:
             utterance.append(frame, voiced)
@@ -412,13 +423,19 @@ def vad_config(context: StageContext) -> tuple[VADConfig, float | None]:
 
 def _build(context: StageContext) -> CoreStream[VADCore]:
     config, stop_after = vad_config(context)
-    if config.engine == "silero":
-        map_large_buffers()  # so that an ended stream's network memory goes back at once
     return vad_stream(config, stop_on_silence=stop_after is not None)
+
+
+def _warm_up(context: StageContext) -> None:
+    # Only in the stage's own process, which serves many streams for a long time: an ended
+    # stream's network memory goes back at once. predict keeps its buffers instead.
+    if vad_config(context)[0].engine == "silero":
+        map_large_buffers()
 
 
 SPEC = StageSpec(
     name="vad",
+    warm_up=_warm_up,
     accepts=frozenset({Kind.AUDIO}),
     emits=frozenset({Kind.WINDOW, Kind.NOISE, Kind.EVENT, Kind.END_OF_STREAM}),
     build=_build,

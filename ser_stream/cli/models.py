@@ -72,9 +72,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def _predict(args: argparse.Namespace) -> int:
     import gc
 
+    from ser_stream.heap import keep_freed_buffers
     from ser_stream.predict import predict_files
     from ser_stream.sinks import verdict_text
 
+    keep_freed_buffers()  # every file's arrays reuse the last one's (ser_stream.heap)
     failed = False
     for result in predict_files(args.files, args.model, workers=args.workers, vad_engine=args.vad):
         failed |= result.error is not None

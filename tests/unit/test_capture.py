@@ -132,3 +132,57 @@ def test_a_producer_that_goes_silent_has_its_stream_ended_and_the_others_go_on(t
     assert ends == {"here": "eof", "gone": "error"}
     errors = [body.reason for stream, body in tagged if isinstance(body, ErrorMsg)]
     assert len(errors) == 1 and "gone" in errors[0] and "sent nothing" in errors[0]
+
+
+class TestFrameHops:
+    """A live producer's 30 ms frames go on in hops: fewer, larger messages, in order."""
+
+    @staticmethod
+    def frames(stream: str, first: int, count: int, stamp: int = 0) -> list[tuple]:
+        from ser_stream.messages import Audio
+
+        return [
+            (stream, Audio(np.full(480, first + i, np.int16), 16_000, (first + i) * 0.03),
+             {"produced": stamp + i})
+            for i in range(count)
+        ]  # fmt: skip
+
+    @staticmethod
+    def shape(items: list) -> list[tuple]:
+        return [(item[0], type(item[1]).__name__, getattr(item[1], "samples", np.zeros(0)).size)
+                for item in items]  # fmt: skip
+
+    def test_a_streams_frames_go_in_hops_with_their_first_stamps_and_samples(self):
+        from ser_stream.producer_source import FrameHops
+
+        hops = FrameHops(hop=4 * 480, hold_s=0.09)
+        sent = hops.take(self.frames("a", 0, 6, stamp=100), now=0.0)
+        assert [(item[1].t_start, item[1].samples.size, item[2]) for item in sent] == [
+            (0.0, 1920, {"produced": 100})
+        ]
+        assert hops.wait_s(0.0) == pytest.approx(0.09) and len(hops) == 1
+        sent += hops.take(self.frames("a", 6, 1, stamp=106), now=0.05)
+        assert len(sent) == 1  # the next hop still fills: held, not sent
+        sent += hops.due(0.1)  # its first frame waited 0.09 s: it goes as it is
+        assert [(item[1].t_start, item[1].samples.size, item[2]) for item in sent[1:]] == [
+            (pytest.approx(0.12), 1440, {"produced": 104})
+        ]
+        samples = np.concatenate([item[1].samples for item in sent])
+        np.testing.assert_array_equal(samples, np.repeat(np.arange(7, dtype=np.int16), 480))
+        assert hops.wait_s(0.1) is None and not hops
+
+    def test_reports_ends_and_gaps_send_what_was_held_first(self):
+        from ser_stream.messages import EndOfStream, ErrorMsg
+        from ser_stream.producer_source import FrameHops
+
+        hops = FrameHops(hop=4 * 480, hold_s=0.09)
+        a, b = self.frames("a", 0, 4), self.frames("b", 0, 2)
+        report = ("a", ErrorMsg("skipped", "capture"))
+        later = self.frames("a", 10, 1)  # 0.3 s: not right after frame 3
+        items = [*a[:2], *b, a[2], report, a[3], *later, ("a", EndOfStream("eof"))]
+        sent = hops.take(items, now=0.0)
+        assert self.shape(sent) == [
+            ("a", "Audio", 1440), ("a", "ErrorMsg", 0), ("a", "Audio", 480),
+            ("a", "Audio", 480), ("a", "EndOfStream", 0),
+        ]  # fmt: skip
+        assert self.shape(hops.due(0.09)) == [("b", "Audio", 960)]

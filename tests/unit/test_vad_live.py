@@ -213,6 +213,26 @@ class TestEngines:
         audio = np.concatenate([silence(1.0), voiced(1.5), silence(1.0)])
         assert len(events(run_core(VADCore(), [audio]), "speech_start")) == 1
 
+    @pytest.mark.parametrize("engine", ENGINES)
+    def test_a_stream_is_heard_alike_frame_by_frame_in_hops_or_whole(self, engine, sentence):
+        """The frames of one push are decided in one engine call: the chunking changes nothing."""
+        talk = speech_source(engine, sentence)
+        audio = np.concatenate(
+            [room_tone(1.0, -50, seed=4), talk(2.0, 5), room_tone(1.5, -50, seed=6)]
+        )
+        config = VADConfig(engine=engine, first_window_s=0.8)
+
+        def heard(size: int) -> list:
+            chunks = [audio[i : i + size] for i in range(0, audio.size, size)]
+            outputs = run_core(VADCore(config), chunks)
+            return [(type(o).__name__, o.t_start if hasattr(o, "t_start") else o.t)
+                    for o in outputs]  # fmt: skip
+
+        one_frame = heard(480)
+        assert [name for name, _ in one_frame].count("Window") >= 2
+        assert heard(480 * 4) == one_frame  # a capture hop of 120 ms
+        assert heard(audio.size) == one_frame
+
 
 def last_loud_sample(speech: np.ndarray) -> int:
     """Index after the last sample of ``speech`` within 40 dB of its peak (10 ms frames)."""
