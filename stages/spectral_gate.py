@@ -25,9 +25,6 @@ transforms in single precision, so the threshold differs from its by rounding on
 
 from __future__ import annotations
 
-import threading
-from math import prod
-
 import numpy as np
 
 from ser_stream.errors import InputError
@@ -57,11 +54,6 @@ _TIME_SMOOTH_MS = 50
 
 _BINS = N_FFT // 2 + 1
 _EPS = np.finfo(np.float64).eps
-
-_REUSE_LIMIT = 8 * 2**20
-"""Work arrays up to this many bytes (those of windows up to about 16 s) are kept for the
-next window: fresh multi-megabyte arrays for every window cost more in page faults than the
-arithmetic done in them."""
 
 
 def hann(n: int) -> np.ndarray:
@@ -100,49 +92,21 @@ def smoothing_widths(sample_rate: int) -> tuple[int, int] | None:
     return None if n_freq == n_time == 1 else (n_freq, n_time)
 
 
-class _Workspace(threading.local):
-    """Work arrays reused from one window to the next, one set per thread."""
-
-    def __init__(self) -> None:
-        self._arrays: dict[str, np.ndarray] = {}
-
-    def array(self, name: str, shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
-        """An array of ``shape`` with undefined content.
-
-        It is the one last handed out as ``name`` where that is large enough; each name has
-        one use at a time.
-        """
-        size = prod(shape)
-        held = self._arrays.get(name)
-        if held is not None and held.dtype == dtype and held.size >= size:
-            return held[:size].reshape(shape)
-        fresh = np.empty(size, dtype)
-        if fresh.nbytes <= _REUSE_LIMIT:
-            self._arrays[name] = fresh
-        return fresh.reshape(shape)
-
-
-_WORK = _Workspace()
-
-
 def _stft(padded: np.ndarray) -> np.ndarray:
     """The ``(frames, bins)`` spectrum of ``padded``, as scipy.signal.stft computes it.
 
     ``padded`` is already extended by half a frame of zeros on each side (scipy's
     ``boundary="zeros"``); frames that do not fit are left out (``padded=False``).
     """
-    n_frames = (padded.size - N_FFT) // HOP + 1
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP]
-    windowed = np.multiply(frames, _WINDOW, out=_WORK.array("frames", (n_frames, N_FFT)))
-    spectrum = _WORK.array("spectrum", (n_frames, _BINS), np.complex128)
-    np.fft.rfft(windowed, axis=-1, out=spectrum)
+    spectrum = np.fft.rfft(frames * _WINDOW, axis=-1)
     spectrum *= _SCALE
     return spectrum
 
 
 def _decibels(spectrum: np.ndarray) -> np.ndarray:
     """Level in dB, floored 80 dB below each frequency's peak (noisereduce's ``_amp_to_db``)."""
-    db = np.abs(spectrum, out=_WORK.array("db", spectrum.shape))
+    db = np.abs(spectrum)
     db += _EPS
     np.log10(db, out=db)
     db *= 20
@@ -200,10 +164,7 @@ class NoiseGate:
         self._widths = smoothing_widths(sample_rate)
         half = N_FFT // 2
         clipped = noise[:CHUNK]
-        padded = _WORK.array("padded", (clipped.size + 2 * half,))
-        padded[:half] = 0.0
-        padded[-half:] = 0.0
-        padded[half:-half] = clipped
+        padded = np.pad(clipped.astype(np.float64), half)
         # noisereduce's layout, (bins, frames) over frame-major memory: the same order of
         # summation in the mean and spread.
         db = _decibels(_stft(padded)).T
@@ -233,8 +194,7 @@ class NoiseGate:
         audio.
         """
         offset = PADDING + N_FFT // 2  # context, then scipy's half frame of zeros
-        padded = _WORK.array("padded", (stop - start + 2 * offset,))
-        padded[...] = 0.0
+        padded = np.zeros(stop - start + 2 * offset)
         first, last = max(start - PADDING, 0), min(stop + PADDING, samples.size)
         at = first - (start - offset)
         padded[at : at + last - first] = samples[first:last]
@@ -251,7 +211,7 @@ class NoiseGate:
     def _gain(self, spectrum: np.ndarray) -> np.ndarray:
         """Smoothed gain per frame and bin: 1 above the noise threshold, else 1 - prop_decrease."""
         db = _decibels(spectrum)
-        above = np.greater(db, self._threshold_db, out=_WORK.array("above", db.shape, np.bool_))
+        above = db > self._threshold_db
         prop = self._prop_decrease
         if self._widths is None:
             gain = np.multiply(above, prop, out=db)
@@ -260,17 +220,17 @@ class NoiseGate:
         n_frames, bins = db.shape
         n_freq, n_time = self._widths
         # Across frequencies first, on the transposed gain, whose rows are contiguous.
-        wide = _WORK.array("across_bins", (bins + 2 * n_freq, n_frames))
+        wide = np.empty((bins + 2 * n_freq, n_frames))
         wide[:n_freq] = 0.0
         wide[n_freq + bins :] = 0.0
         middle = np.multiply(above.T, prop, out=wide[n_freq : n_freq + bins])
         middle += 1.0 - prop
-        smoothed = _triangle(wide, n_freq, _WORK.array("across_bins_box", wide.shape))
-        tall = _WORK.array("across_frames", (n_frames + 2 * n_time, bins))
+        smoothed = _triangle(wide, n_freq, np.empty(wide.shape))
+        tall = np.empty((n_frames + 2 * n_time, bins))
         tall[:n_time] = 0.0
         tall[n_time + n_frames :] = 0.0
         tall[n_time : n_time + n_frames] = smoothed.T
-        gain = _triangle(tall, n_time, _WORK.array("across_frames_box", tall.shape))
+        gain = _triangle(tall, n_time, np.empty(tall.shape))
         gain *= 1.0 / ((n_freq + 1) ** 2 * (n_time + 1) ** 2)  # the filter sums to 1
         return gain
 
@@ -278,16 +238,13 @@ class NoiseGate:
     def _istft(spectrum: np.ndarray) -> np.ndarray:
         """Overlap-add the frames of ``spectrum``, without scipy's half frame at each end."""
         n_frames = spectrum.shape[0]
-        frames = _WORK.array("frames", (n_frames, N_FFT))
-        np.fft.irfft(spectrum, n=N_FFT, axis=-1, out=frames)
+        frames = np.fft.irfft(spectrum, n=N_FFT, axis=-1)
         frames *= _SYNTHESIS
         # Frame i covers hops i..i+3; adding the quarters last-first keeps scipy's order of
         # summation for every sample.
         quarters = frames.reshape(n_frames, 4, HOP)
-        signal = _WORK.array("signal", (n_frames + 3, HOP))
-        norm = _WORK.array("norm", (n_frames + 3, HOP))
-        signal[...] = 0.0
-        norm[...] = 0.0
+        signal = np.zeros((n_frames + 3, HOP))
+        norm = np.zeros((n_frames + 3, HOP))
         for quarter in range(3, -1, -1):
             signal[quarter : quarter + n_frames] += quarters[:, quarter]
             norm[quarter : quarter + n_frames] += _WINDOW_QUARTERS[quarter]
