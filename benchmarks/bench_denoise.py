@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import machine, percentiles, write_report
+from benchmarks.common import add_heap_option, machine, percentiles, use_heap, write_report
 
 
 def _time_ms(action, inputs, runs: int) -> list[float]:
@@ -68,18 +68,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="", help="artifact folder (default: shipped)")
     parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument(
-        "--heap",
-        choices=("kept", "default"),
-        default="kept",
-        help="kept: freed buffers stay in the heap, as in the stage's own process (default); "
-        "default: glibc's own policy",
-    )
+    add_heap_option(parser)
     args = parser.parse_args()
-    if args.heap == "kept":
-        from ser_stream.heap import keep_freed_buffers
-
-        keep_freed_buffers()
+    use_heap(args)
 
     import noisereduce
 

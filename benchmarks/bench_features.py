@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import replace
 
-from benchmarks.common import machine, percentiles, write_report
+from benchmarks.common import add_heap_option, machine, percentiles, use_heap, write_report
 
 _SPECTRAL = ("rms", "zcr", "mfcc", "mfcc_delta", "mfcc_delta2", "logmel", "tilt")
 _PROSODY = ("pitch", "voicing")
@@ -36,18 +36,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="", help="artifact folder (default: shipped)")
     parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument(
-        "--heap",
-        choices=("kept", "default"),
-        default="kept",
-        help="kept: freed buffers stay in the heap, as in the stage's own process (default); "
-        "default: glibc's own policy",
-    )
+    add_heap_option(parser)
     args = parser.parse_args()
-    if args.heap == "kept":
-        from ser_stream.heap import keep_freed_buffers
-
-        keep_freed_buffers()
+    use_heap(args)
 
     from ser_stream.analysis import speech_windows
     from ser_stream.artifact import load_artifact

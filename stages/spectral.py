@@ -18,6 +18,7 @@ __all__ = [
     "delta",
     "dct_matrix",
     "frame",
+    "hann",
     "mel_filter_bank",
     "power_spectrogram",
     "power_to_db",
@@ -40,9 +41,17 @@ def _centered(y: np.ndarray, frame_length: int, mode: str = "constant") -> np.nd
 
 
 @functools.lru_cache(maxsize=8)
-def _hann(n: int) -> np.ndarray:
-    """Periodic Hann window (``scipy.signal.get_window("hann", n)``)."""
-    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+def hann(n: int) -> np.ndarray:
+    """Periodic Hann window of ``n`` samples, read-only.
+
+    Computed as ``scipy.signal.get_window("hann", n)`` computes it (a symmetric window one
+    sample longer, its last sample dropped), so that the two are equal bit for bit.
+    """
+    angles = np.linspace(-np.pi, np.pi, n + 1)
+    window = np.zeros(n + 1)
+    for k, weight in enumerate((0.5, 0.5)):
+        window += weight * np.cos(k * angles)
+    window = window[:-1]
     window.flags.writeable = False
     return window
 
@@ -54,7 +63,7 @@ def power_spectrogram(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
     complex64; the same steps here keep the rounding the same.
     """
     frames = frame(_centered(np.asarray(y, dtype=np.float32), n_fft), n_fft, hop_length)
-    spectrum = np.fft.rfft(frames * _hann(n_fft), axis=-1).astype(np.complex64)
+    spectrum = np.fft.rfft(frames * hann(n_fft), axis=-1).astype(np.complex64)
     return np.ascontiguousarray((np.abs(spectrum) ** 2).T)
 
 

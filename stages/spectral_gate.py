@@ -28,8 +28,9 @@ from __future__ import annotations
 import numpy as np
 
 from ser_stream.errors import InputError
+from ser_stream.stages.spectral import hann
 
-__all__ = ["CHUNK", "N_FFT", "PADDING", "NoiseGate", "hann", "smoothing_widths"]
+__all__ = ["CHUNK", "N_FFT", "PADDING", "NoiseGate", "smoothing_widths"]
 
 N_FFT = 512
 """STFT frame, in samples (noisereduce's ``win_length`` = ``n_fft``)."""
@@ -54,19 +55,6 @@ _TIME_SMOOTH_MS = 50
 
 _BINS = N_FFT // 2 + 1
 _EPS = np.finfo(np.float64).eps
-
-
-def hann(n: int) -> np.ndarray:
-    """Periodic Hann window of ``n`` samples.
-
-    Computed as ``scipy.signal.get_window("hann", n)`` computes it (a symmetric window one
-    sample longer, its last sample dropped), so that the two are equal bit for bit.
-    """
-    angles = np.linspace(-np.pi, np.pi, n + 1)
-    window = np.zeros(n + 1)
-    for k, weight in enumerate((0.5, 0.5)):
-        window += weight * np.cos(k * angles)
-    return window[:-1]
 
 
 _WINDOW = hann(N_FFT)

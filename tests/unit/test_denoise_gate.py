@@ -15,7 +15,8 @@ from noisereduce.spectralgate.stationary import SpectralGateStationary
 from ser_stream.errors import InputError
 from ser_stream.messages import Noise, Window
 from ser_stream.stages.denoise import DenoiseConfig, DenoiseCore, normalize_peak, reduce_noise
-from ser_stream.stages.spectral_gate import NoiseGate, hann, smoothing_widths
+from ser_stream.stages.spectral import hann
+from ser_stream.stages.spectral_gate import NoiseGate, smoothing_widths
 from ser_stream.testing import noise, room_tone, silence, tone, voiced
 
 RATE = 16_000
