@@ -21,6 +21,7 @@ import zmq.asyncio
 
 from ser_stream.errors import WireError
 from ser_stream.messages import EndOfStream, Kind
+from ser_stream.peers import Peers
 from ser_stream.transport import Transport, ack_endpoint, shard_of, take_waiting
 from ser_stream.wire import MAX_HEADER_BYTES, Envelope, decode
 
@@ -146,7 +147,11 @@ class Inbox:
     Each end of stream is acknowledged to every upstream replica once handled (the one that
     sent it stops waiting); an upstream that is gone or not reading cannot hold this stage
     up: a skipped acknowledgement is counted, and the sender resends its end of stream.
+    Upstream replicas named by ``dns:`` or ``file:`` (see :mod:`ser_stream.peers`) are
+    looked up again every ``PEERS_EVERY_S``: new ones are connected, gone ones let go.
     """
+
+    PEERS_EVERY_S = 0.25
 
     def __init__(self, transport: Transport, inputs: Sequence[str]) -> None:
         self._transport = transport
@@ -154,11 +159,42 @@ class Inbox:
         self.sock = transport.socket(
             zmq.PULL, max_message=max(MAX_HEADER_BYTES, settings.max_payload)
         )
-        self._acks: list[zmq.asyncio.Socket] = []  # one PUSH per upstream endpoint
-        for endpoint in inputs:
-            transport.connect(self.sock, endpoint)
-            self._acks.append(transport.socket(zmq.PUSH))
-            transport.connect(self._acks[-1], ack_endpoint(endpoint))
+        self.peers = Peers(inputs)
+        self._acks: dict[str, zmq.asyncio.Socket] = {}  # one PUSH per upstream endpoint
+        self._connect(self.peers.lookup(), changes=False)
+
+    @property
+    def upstream(self) -> list[str]:
+        """The upstream endpoints connected now."""
+        return list(self._acks)
+
+    def watch(self) -> None:
+        """Follow upstream replicas that move, from now on (nothing to do for fixed ones)."""
+        if self.peers.moving:
+            self._transport.in_background(self._follow())
+
+    async def _follow(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await asyncio.sleep(self.PEERS_EVERY_S)
+                self._connect(await loop.run_in_executor(self.peers.resolver(), self.peers.lookup))
+        finally:
+            self.peers.close()
+
+    def _connect(self, endpoints: list[str], *, changes: bool = True) -> None:
+        transport = self._transport
+        for endpoint in endpoints:
+            if endpoint not in self._acks:
+                transport.connect(self.sock, endpoint)
+                self._acks[endpoint] = transport.socket(zmq.PUSH)
+                transport.connect(self._acks[endpoint], ack_endpoint(endpoint))
+                if changes:  # the first ones are in the "ready" line
+                    transport.log.info("upstream connected", endpoint=endpoint)
+        for endpoint in [known for known in self._acks if known not in endpoints]:
+            self.sock.disconnect(endpoint)
+            transport.close(self._acks.pop(endpoint))
+            transport.log.info("upstream let go", endpoint=endpoint)
 
     async def poll(self, timeout_ms: int) -> bool:
         """Whether a message is waiting, within ``timeout_ms``."""
@@ -184,5 +220,5 @@ class Inbox:
     def acknowledge(self, envelope: Envelope) -> None:
         """Acknowledge an end of stream to every upstream replica; never blocks."""
         ack = Envelope(envelope.stream, envelope.seq, EndOfStream("ack"))
-        for sock in self._acks:
+        for sock in self._acks.values():
             self._transport.send_now(sock, ack, "acks_skipped")

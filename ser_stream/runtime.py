@@ -134,6 +134,7 @@ class StageRuntime:
         endpoints = self.endpoints
         transport.start()
         inbox = Inbox(transport, endpoints.inputs)
+        inbox.watch()
         outbox = Outbox(
             transport,
             endpoints.outputs,
@@ -146,7 +147,9 @@ class StageRuntime:
                 await asyncio.get_running_loop().run_in_executor(
                     None, self.spec.warm_up, self.logic.context
                 )
-            self.log.info("ready", inputs=endpoints.inputs, outputs=endpoints.outputs)
+            self.log.info(
+                "ready", inputs=endpoints.inputs, upstream=inbox.upstream, outputs=endpoints.outputs
+            )
             transport.beat(outbox.control, self._heartbeat)
             outbox.listen()
             await self._serve(inbox, outbox)

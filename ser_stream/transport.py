@@ -14,6 +14,9 @@ the supervisor, and the end. Its two sides are in :mod:`ser_stream.mailbox`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
 import signal
 import time
 import zlib
@@ -29,6 +32,8 @@ import zmq.asyncio
 
 from ser_stream.errors import InputError
 from ser_stream.liveness import Progress
+from ser_stream.logs import get_logger
+from ser_stream.messages import Heartbeat
 from ser_stream.security import CurveKeys, secure, stop_authenticators
 from ser_stream.settings import HEARTBEAT_S, HWM
 from ser_stream.stage import STREAM_IDLE_S
@@ -41,6 +46,7 @@ __all__ = [
     "bind_endpoint",
     "shard_of",
     "take_waiting",
+    "write_health",
 ]
 
 
@@ -56,6 +62,9 @@ class RuntimeSettings:
         max_payload: largest array accepted, in bytes.
         max_batch: most queued messages handled in one go (the model batches them).
         idle_s: a stream that sent nothing this long is ended and its state freed.
+        health_file: where the process says, every heartbeat, that it lives and how its
+            work goes (one JSON object, replaced at once; gone after a clean exit): what an
+            orchestrator's probe reads where no supervisor listens (``ser-stream health``).
     """
 
     hwm: int = HWM
@@ -65,6 +74,7 @@ class RuntimeSettings:
     max_payload: int = MAX_PAYLOAD_BYTES
     max_batch: int = 32
     idle_s: float = STREAM_IDLE_S
+    health_file: str | None = None
 
 
 def bind_endpoint(sock: zmq.Socket, endpoint: str) -> None:
@@ -199,6 +209,11 @@ class Transport:
         self._sockets.append(sock)
         return sock
 
+    def close(self, sock: zmq.asyncio.Socket) -> None:
+        """Close one socket of this process before the end (a peer that went away)."""
+        self._sockets.remove(sock)
+        sock.close(linger=0)
+
     def monitor(self, sock: zmq.asyncio.Socket, events: int) -> zmq.asyncio.Socket:
         """The socket that tells ``sock``'s ``events`` (refused handshakes), closed at the end."""
         monitor = sock.get_monitor_socket(events)
@@ -267,17 +282,22 @@ class Transport:
         self._tasks.append(asyncio.ensure_future(coroutine))
 
     def beat(self, control: zmq.asyncio.Socket | None, heartbeat: Callable[[], Envelope]):
-        """Tell the supervisor every ``heartbeat_s`` that this process lives (if there is one).
+        """Say every ``heartbeat_s`` that this process lives (to a supervisor, a health file).
 
         It runs on the event loop whatever the process is busy with (cores work in a thread,
         sends wait on the loop), so a silence means the process stopped or hung.
         """
-        if control is None:
+        health_file = self.settings.health_file
+        if control is None and health_file is None:
             return
 
         async def beating() -> None:
             while True:
-                self.send_now(control, heartbeat(), "control_heartbeats_skipped")
+                envelope = heartbeat()
+                if control is not None:
+                    self.send_now(control, envelope, "control_heartbeats_skipped")
+                if health_file is not None:
+                    write_health(health_file, envelope.body)
                 await asyncio.sleep(self.settings.heartbeat_s)
 
         self.in_background(beating())
@@ -293,3 +313,28 @@ class Transport:
         stop_authenticators(self._authenticators)
         if self._context is not None:
             self._context.term()
+        if self.settings.health_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.settings.health_file)
+
+
+def write_health(path: str, beat: Heartbeat) -> None:
+    """Replace the health file at ``path`` with this heartbeat's news, at once."""
+    news = {
+        "stage": beat.stage,
+        "pid": os.getpid(),
+        "at": time.time(),
+        "stalled_s": round(beat.stalled_s, 3),
+        "oldest_s": round(beat.oldest_s, 3),
+        "streams": beat.streams,
+        "queued": beat.queued,
+    }
+    partial = f"{path}.part"
+    try:
+        with open(partial, "w", encoding="utf-8") as health:
+            json.dump(news, health)
+        os.replace(partial, path)
+    except OSError as exc:  # a full or read-only disk: the probe will say the process is down
+        get_logger(component="health").warning(
+            "health file not written", path=path, reason=str(exc)
+        )

@@ -17,7 +17,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     stage = commands.add_parser("stage", help="run one pipeline stage in this process")
     stage.add_argument("name", help="capture, vad, denoise, features or model")
     stage.add_argument(
-        "--in", dest="inputs", action="append", default=[], help="upstream endpoint (repeatable)"
+        "--in",
+        dest="inputs",
+        action="append",
+        default=[],
+        help="upstream endpoint (repeatable): tcp://HOST:PORT, ipc://PATH, dns:HOST:PORT "
+        "(every address of HOST, looked up again as it changes) or file:PATH (endpoints "
+        "listed one per line, read again as it changes)",
     )
     stage.add_argument("--source", help="capture: mic[:DEVICE], file:PATH, stdin or zmq:ENDPOINT")
     stage.add_argument(
@@ -85,6 +91,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         metavar="JSON",
         help='where a predecessor got to in each stream, e.g. {"stream-1": 12.5} (seconds)',
     )
+    stage.add_argument(
+        "--health-file",
+        metavar="PATH",
+        help="say every heartbeat in PATH that the process lives and how its work goes "
+        "(for an orchestrator's probe: `ser-stream health PATH`)",
+    )
     stage.set_defaults(run=_stage, one_thread=True)
 
 
@@ -92,6 +104,7 @@ def _stage(args: argparse.Namespace) -> int:
     import asyncio
 
     from ser_stream.artifact import load_artifact
+    from ser_stream.peers import check_input
     from ser_stream.runtime import Endpoints, StageRuntime
     from ser_stream.stage import StageContext
     from ser_stream.stages import STAGES
@@ -104,6 +117,8 @@ def _stage(args: argparse.Namespace) -> int:
         raise InputError(f"no stage {args.name!r}; choose one of {names}")
     if not args.inputs:
         raise InputError(f"stage {args.name} needs --in ENDPOINT (its upstream)")
+    for item in args.inputs:
+        check_input(item)
     options = {}
     for item in args.options:
         key, sep, value = item.partition("=")
@@ -125,7 +140,7 @@ def _stage(args: argparse.Namespace) -> int:
             control=args.control,
             replica=args.replica,
         ),
-        RuntimeSettings(hwm=args.hwm, heartbeat_s=HEARTBEAT_S),
+        RuntimeSettings(hwm=args.hwm, heartbeat_s=HEARTBEAT_S, health_file=args.health_file),
         generation=args.generation,
         keys=curve_keys(args.curve),
         resume=_resume(args.resume),
@@ -209,7 +224,9 @@ def _capture(args: argparse.Namespace) -> int:
         # A microphone and a producer pace themselves.
         realtime=source.realtime and source.kind in ("file", "stdin"),
         named_streams=source.kind == "zmq",
-        settings=RuntimeSettings(hwm=args.hwm, heartbeat_s=HEARTBEAT_S),
+        settings=RuntimeSettings(
+            hwm=args.hwm, heartbeat_s=HEARTBEAT_S, health_file=args.health_file
+        ),
         control=args.control,
         replica=args.replica,
         generation=args.generation,
