@@ -156,8 +156,11 @@ class Inbox:
     def __init__(self, transport: Transport, inputs: Sequence[str]) -> None:
         self._transport = transport
         settings = transport.settings
+        # Nothing to deliver, so nothing to linger for: an upstream whose listening socket is
+        # held by someone who will not answer (a supervisor, a stage host: a restart takes
+        # it over) would otherwise hold the exit for the whole linger.
         self.sock = transport.socket(
-            zmq.PULL, max_message=max(MAX_HEADER_BYTES, settings.max_payload)
+            zmq.PULL, linger_ms=0, max_message=max(MAX_HEADER_BYTES, settings.max_payload)
         )
         self.peers = Peers(inputs)
         self._acks: dict[str, zmq.asyncio.Socket] = {}  # one PUSH per upstream endpoint
@@ -187,7 +190,9 @@ class Inbox:
         for endpoint in endpoints:
             if endpoint not in self._acks:
                 transport.connect(self.sock, endpoint)
-                self._acks[endpoint] = transport.socket(zmq.PUSH)
+                # An ack is sent now or never (an end of stream not acknowledged is resent),
+                # so none may hold up the exit: its upstream may be gone already.
+                self._acks[endpoint] = transport.socket(zmq.PUSH, linger_ms=0)
                 transport.connect(self._acks[endpoint], ack_endpoint(endpoint))
                 if changes:  # the first ones are in the "ready" line
                     transport.log.info("upstream connected", endpoint=endpoint)

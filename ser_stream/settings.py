@@ -20,6 +20,7 @@ import tomllib
 from ser_stream.errors import InputError
 
 __all__ = [
+    "ENGINES",
     "CAPTURE_HOLD_MS",
     "CAPTURE_HOP_MS",
     "FIRST_WINDOW_S",
@@ -116,8 +117,15 @@ def _check_types(path: str, data: dict) -> None:
     streams = data.get("streams")
     if streams is not None and (not isinstance(streams, int) or isinstance(streams, bool)):
         problems.append("streams must be a whole number")
+    place = data.get("place", {})
+    if not isinstance(place, dict) or not all(isinstance(v, str) for v in place.values()):
+        problems.append('place must be a table of stage = "resource" or "KEY:VALUE"')
     if problems:
         raise InputError(f"{path}: {'; '.join(problems)}")
+
+
+ENGINES = ("local", "ray")
+"""What can run a session's processes (``up --engine``)."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,11 @@ class PipelineConfig:
         max_restarts: failures allowed per process within a minute (restart intensity);
             one more stops the session.
         start_timeout_s: how long the stages may take to come up.
+        engine: what runs the processes: ``local`` (children of ``up``, on this machine) or
+            ``ray`` (Ray actors on a cluster's nodes; stages talk tcp:// with CURVE).
+        address: the Ray cluster to join (``ray``; None: a Ray started on this machine).
+        place: where a stage's processes may run, by stage name (``ray``): a Ray resource
+            the node must have (``gpu`` is Ray's ``GPU``) or a node label ``KEY:VALUE``.
     """
 
     sources: tuple[str, ...]
@@ -163,6 +176,9 @@ class PipelineConfig:
     publish_plaintext: bool = False
     max_restarts: int = MAX_RESTARTS
     start_timeout_s: float = START_TIMEOUT_S
+    engine: str = "local"
+    address: str | None = None
+    place: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.sources, str):
@@ -170,6 +186,7 @@ class PipelineConfig:
         if not self.sources:
             raise InputError("no source; give at least one --source")
         chain = _chain()
+        self._check_engine(chain)
         for name, count in self.replicas.items():
             if name not in chain:
                 raise InputError(
@@ -192,6 +209,30 @@ class PipelineConfig:
             raise InputError(
                 f"--streams {self.streams}: only {len(self.sources)} sources and no zmq: "
                 "source; the session ends when they do"
+            )
+
+    def _check_engine(self, chain: tuple[str, ...]) -> None:
+        if self.engine not in ENGINES:
+            raise InputError(f"--engine {self.engine}: choose {' or '.join(ENGINES)}")
+        if self.engine != "ray":
+            if self.address or self.place:
+                raise InputError("--address and --place are for --engine ray")
+            return
+        object.__setattr__(self, "tcp", True)  # nodes share no folder: tcp:// with CURVE
+        for name, where in self.place.items():
+            if name not in ("capture", *chain):
+                raise InputError(
+                    f"--place {name}: no such stage; choose from capture, {', '.join(chain)}"
+                )
+            if not isinstance(where, str) or not where.strip(": ") or " " in where:
+                raise InputError(
+                    f"--place {name}={where}: give a Ray resource (gpu, node_a) or a node "
+                    "label KEY:VALUE"
+                )
+        if "stdin" in self.sources:
+            raise InputError(
+                "--source stdin cannot reach a capture on another node; with --engine ray "
+                "give file:PATH or zmq:ENDPOINT"
             )
 
     @property

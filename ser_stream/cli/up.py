@@ -88,6 +88,27 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="CURVE keys for tcp:// endpoints, zmq:tcp:// sources included "
         "(made by `ser-stream keys`; --tcp alone makes keys for the session)",
     )
+    up.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default=None,
+        help="what runs the stage processes: local children (default) or Ray actors on a "
+        "cluster's nodes (needs `pip install 'ser-stream[ray]'`)",
+    )
+    up.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="--engine ray: the cluster to join, e.g. 10.0.0.5:6379 (default: a Ray "
+        "started on this machine for the session)",
+    )
+    up.add_argument(
+        "--place",
+        action="append",
+        default=[],
+        metavar="STAGE=WHERE",
+        help="--engine ray: run a stage only on nodes with this Ray resource (model=gpu) or "
+        "node label (model=zone:eu); repeatable",
+    )
     up.set_defaults(run=_up, one_thread=True)
 
     serve = commands.add_parser(
@@ -123,6 +144,9 @@ def _settings(args: argparse.Namespace) -> dict:
         "streams": args.streams,
         "curve": args.curve,
         "publish_plaintext": args.publish_plaintext or None,
+        "engine": args.engine,
+        "address": args.address,
+        "place": _place(args.place) or None,
     }
     settings.update({key: value for key, value in flags.items() if value is not None})
     if args.no_stop_on_silence:
@@ -138,6 +162,17 @@ def _settings(args: argparse.Namespace) -> dict:
     plot = settings.pop("plot", None)
     settings["plot"] = args.plot or plot  # the flag overrides the file
     return settings
+
+
+def _place(items: list[str]) -> dict[str, str]:
+    """``--place STAGE=WHERE`` flags as a table."""
+    place = {}
+    for item in items:
+        name, sep, where = item.partition("=")
+        if not sep or not name or not where:
+            raise InputError(f"--place {item!r} is not STAGE=WHERE (e.g. model=gpu)")
+        place[name] = where
+    return place
 
 
 def _up(args: argparse.Namespace) -> int:

@@ -72,7 +72,8 @@ def claim_publish_endpoint() -> PublishClaim:
 def sweep_left_behind(folder: Path) -> None:
     """Remove what sessions whose supervisor was killed left in the runtime folder.
 
-    A session's folder (``up-PID-*``, ``serve-PID-*``, holding its ``.lock``) and a second
+    A session's folder (``up-PID-*``, ``serve-PID-*``, a Ray stage host's ``host-PID-*``,
+    holding its ``.lock``) and a second
     pipeline's publish endpoint (``pub-PID``, beside ``pub-PID.lock``) name the process that
     made them and are marked by a lock it holds (:func:`~ser_stream.private.hold`). What is
     neither held nor of a live process is removed; a missing lock is left alone (its maker
@@ -80,7 +81,7 @@ def sweep_left_behind(folder: Path) -> None:
     """
     for entry in folder.iterdir():
         name = entry.name
-        if name.startswith(("up-", "serve-")) and entry.is_dir() and not entry.is_symlink():
+        if name.startswith(("up-", "serve-", "host-")) and entry.is_dir() and not entry.is_symlink():
             pid, lock, extra = name.split("-")[1], entry / ".lock", None
         elif name.startswith("pub-") and not name.endswith(".lock"):
             pid, extra = name[len("pub-") :], folder / f"{name}.lock"

@@ -85,8 +85,8 @@ def run_pipeline(
     sweep_left_behind(runtime_dir())
     with tempfile.TemporaryDirectory(prefix=f"up-{os.getpid()}-", dir=runtime_dir()) as folder:
         in_use = hold(Path(folder) / ".lock")  # released when this process ends, however
-        wiring = Wiring(config, Path(folder))
-        stages = Stages(wiring)
+        stages = _stages(config, Path(folder))
+        wiring = stages.wiring
         run.restarts = stages.restarts
         run.heartbeats = stages.heartbeats
         results = context.socket(zmq.PULL)
@@ -170,6 +170,7 @@ def run_pipeline(
             collector.end_the_rest("error" if failure else "signal")
             stop_authenticators(authenticators)
             context.destroy(linger=0)
+            stages.close()
             wiring.close_listeners()
             os.close(in_use)
             for sig, handler in previous.items():
@@ -191,6 +192,15 @@ def run_pipeline(
     if failure is not None:
         raise failure
     return run
+
+
+def _stages(config: PipelineConfig, folder: Path) -> Stages:
+    """The processes of the session, as the engine runs them (see ``PipelineConfig.engine``)."""
+    if config.engine == "ray":
+        from ser_stream.supervisor.ray_engine import RayStages  # Ray only when asked for
+
+        return RayStages(config, folder)
+    return Stages(Wiring(config, folder))
 
 
 def _finished(run: Run, config: PipelineConfig, stages: Stages, expected: set[str]) -> bool:

@@ -31,7 +31,7 @@ from ser_stream.supervisor.wiring import CHAIN, Wiring
 from ser_stream.threads import limit_numeric_threads
 from ser_stream.wire import decode
 
-__all__ = ["HUNG_AFTER_MISSES", "INPUT_ERROR", "RESTART_WINDOW_S", "Stages"]
+__all__ = ["HUNG_AFTER_MISSES", "INPUT_ERROR", "RESTART_WINDOW_S", "Stages", "end_with_parent"]
 
 HUNG_AFTER_MISSES = 3
 """Heartbeats missed in a row after which a process is taken for hung and replaced. A
@@ -81,27 +81,33 @@ class Stages:
 
     def start(self, name: str, replica: int) -> None:
         """Start process ``(name, replica)``; a restart goes on where its predecessor got to."""
-        reads_stdin = name == "capture" and self.config.sources[replica] == "stdin"
-        stdin = None if reads_stdin else subprocess.DEVNULL
-        command = self.wiring.command(
+        self.processes[(name, replica)] = self.launch(
             name,
             replica,
             generation=self.restarts[self.wiring.label(name, replica)],
             capture_at=self.positions.get(replica) if name == "capture" else None,
             streams_at=self.stream_positions.get((name, replica)),
         )
-        self.processes[(name, replica)] = subprocess.Popen(
-            command,
-            stdin=stdin,
+        self._started_at[(name, replica)] = time.monotonic()
+        self._heard.pop((name, replica), None)
+
+    def launch(self, name: str, replica: int, **resume) -> subprocess.Popen:
+        """Run process ``(name, replica)`` as a child of this one (``resume``: see
+        :meth:`Wiring.command`); an engine that places processes elsewhere replaces this."""
+        reads_stdin = name == "capture" and self.config.sources[replica] == "stdin"
+        return subprocess.Popen(
+            self.wiring.command(name, replica, **resume),
+            stdin=None if reads_stdin else subprocess.DEVNULL,
             env=limit_numeric_threads(dict(os.environ)),
             pass_fds=tuple(self.wiring.listening_fds(name, replica).values()),
-            preexec_fn=functools.partial(_end_with_parent, os.getpid()),
+            preexec_fn=functools.partial(end_with_parent, os.getpid()),
             # Out of the terminal's process group: Ctrl-C reaches the supervisor only, which
             # stops them upstream first (a capture reading the terminal stays in it).
             start_new_session=not reads_stdin,
         )
-        self._started_at[(name, replica)] = time.monotonic()
-        self._heard.pop((name, replica), None)
+
+    def close(self) -> None:
+        """The session is over: let go of what runs the processes (nothing, here)."""
 
     def start_chain(self) -> None:
         """Start every replica of every stage (the captures come once they are ready)."""
@@ -313,7 +319,7 @@ class Stages:
                     process.wait()
 
 
-def _end_with_parent(parent: int) -> None:
+def end_with_parent(parent: int) -> None:
     """In the child, before exec: be killed when the supervisor dies, however it dies.
 
     SIGKILL, not SIGTERM: a stage stopped with SIGSTOP (or stuck in a debugger) would never

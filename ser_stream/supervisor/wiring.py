@@ -51,12 +51,20 @@ class Wiring:
     Processes are named ``(stage, replica)``; captures are ``("capture", N)``, one per source.
     """
 
-    def __init__(self, config: PipelineConfig, folder: Path) -> None:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        folder: Path,
+        *,
+        host: str = "127.0.0.1",
+        keys: CurveKeys | None = None,
+    ) -> None:
         self.config = config
         self.folder = folder
+        self.host = host  # the address tcp endpoints listen on (a node's, with an engine)
         self._endpoints: dict[str, str] = {}
         self.listening: dict[str, socket.socket] = {}  # tcp: held for the session
-        self.keys = _session_keys(config, folder)
+        self.keys = keys if keys is not None else _session_keys(config, folder)
 
     def endpoint(self, key: str) -> str:
         """The endpoint named ``key`` (stable for the session, restarts included).
@@ -68,8 +76,8 @@ class Wiring:
         """
         if key not in self._endpoints:
             if self.config.tcp:
-                data, ack = _listening_pair()
-                endpoint = f"tcp://127.0.0.1:{data.getsockname()[1]}"
+                data, ack = _listening_pair(self.host)
+                endpoint = f"tcp://{self.host}:{data.getsockname()[1]}"
                 self.listening[endpoint] = data
                 self.listening[ack_endpoint(endpoint)] = ack
                 self._endpoints[key] = endpoint
@@ -95,19 +103,29 @@ class Wiring:
         """Processes of ``name``: sources for the capture, else replicas."""
         return len(self.config.sources) if name == "capture" else self.config.replicas_of(name)
 
-    def outputs(self, name: str, replica: int) -> list[str]:
-        """What replica ``replica`` of ``name`` binds: one output per shard of the next stage."""
+    def output_keys(self, name: str, replica: int) -> list[str]:
+        """The endpoints replica ``replica`` of ``name`` binds, by key: one per next shard."""
+        if name == CHAIN[-1]:  # it connects to the collector
+            return []
         after = CHAIN[CHAIN.index(name) + 1] if name != "capture" else CHAIN[0]
         if after in STATELESS:
-            return [self.endpoint(f"{name}.{replica}")]
-        return [self.endpoint(f"{name}.{replica}.s{k}") for k in range(self.count(after))]
+            return [f"{name}.{replica}"]
+        return [f"{name}.{replica}.s{k}" for k in range(self.count(after))]
+
+    def input_keys(self, name: str, replica: int) -> list[str]:
+        """The endpoints replica ``replica`` of ``name`` connects to, by key: its shard of
+        every upstream replica."""
+        before = "capture" if name == CHAIN[0] else CHAIN[CHAIN.index(name) - 1]
+        shard = "" if name in STATELESS else f".s{replica}"
+        return [f"{before}.{u}{shard}" for u in range(self.count(before))]
+
+    def outputs(self, name: str, replica: int) -> list[str]:
+        """What replica ``replica`` of ``name`` binds: one output per shard of the next stage."""
+        return [self.endpoint(key) for key in self.output_keys(name, replica)]
 
     def inputs(self, name: str, replica: int) -> list[str]:
         """What replica ``replica`` of ``name`` connects to: its shard of every upstream."""
-        before = "capture" if name == CHAIN[0] else CHAIN[CHAIN.index(name) - 1]
-        if name in STATELESS:
-            return [self.endpoint(f"{before}.{u}") for u in range(self.count(before))]
-        return [self.endpoint(f"{before}.{u}.s{replica}") for u in range(self.count(before))]
+        return [self.endpoint(key) for key in self.input_keys(name, replica)]
 
     def label(self, name: str, replica: int) -> str:
         """``model`` or, with replicas, ``model.1``; the captures are ``capture.N``."""
@@ -173,14 +191,14 @@ def _session_keys(config: PipelineConfig, folder: Path) -> CurveKeys | None:
     return None
 
 
-def _listening_pair() -> tuple[socket.socket, socket.socket]:
-    """Two listening loopback sockets on adjacent ports the system chose (data, ack)."""
+def _listening_pair(host: str) -> tuple[socket.socket, socket.socket]:
+    """Two listening sockets on ``host``, on adjacent ports the system chose (data, ack)."""
     for _ in range(50):
         data = socket.socket()
-        data.bind(("127.0.0.1", 0))
+        data.bind((host, 0))
         ack = socket.socket()
         try:
-            ack.bind(("127.0.0.1", data.getsockname()[1] + 1))
+            ack.bind((host, data.getsockname()[1] + 1))
         except OSError:
             data.close()
             ack.close()
@@ -189,4 +207,4 @@ def _listening_pair() -> tuple[socket.socket, socket.socket]:
             listener.listen(128)
             listener.set_inheritable(True)
         return data, ack
-    raise InputError("no two adjacent free loopback ports; free some or use ipc://")
+    raise InputError(f"no two adjacent free ports on {host}; free some or use ipc://")
