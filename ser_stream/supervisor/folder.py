@@ -81,7 +81,11 @@ def sweep_left_behind(folder: Path) -> None:
     """
     for entry in folder.iterdir():
         name = entry.name
-        if name.startswith(("up-", "serve-", "host-")) and entry.is_dir() and not entry.is_symlink():
+        if (
+            name.startswith(("up-", "serve-", "host-"))
+            and entry.is_dir()
+            and not entry.is_symlink()
+        ):
             pid, lock, extra = name.split("-")[1], entry / ".lock", None
         elif name.startswith("pub-") and not name.endswith(".lock"):
             pid, extra = name[len("pub-") :], folder / f"{name}.lock"

@@ -92,8 +92,11 @@ class Stages:
         self._heard.pop((name, replica), None)
 
     def launch(self, name: str, replica: int, **resume) -> subprocess.Popen:
-        """Run process ``(name, replica)`` as a child of this one (``resume``: see
-        :meth:`Wiring.command`); an engine that places processes elsewhere replaces this."""
+        """Run process ``(name, replica)`` as a child of this one.
+
+        ``resume``: see :meth:`Wiring.command`. An engine that places processes elsewhere
+        replaces this.
+        """
         reads_stdin = name == "capture" and self.config.sources[replica] == "stdin"
         return subprocess.Popen(
             self.wiring.command(name, replica, **resume),

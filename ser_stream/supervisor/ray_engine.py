@@ -51,8 +51,9 @@ def _ray():
 
 
 def connect(address: str | None) -> bool:
-    """Join the Ray cluster at ``address`` (None: start one on this machine); whether a
-    Ray was started or joined here (and so is to be let go at the end).
+    """Join the Ray cluster at ``address`` (None: start one on this machine).
+
+    Returns whether this call started or joined Ray (and so is to let it go at the end).
 
     Raises:
         InputError: Ray is not installed, or the cluster cannot be reached.
@@ -79,8 +80,11 @@ def connect(address: str | None) -> bool:
 
 
 class HostedProcess:
-    """A stage process run by a host actor, with the face of :class:`subprocess.Popen` the
-    supervisor uses (``poll``, ``wait``, ``send_signal``, ``kill``)."""
+    """A stage process run by a host actor.
+
+    It has the face of :class:`subprocess.Popen` the supervisor uses (``poll``, ``wait``,
+    ``send_signal``, ``kill``).
+    """
 
     def __init__(self, host: Any, done: Any, label: str, log: Any) -> None:
         self._host = host
@@ -124,6 +128,7 @@ class HostedProcess:
             self._host.signal.remote(int(signum))
 
     def kill(self) -> None:
+        """Have the host kill the process."""
         self.send_signal(signal.SIGKILL)
 
 
@@ -152,10 +157,14 @@ class RayStages(Stages):
             results=self.wiring.endpoint("results"),
             keys={file: (keys.folder / file).read_bytes() for file in KEY_FILES},
         )
+        self.registry.put.remote({"control": self.session.control, "results": self.session.results})
         self.hosts: dict[tuple[str, int], Any] = {}
+        self.placed: dict[str, str] = {}  # the node each process runs on, by label
+        self._placing: dict[str, Any] = {}  # the nodes being asked for
         self._here = here
 
     def launch(self, name: str, replica: int, **resume) -> HostedProcess:  # type: ignore[override]
+        """Have the host of ``(name, replica)`` run it (Ray places a new host first)."""
         from ser_stream.supervisor.ray_host import StageHost
 
         key = (name, replica)
@@ -165,7 +174,25 @@ class RayStages(Stages):
             )
         host = self.hosts[key]
         label = self.wiring.label(name, replica)
-        return HostedProcess(host, host.run.remote(name, replica, **resume), label, self.log)
+        done = host.run.remote(name, replica, **resume)
+        self._placing[label] = host.node.remote()  # answered once Ray has placed it
+        return HostedProcess(host, done, label, self.log)
+
+    def check(self) -> None:
+        """Say where processes were placed (or placed again), then as :meth:`Stages.check`."""
+        ray = _ray()
+        for label, ref in list(self._placing.items()):
+            if not ray.wait([ref], timeout=0)[0]:
+                continue
+            del self._placing[label]
+            try:
+                node = ray.get(ref)
+            except ray.exceptions.RayError:
+                continue  # its host died before it answered: the restart asks again
+            if self.placed.get(label) != node:
+                self.log.info("stage placed", stage=label, node=node)
+            self.placed[label] = node
+        super().check()
 
     def _placement(self, name: str) -> dict[str, Any]:
         """Where Ray may run a host of ``name``, and how often it brings one back."""
@@ -184,22 +211,6 @@ class RayStages(Stages):
             gpu = where.lower() == "gpu"
             options["num_gpus" if gpu else "resources"] = 0.001 if gpu else {where: 0.001}
         return options
-
-    def nodes(self) -> dict[str, str]:
-        """The node each process's host runs on now, by label."""
-        ray = _ray()
-        refs = {self.wiring.label(*key): host.node.remote() for key, host in self.hosts.items()}
-        found = {}
-        for label, ref in refs.items():
-            try:
-                found[label] = ray.get(ref, timeout=10)
-            except (ray.exceptions.RayError, TimeoutError):
-                continue
-        return found
-
-    def endpoints(self) -> dict[str, str]:
-        """Every endpoint of the session, as the registry has it now."""
-        return _ray().get(self.registry.all.remote(), timeout=10)
 
     def usage(self) -> dict[str, dict[str, float]]:
         """Per live process (asked of its host, on its node) and this one (``supervisor``)."""
@@ -240,8 +251,7 @@ def _absolute_paths(config: PipelineConfig) -> PipelineConfig:
 
 
 def _check_placement(ray: Any, config: PipelineConfig) -> None:
-    """A stage placed where no node of the cluster can run it: say so now, not after the
-    start timeout.
+    """Refuse now, not after the start timeout, a stage placed where no node can run it.
 
     Raises:
         InputError: no living node has the resource or label.

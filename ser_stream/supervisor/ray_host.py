@@ -1,5 +1,4 @@
-"""What runs on a Ray node: a stage host (an actor that owns one stage process) and the
-session's endpoint registry (a named actor).
+"""What runs on a Ray node: stage hosts (actors that own a stage process), the registry.
 
 A host is placed by Ray and restarted by Ray (``max_restarts``) when it or its node dies;
 the supervisor, the Ray driver, tells it which process to run and from where to resume.
@@ -70,18 +69,24 @@ class Registry:
         self._endpoints: dict[str, str] = {}
 
     def put(self, endpoints: dict[str, str]) -> None:
+        """Enter or replace endpoints by key."""
         self._endpoints.update(endpoints)
 
     def get(self, keys: list[str]) -> dict[str, str]:
+        """The endpoints of ``keys`` that are known (a host not yet placed has none)."""
         return {key: self._endpoints[key] for key in keys if key in self._endpoints}
 
     def all(self) -> dict[str, str]:
+        """Every endpoint of the session, by key."""
         return dict(self._endpoints)
 
 
 class _NodeWiring(Wiring):
-    """The session's wiring as one host sees it: its own outputs listen on this node, its
-    inputs are a listing the host keeps, the supervisor's endpoints are given."""
+    """The session's wiring as one host sees it.
+
+    Its own outputs listen on this node, its inputs are a listing the host keeps, and the
+    supervisor's endpoints are given.
+    """
 
     def __init__(self, config: PipelineConfig, folder: Path, session: HostSession) -> None:
         super().__init__(
@@ -135,7 +140,9 @@ class StageHost:
     def run(self, name: str, replica: int, **resume) -> int:
         """Run process ``(name, replica)`` here until it exits; its exit status."""
         wiring = self.wiring
-        outputs = dict(zip(wiring.output_keys(name, replica), wiring.outputs(name, replica)))
+        outputs = dict(
+            zip(wiring.output_keys(name, replica), wiring.outputs(name, replica), strict=True)
+        )
         ray.get(self.registry.put.remote(outputs))
         if name != "capture":
             self._follow(name, replica)

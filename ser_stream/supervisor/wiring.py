@@ -113,8 +113,10 @@ class Wiring:
         return [f"{name}.{replica}.s{k}" for k in range(self.count(after))]
 
     def input_keys(self, name: str, replica: int) -> list[str]:
-        """The endpoints replica ``replica`` of ``name`` connects to, by key: its shard of
-        every upstream replica."""
+        """The endpoints replica ``replica`` of ``name`` connects to, by key.
+
+        That is its shard of every upstream replica.
+        """
         before = "capture" if name == CHAIN[0] else CHAIN[CHAIN.index(name) - 1]
         shard = "" if name in STATELESS else f".s{replica}"
         return [f"{before}.{u}{shard}" for u in range(self.count(before))]
