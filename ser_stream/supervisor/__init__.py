@@ -8,6 +8,8 @@
 ``ledger``          per-stream accounting: :class:`~.ledger.Run`, :class:`~.ledger.Session`
 ``folder``          the runtime folder: the publish endpoint claim, the sweep of leftovers
 ``usage``           memory and CPU of each process, from ``/proc``
+``ray_engine``      ``up --engine ray``: the processes as Ray actors, the supervisor the driver
+``ray_host``        on a Ray node: the actor that owns a stage process, the endpoint registry
 ==================  =====================================================================
 
 The settings a session runs with are :class:`ser_stream.settings.PipelineConfig`.
