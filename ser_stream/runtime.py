@@ -32,6 +32,7 @@ __all__ = [
     "Endpoints",
     "StageRuntime",
     "ledger_entry",
+    "ledger_window",
     "window_id",
 ]
 
@@ -77,6 +78,14 @@ def ledger_entry(window: Window) -> Event:
 def window_id(t_start: float, t_end: float) -> tuple[float, float]:
     """A window's id in its stream: its span, rounded so that JSON round trips agree."""
     return round(t_start, 4), round(t_end, 4)
+
+
+def ledger_window(envelope: Envelope) -> tuple[float, float] | None:
+    """The id of the window a ledger entry enters (None: the message is no ledger entry)."""
+    body = envelope.body
+    if isinstance(body, Event) and body.name == LEDGER_EVENT:
+        return window_id(body.data.get("t_start", 0.0), body.data.get("t_end", 0.0))
+    return None
 
 
 RECEIVED = ".in"

@@ -6,6 +6,7 @@
 ``up``          ``up`` and ``serve``: the whole pipeline
 ``stage``       ``stage``: one stage (or a capture) in this process
 ``tools``       ``keys``, ``bench``, ``devices``, ``tap``
+``cluster``     ``health``, ``collect``: a pipeline without ``up`` (Kubernetes)
 ``common``      flag values several commands read the same way
 ==============  ==========================================================
 """

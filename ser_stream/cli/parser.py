@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ser_stream.cli import models, stage, tools, up
+from ser_stream.cli import cluster, models, stage, tools, up
 
 __all__ = ["build_parser"]
 
@@ -23,4 +23,5 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_commands(commands)
     tools.add_commands(commands)
     stage.add_commands(commands)
+    cluster.add_commands(commands)
     return parser

@@ -23,8 +23,8 @@ import zmq
 from ser_stream.errors import InputError, SupervisionError, WireError
 from ser_stream.liveness import stuck
 from ser_stream.logs import get_logger
-from ser_stream.messages import Event, Heartbeat
-from ser_stream.runtime import LEDGER_EVENT, window_id
+from ser_stream.messages import Heartbeat
+from ser_stream.runtime import ledger_window
 from ser_stream.settings import HEARTBEAT_S
 from ser_stream.supervisor.usage import usage
 from ser_stream.supervisor.wiring import CHAIN, Wiring
@@ -145,11 +145,11 @@ class Stages:
                 envelope = decode(frames)
             except WireError:
                 continue
-            body = envelope.body
-            if isinstance(body, Event) and body.name == LEDGER_EVENT:
-                span = (body.data.get("t_start", 0.0), body.data.get("t_end", 0.0))
-                self.on_window(envelope.stream, window_id(*span))
+            window = ledger_window(envelope)
+            if window is not None:
+                self.on_window(envelope.stream, window)
                 continue
+            body = envelope.body
             if not isinstance(body, Heartbeat):
                 continue
             name, _, replica = body.stage.rpartition(".")
