@@ -5,7 +5,8 @@ Each measurement is one or more ``up`` sessions of real stage processes, all rec
 as it goes, and memory), :mod:`.streams` (concurrent live streams) and :mod:`.backpressure`
 (a slow model, a slow subscriber). :mod:`.original` times the original system's approach for
 comparison, :mod:`.report` writes the JSON and the Markdown report with its plots, and
-:mod:`.main` runs them all.
+:mod:`.main` runs them all. :mod:`.cluster` runs the streams sweep on simulated Ray clusters
+(``bench --engine ray``).
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def measure_streams(
         producer = multiprocessing.Process(
             target=_produce, args=(endpoint, count, seconds, report), daemon=True
         )
-        started = {}
+        started = {"began": time.monotonic()}
 
         def start(producer=producer, started=started, endpoint=endpoint) -> None:
             # Live producers talk only once the capture listens (its ipc file exists):
@@ -110,6 +110,7 @@ def measure_streams(
             deadline = time.monotonic() + 60
             while not socket_file.exists() and time.monotonic() < deadline:
                 time.sleep(0.02)
+            started["ready"] = time.monotonic()
             time.sleep(0.2)
             started["t"] = time.monotonic()
             producer.start()
@@ -146,6 +147,7 @@ def measure_streams(
                 "producer_late_ms": report.get("producer_late_ms"),
                 "cpu_cores": round(sum(run.cpu_s.values()) / wall, 2),
                 "rss_mb": rss_mb(run),
+                "ready_s": round(started["ready"] - started["began"], 2),
                 "ok": ok,
             }
         )

@@ -41,6 +41,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="the replicas of a second streams sweep (default vad=2)",
     )
     bench.add_argument("--no-original", action="store_true", help="skip the original's approach")
+    bench.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="ray: the streams sweep with the model on 1, 2 and 3 simulated Ray nodes on this "
+        "machine, beside the local up, and the engine's own cost (cluster.md)",
+    )
     bench.set_defaults(run=_bench, one_thread=True)
 
     devices = commands.add_parser("devices", help="list the microphones (audio inputs)")
@@ -78,10 +85,44 @@ def _bench(args: argparse.Namespace) -> int:
         changes["original"] = False
     options = replace(options, **changes)
     out = Path(args.out) if args.out else default_out()
+    if args.engine == "ray":
+        return _bench_cluster(options, out, Path(args.json) if args.json else None)
     result = run_bench(options, out, Path(args.json) if args.json else None)
     print(f"ser-stream: report written to {out / 'bench.md'}", file=sys.stderr)
     for name, row in result["targets"].items():
         print(f"{name:<45} {row['figure']:>10}  {'met' if row['met'] else 'NOT met'}")
+    return 0
+
+
+def _bench_cluster(options, out: Path, json_path: Path | None) -> int:
+    """``bench --engine ray``: the cluster sweep alone, its own report (cluster.md)."""
+    import json
+    import shlex
+
+    from ser_stream.bench.cluster import markdown, measure_cluster
+    from ser_stream.bench.main import STREAM_COUNTS
+    from ser_stream.bench.session import workdir
+    from ser_stream.bench.stats import machine
+    from ser_stream.errors import InputError
+
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise InputError("bench --engine ray needs Ray: pip install 'ser-stream[ray]'") from None
+    counts = [n for n in STREAM_COUNTS if n <= options.max_streams]
+    with workdir() as folder:
+        result = {"machine": machine(), "command": shlex.join(["ser-stream", *sys.argv[1:]])}
+        result.update(measure_cluster(counts, options.stream_s, Path(folder)))
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2) + "\n"
+    (out / "cluster.json").write_text(text)
+    if json_path is not None:
+        json_path.write_text(text)
+    (out / "cluster.md").write_text(markdown(result))
+    print(f"ser-stream: report written to {out / 'cluster.md'}", file=sys.stderr)
+    for name, config in result.items():
+        if isinstance(config, dict) and "max_streams" in config:
+            print(f"{name:<20} {config['max_streams']:>4} streams at p95 <= 100 ms")
     return 0
 
 

@@ -202,5 +202,11 @@ class StageHost:
         return None if self._process is None else self._process.pid
 
     def usage(self, label: str) -> dict[str, dict[str, float]]:
-        """The process's peak and proportional memory and CPU time (see :func:`usage`)."""
-        return usage({} if self._process is None else {label: self._process.pid})
+        """The process's and this host's (``LABEL.host``) memory and CPU (see :func:`usage`).
+
+        The host is the engine's cost of running the process; it is counted with it.
+        """
+        pids = {f"{label}.host": os.getpid()}
+        if self._process is not None:
+            pids[label] = self._process.pid
+        return usage(pids)

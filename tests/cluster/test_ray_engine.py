@@ -177,3 +177,14 @@ def test_a_stranger_without_the_keys_gets_nothing_and_puts_nothing(three_nodes, 
     summary = session[-1]["summary"]
     assert summary["ledger"] == "balanced" and summary["windows"] == 5 == summary["predicted"]
     assert {r["stream"] for r in session if "stream" in r} == {"stream-1"}
+
+
+@pytest.mark.timeout(120)
+def test_a_place_no_node_has_is_refused_at_once_in_one_line(three_nodes, tmp_path):
+    result = run_up(
+        "--engine", "ray", "--address", three_nodes.address, "--place", "model=tpu",
+        "--source", f"file:{bundled_sample()}", "--fast",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert "no node of the Ray cluster has the resource tpu" in last
