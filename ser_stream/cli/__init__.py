@@ -27,9 +27,14 @@ EXIT_SUPERVISION = 3
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["health"]:  # a probe, every few seconds: nothing else is loaded
+        from ser_stream.cli.cluster import probe
+
+        return probe(arguments[1:])
     from ser_stream.cli.parser import build_parser
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(arguments)
     if args.one_thread:  # training keeps the libraries' pools
         from ser_stream.threads import limit_numeric_threads
 

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "probe"]
 
 MAX_AGE_S = 5.0
 """A health file older than this is stale: about three missed heartbeats, with some slack."""
@@ -29,21 +29,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     health = commands.add_parser(
         "health", help="exit 0 if a stage's health file is fresh and not stalled (a probe)"
     )
-    health.add_argument("path", metavar="PATH", help="the file the stage's --health-file writes")
-    health.add_argument(
-        "--max-age",
-        type=float,
-        default=MAX_AGE_S,
-        metavar="SECONDS",
-        help="older is stale: the process hangs or is gone (default %(default)g)",
-    )
-    health.add_argument(
-        "--max-stall",
-        type=float,
-        default=MAX_STALL_S,
-        metavar="SECONDS",
-        help="work held without progress this long is unhealthy (default %(default)g)",
-    )
+    _health_arguments(health)
     health.set_defaults(run=_health)
 
     collect = commands.add_parser(
@@ -70,6 +56,35 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--health-file", metavar="PATH", help="write this process's health here every second"
     )
     collect.set_defaults(run=_collect, one_thread=True)
+
+
+def _health_arguments(health: argparse.ArgumentParser) -> None:
+    health.add_argument("path", metavar="PATH", help="the file the stage's --health-file writes")
+    health.add_argument(
+        "--max-age",
+        type=float,
+        default=MAX_AGE_S,
+        metavar="SECONDS",
+        help="older is stale: the process hangs or is gone (default %(default)g)",
+    )
+    health.add_argument(
+        "--max-stall",
+        type=float,
+        default=MAX_STALL_S,
+        metavar="SECONDS",
+        help="work held without progress this long is unhealthy (default %(default)g)",
+    )
+
+
+def probe(argv: list[str]) -> int:
+    """``ser-stream health ARGS`` without the rest of the command line.
+
+    An orchestrator runs it every few seconds in every pod: building every command's parser
+    (the web service's among them) and the logging would cost it ten times its own work.
+    """
+    health = argparse.ArgumentParser(prog="ser-stream health")
+    _health_arguments(health)
+    return _health(health.parse_args(argv))
 
 
 def _health(args: argparse.Namespace) -> int:

@@ -101,6 +101,9 @@ class HostedProcess:
             if ready:
                 try:
                     self.returncode = ray.get(self._done)
+                except ray.exceptions.RayTaskError as exc:  # the host's own failure
+                    self.returncode = HOST_LOST
+                    self._log.error("stage host failed", stage=self.label, cause=str(exc.cause))
                 except ray.exceptions.RayError as exc:
                     self.returncode = HOST_LOST
                     self._log.error(

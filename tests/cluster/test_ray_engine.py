@@ -45,9 +45,8 @@ def placements(lines: list[str] | str) -> dict[str, str]:
     return placed
 
 
-def read_until_placed(up: subprocess.Popen, labels: set[str]) -> dict[str, str]:
-    """Read ``up``'s stderr until every process in ``labels`` was placed."""
-    lines: list[str] = []
+def read_until_placed(up: subprocess.Popen, labels: set[str], lines: list[str]) -> dict[str, str]:
+    """Read ``up``'s stderr into ``lines`` until every process in ``labels`` was placed."""
     while not labels <= set(placements(lines)):
         line = up.stderr.readline()
         if not line:
@@ -88,16 +87,19 @@ def test_a_worker_node_dies_mid_stream_and_its_stages_come_back(own_three_nodes,
     cluster = own_three_nodes
     source, jsonl = talk(tmp_path / "talk.wav", 10), tmp_path / "s.jsonl"
     up = start_up(f"file:{source}", jsonl, *on_ray(cluster))
+    lines: list[str] = []
     try:
-        placed = read_until_placed(up, {"model.0", "model.1"})
-        doomed = next(name for name in ("b", "c") if cluster.node_id(name) == placed["model.0"])
+        first = read_until_placed(up, {"capture.0", "vad", "denoise", "features", "model.0",
+                                       "model.1"}, lines)  # fmt: skip
+        doomed = next(name for name in ("b", "c") if cluster.node_id(name) == first["model.0"])
         living = {cluster.node_id(name) for name in "abc" if name != doomed}
+        moved = {label for label, node in first.items() if node == cluster.node_id(doomed)}
         wait_for_records(jsonl, kind="prediction", timeout_s=120)
         cluster.cluster.remove_node(cluster.nodes[doomed])
-
-        back = read_until_placed(up, {"model.0"})  # read on: its new place
-        while back.get("model.0") not in living:
-            back.update(read_until_placed(up, {"model.0"}))
+        # Read on until each of its processes is placed on a living node.
+        while not all(placements(lines)[label] in living for label in moved):
+            lines.append(up.stderr.readline() or "")
+            assert up.poll() is None or lines[-1], "up ended first"
         stderr = finish(up, 240)
     finally:
         if up.poll() is None:
@@ -105,7 +107,8 @@ def test_a_worker_node_dies_mid_stream_and_its_stages_come_back(own_three_nodes,
     assert up.returncode == 0, stderr[-3000:]
     session = records(jsonl)
     summary = session[-1]["summary"]
-    assert summary["restarts"].get("model.0", 0) >= 1, summary
+    assert "model.0" in moved
+    assert all(summary["restarts"].get(label, 0) >= 1 for label in moved), (moved, summary)
     assert_ledger_holds(summary, [r for r in session if r["kind"] == "prediction"])
     assert summary["windows"] == 10, summary  # every utterance was windowed; none vanished
 
