@@ -128,6 +128,21 @@ def measure_cluster(counts: list[int], seconds: float, folder: Path, nodes=NODE_
     return result
 
 
+def _host_mb(configs: dict) -> str:
+    """The hosts' share of the pipeline's memory, in words."""
+    hosts = [
+        mb
+        for config in configs.values()
+        if "cluster_start_s" in config
+        for row in config["streams"][:1]
+        for label, mb in row["rss_mb"].items()
+        if label.endswith(".host")
+    ]
+    if not hosts:
+        return "none measured"
+    return f"{min(hosts):.0f}-{max(hosts):.0f} MB each"
+
+
 def _max_ok(rows: list[dict]) -> int:
     return max((row["streams"] for row in rows if row["ok"]), default=0)
 
@@ -150,7 +165,7 @@ def markdown(result: dict) -> str:
         if "streams" not in config:
             continue
         for row in config["streams"]:
-            latency = row["latency_ms"]
+            latency = {k: f"{v:.1f}" for k, v in row["latency_ms"].items()}
             lost = (
                 row["dropped_windows"] + max(0, row["dropped_frames"]) + row["streams_unfinished"]
             )
@@ -163,8 +178,8 @@ def markdown(result: dict) -> str:
     lines += [
         "",
         "Most live streams at p95 ≤ 100 ms with nothing lost: "
-        + ", ".join(
-            f"{name} {config['max_streams']}"
+        + "; ".join(
+            f"{name}: {config['max_streams']}"
             for name, config in configs.items()
             if "max_streams" in config
         )  # fmt: skip
@@ -188,7 +203,8 @@ def markdown(result: dict) -> str:
         "",
         "Memory of Ray's own processes with the cluster idle, before the session. The "
         "pipeline's RSS above includes, with Ray, the actor that hosts each stage process "
-        "(`NAME.host`). `ready s`: from the session's start to every stage up.",
+        f"(`NAME.host`): {_host_mb(configs)}. `ready s`: from the session's start to every "
+        "stage up.",
         "",
     ]
     return "\n".join(lines)

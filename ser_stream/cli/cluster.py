@@ -241,21 +241,10 @@ def _listen(control, collector) -> None:
 
     Heartbeats are left to the probes: each stage's own health file says it lives.
     """
-    import zmq
-
-    from ser_stream.errors import WireError
     from ser_stream.runtime import ledger_window
-    from ser_stream.wire import decode
+    from ser_stream.supervisor.collector import waiting_envelopes
 
-    for _ in range(1024):
-        try:
-            frames = control.recv_multipart(zmq.NOBLOCK)
-        except zmq.Again:
-            return
-        try:
-            envelope = decode(frames)
-        except WireError:
-            continue
+    for envelope in waiting_envelopes(control):
         window = ledger_window(envelope)
         if window is not None:
             collector.window_emitted(envelope.stream, window)

@@ -8,7 +8,7 @@ on the PUB endpoint for anyone's subscribers.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import zmq
 
@@ -20,7 +20,7 @@ from ser_stream.supervisor.ledger import Run, Session
 from ser_stream.supervisor.wiring import CHAIN
 from ser_stream.wire import Envelope, decode
 
-__all__ = ["Collector", "drain"]
+__all__ = ["Collector", "drain", "waiting_envelopes"]
 
 
 class Collector:
@@ -147,3 +147,20 @@ def drain(results: zmq.Socket, collector: Collector) -> None:
                 collector.take(results.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
                 break
+
+
+def waiting_envelopes(sock: zmq.Socket, most: int = 1024) -> Iterator[Envelope]:
+    """The messages waiting on ``sock`` (``most`` at most), decoded; never waits.
+
+    A malformed one is skipped: on a control socket only stages speak, and one that cannot be
+    read says nothing the supervisor could act on.
+    """
+    for _ in range(most):
+        try:
+            frames = sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        try:
+            yield decode(frames)
+        except WireError:
+            continue

@@ -20,16 +20,16 @@ from collections.abc import Callable
 
 import zmq
 
-from ser_stream.errors import InputError, SupervisionError, WireError
+from ser_stream.errors import InputError, SupervisionError
 from ser_stream.liveness import stuck
 from ser_stream.logs import get_logger
 from ser_stream.messages import Heartbeat
 from ser_stream.runtime import ledger_window
 from ser_stream.settings import HEARTBEAT_S
+from ser_stream.supervisor.collector import waiting_envelopes
 from ser_stream.supervisor.usage import usage
 from ser_stream.supervisor.wiring import CHAIN, Wiring
 from ser_stream.threads import limit_numeric_threads
-from ser_stream.wire import decode
 
 __all__ = ["HUNG_AFTER_MISSES", "INPUT_ERROR", "RESTART_WINDOW_S", "Stages", "end_with_parent"]
 
@@ -136,15 +136,7 @@ class Stages:
             self._heard = {key: max(heard, now) for key, heard in self._heard.items()}
             self._attentive_since = now
         self._listened_at = now
-        for _ in range(1024):
-            try:
-                frames = control.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                envelope = decode(frames)
-            except WireError:
-                continue
+        for envelope in waiting_envelopes(control):
             window = ledger_window(envelope)
             if window is not None:
                 self.on_window(envelope.stream, window)

@@ -18,7 +18,7 @@ from ser_stream.audio import bundled_sample
 from ser_stream.testing import finish, records, run_up, talk, wait_for_records
 from ser_stream.transport import ack_endpoint
 from tests.cluster.conftest import SimulatedCluster
-from tests.faults.helpers import assert_ledger_holds, start_up
+from tests.faults.helpers import STRANGERS, assert_ledger_holds, start_up, stranger_socket
 
 ray = pytest.importorskip("ray")
 
@@ -130,21 +130,8 @@ def test_a_stranger_without_the_keys_gets_nothing_and_puts_nothing(three_nodes, 
         endpoints = ray.get(ray.get_actor(name, namespace="ser-stream").all.remote())
         outputs = [e for key, e in endpoints.items() if key not in ("control", "results")]
         inboxes = [endpoints["control"], endpoints["results"], *map(ack_endpoint, outputs)]
-        thieves, forgers = [], []
-        for kind in ("missing", "plain", "wrong"):
-            for endpoint, sockets, socket_kind in (
-                *((e, thieves, zmq.PULL) for e in outputs),
-                *((e, forgers, zmq.PUSH) for e in inboxes),
-            ):
-                sock = context.socket(socket_kind)
-                if kind == "plain":
-                    sock.plain_username, sock.plain_password = b"u", b"p"
-                elif kind == "wrong":
-                    public, secret = zmq.curve_keypair()
-                    sock.curve_secretkey, sock.curve_publickey = secret, public
-                    sock.curve_serverkey = zmq.curve_keypair()[0]
-                sock.connect(endpoint)
-                sockets.append(sock)
+        thieves = [stranger_socket(context, zmq.PULL, k, e) for k in STRANGERS for e in outputs]
+        forgers = [stranger_socket(context, zmq.PUSH, k, e) for k in STRANGERS for e in inboxes]
         forged = json.dumps(
             {
                 "v": 1,

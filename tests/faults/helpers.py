@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import zmq
 
 from ser_stream import testing
 from tests.fixtures import SYNTHETIC_SPEECH_VAD
@@ -89,3 +90,20 @@ def shared_tmp(monkeypatch):
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
+
+
+STRANGERS = ("missing", "plain", "wrong")
+"""Clients without the session's keys: no security, PLAIN credentials, a CURVE key of their own."""
+
+
+def stranger_socket(context: zmq.Context, kind: int, stranger: str, endpoint: str) -> zmq.Socket:
+    """A socket of ``kind`` connected to ``endpoint`` as one of the :data:`STRANGERS`."""
+    sock = context.socket(kind)
+    if stranger == "plain":
+        sock.plain_username, sock.plain_password = b"u", b"p"
+    elif stranger == "wrong":
+        public, secret = zmq.curve_keypair()
+        sock.curve_secretkey, sock.curve_publickey = secret, public
+        sock.curve_serverkey = zmq.curve_keypair()[0]
+    sock.connect(endpoint)
+    return sock

@@ -24,7 +24,7 @@ from ser_stream.testing import (
     wait_ready,
 )
 from ser_stream.wire import Envelope, encode
-from tests.faults.helpers import start_up
+from tests.faults.helpers import STRANGERS, start_up, stranger_socket
 
 REFUSALS = ("unknown CURVE key", "handshake failed")
 """What the capture says of the wrong key (its authenticator) and of NULL and PLAIN (its
@@ -115,17 +115,7 @@ def test_tcp_stages_take_no_stranger(tmp_path):
         (capture,) = wait_for(lambda: stage_pids(up.pid, "capture"), 60)
         argv = children(up.pid)[capture]
         endpoint = argv[argv.index("--out") + 1]
-        thieves = []
-        for kind in ("missing", "plain", "wrong"):
-            thief = context.socket(zmq.PULL)
-            if kind == "plain":
-                thief.plain_username, thief.plain_password = b"u", b"p"
-            elif kind == "wrong":
-                public, secret = zmq.curve_keypair()
-                thief.curve_secretkey, thief.curve_publickey = secret, public
-                thief.curve_serverkey = zmq.curve_keypair()[0]
-            thief.connect(endpoint)
-            thieves.append(thief)
+        thieves = [stranger_socket(context, zmq.PULL, kind, endpoint) for kind in STRANGERS]
         stolen = 0
         while up.poll() is None:  # they try for the whole session
             for thief in thieves:

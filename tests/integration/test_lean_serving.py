@@ -19,10 +19,15 @@ import pytest
 from ser_stream.audio import bundled_sample
 from ser_stream.testing import children, finish, start_up, wait_ready
 
-HEAVY = ("librosa", "numba", "llvmlite", "tensorflow", "keras", "scipy", "noisereduce", "sklearn")
-"""Top-level packages no serving process may import."""
+HEAVY = (
+    "librosa", "numba", "llvmlite", "tensorflow", "keras", "scipy", "noisereduce", "sklearn",
+    "ray",
+)  # fmt: skip
+"""Top-level packages no serving process may import (Ray: only ``up --engine ray`` itself)."""
 
-HEAVY_LIBRARIES = ("/numba/", "/llvmlite/", "/tensorflow/", "/scipy/", "/sklearn/", "/scipy.libs/")
+HEAVY_LIBRARIES = (
+    "/numba/", "/llvmlite/", "/tensorflow/", "/scipy/", "/sklearn/", "/scipy.libs/", "/ray/",
+)  # fmt: skip
 """Folders of their compiled parts, as they show in a process's memory maps."""
 
 IN_PROCESS = """

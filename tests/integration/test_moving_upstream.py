@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import signal
 
-import pytest
 import zmq
 
 from ser_stream.messages import EndOfStream, Features, Heartbeat, Window
@@ -19,15 +18,6 @@ from ser_stream.testing import voiced, wait_for
 from ser_stream.transport import ack_endpoint
 from ser_stream.wire import Envelope, decode, encode
 from tests.integration.test_stage_process import log_records, receive, start_stage
-
-
-@pytest.fixture
-def zctx():
-    context = zmq.Context()
-    context.setsockopt(zmq.SNDTIMEO, 30_000)
-    context.setsockopt(zmq.LINGER, 0)
-    yield context
-    context.destroy(linger=0)
 
 
 class Upstream:

@@ -22,16 +22,6 @@ def endpoints(tmp_path):
     return f"ipc://{tmp_path}/in", f"ipc://{tmp_path}/out"
 
 
-@pytest.fixture
-def zctx():
-    context = zmq.Context()
-    # A test socket never blocks forever: a dead stage fails the test instead of hanging it.
-    context.setsockopt(zmq.SNDTIMEO, 30_000)
-    context.setsockopt(zmq.LINGER, 0)
-    yield context
-    context.destroy(linger=0)
-
-
 def start_stage(name: str, endpoint_in: str, endpoint_out: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [
