@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ser_stream.errors import InputError
+from ser_stream.private import runtime_dir
 from ser_stream.settings import PipelineConfig
 from ser_stream.supervisor.processes import Stages
 from ser_stream.supervisor.usage import usage
@@ -62,6 +63,11 @@ def connect(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    here = os.getcwd()
+    # Ray puts the driver's working folder first on its workers' module path: run from a
+    # checkout, the checkout's ser_stream/ (without the stages it maps) would shadow the
+    # installed package in every host. From a folder of no code, nothing is shadowed.
+    os.chdir(runtime_dir())
     try:
         ray.init(
             address=address,
@@ -76,6 +82,8 @@ def connect(address: str | None) -> bool:
             f"cannot reach a Ray cluster {where} ({exc}); start one with `ray start --head` "
             "or check --address"
         ) from exc
+    finally:
+        os.chdir(here)
     return True
 
 

@@ -76,8 +76,13 @@ def test_a_stream_flows_across_nodes_and_predicts_as_the_local_pipeline(three_no
         three_nodes.node_id("b"),
         three_nodes.node_id("c"),
     }
-    expected = predictions(tmp_path / "local.jsonl")
-    assert expected and predictions(tmp_path / "ray.jsonl") == expected
+    expected, got = predictions(tmp_path / "local.jsonl"), predictions(tmp_path / "ray.jsonl")
+    assert expected and [p[:3] for p in got] == [p[:3] for p in expected]  # the same windows
+    for (*_, want), (*_, have) in zip(expected, got, strict=True):
+        # The model's replicas batch what queued differently from one process: the last
+        # printed digit may differ, never the emotion.
+        assert max(want, key=want.get) == max(have, key=have.get)
+        assert all(abs(have[label] - want[label]) <= 1e-5 for label in want), (want, have)
     summary = records(tmp_path / "ray.jsonl")[-1]["summary"]
     assert summary["ledger"] == "balanced" and summary["predicted"] == len(expected)
 
