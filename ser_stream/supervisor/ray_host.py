@@ -20,6 +20,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,11 +105,14 @@ class _NodeWiring(Wiring):
 def _write_keys(folder: Path, session: HostSession) -> CurveKeys:
     """The session's keys in a private key folder on this node."""
     keys = folder / "keys"
-    (keys / "authorized").mkdir(mode=0o700, parents=True)
+    keys.mkdir(mode=0o700)
+    (keys / "authorized").mkdir(mode=0o700)
     for name in KEY_FILES:
-        path = keys / name
-        path.write_bytes(session.keys[name])
-        path.chmod(0o600 if name.endswith("_secret") else 0o644)
+        mode = 0o600 if name.endswith("_secret") else 0o644
+        # Made with its mode: a secret is never readable by others, not even for a moment.
+        descriptor = os.open(keys / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(session.keys[name])
     shutil.copy(keys / "client.key", keys / "authorized" / "client.key")
     return load_keys(keys)
 
@@ -164,10 +168,11 @@ class StageHost:
         """Keep the process's listing of upstream endpoints as the registry has them."""
         listing = self.wiring.listing(name, replica)
         keys = self.wiring.input_keys(name, replica)
-        self._write_listing(listing, keys)
+        written = self._write_listing(listing, keys)
         if self._following is None:
             self._following = (name, replica)
-            threading.Thread(target=self._keep_following, args=(listing, keys), daemon=True).start()
+            follow = functools.partial(self._keep_following, listing, keys, written)
+            threading.Thread(target=follow, daemon=True).start()
 
     def _write_listing(self, listing: Path, keys: list[str]) -> list[str]:
         found = ray.get(self.registry.get.remote(keys), timeout=10)
@@ -175,10 +180,9 @@ class StageHost:
         write_listing(str(listing), endpoints)
         return endpoints
 
-    def _keep_following(self, listing: Path, keys: list[str]) -> None:
-        last: list[str] = []
-        stop = threading.Event()
-        while not stop.wait(FOLLOW_EVERY_S):
+    def _keep_following(self, listing: Path, keys: list[str], last: list[str]) -> None:
+        while True:
+            time.sleep(FOLLOW_EVERY_S)
             try:
                 found = ray.get(self.registry.get.remote(keys), timeout=10)
             except (ray.exceptions.RayError, TimeoutError) as exc:
@@ -196,10 +200,6 @@ class StageHost:
                 self._stopped = True
             elif self._process.poll() is None:
                 self._process.send_signal(signum)
-
-    def pid(self) -> int | None:
-        """The process id on its node."""
-        return None if self._process is None else self._process.pid
 
     def usage(self, label: str) -> dict[str, dict[str, float]]:
         """The process's and this host's (``LABEL.host``) memory and CPU (see :func:`usage`).
