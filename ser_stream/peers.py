@@ -16,16 +16,20 @@ ones and lets go of those that went away.
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from math import inf
 
 from ser_stream.errors import InputError
+from ser_stream.private import replace_file
 
-__all__ = ["Peers", "check_input", "write_listing"]
+__all__ = ["DNS_EVERY_S", "Peers", "check_input", "write_listing"]
 
 _FIXED = ("tcp://", "ipc://")
+DNS_EVERY_S = 1.0
+"""How often a ``dns:`` name is asked again (a pod that comes or goes is followed)."""
 
 
 def check_input(item: str) -> None:
@@ -72,6 +76,7 @@ class Peers:
             check_input(item)
         self.inputs = tuple(inputs)
         self._known: dict[str, list[str]] = {}
+        self._asked: dict[str, float] = {}  # when each dns: name was last asked
         self._resolver: ThreadPoolExecutor | None = None
 
     @property
@@ -80,13 +85,22 @@ class Peers:
         return any(not item.startswith(_FIXED) for item in self.inputs)
 
     def lookup(self) -> list[str]:
-        """Every endpoint the values stand for now, each once, in a stable order."""
+        """Every endpoint the values stand for now, each once, in a stable order.
+
+        A ``file:`` listing is read at every lookup; a ``dns:`` name is asked again once
+        :data:`DNS_EVERY_S` has passed (its answer stands until then).
+        """
         endpoints: list[str] = []
+        now = time.monotonic()
         for item in self.inputs:
-            try:
-                self._known[item] = self._expand(item)
-            except OSError:
-                pass  # keep what it stood for; tried again at the next lookup
+            if item.startswith("dns:") and now - self._asked.get(item, -inf) < DNS_EVERY_S:
+                pass  # its last answer stands
+            else:
+                self._asked[item] = now
+                try:
+                    self._known[item] = self._expand(item)
+                except OSError:
+                    pass  # keep what it stood for; tried again at the next lookup
             for endpoint in self._known.get(item, []):
                 if endpoint not in endpoints:
                     endpoints.append(endpoint)
@@ -118,7 +132,4 @@ class Peers:
 
 def write_listing(path: str, endpoints: Sequence[str]) -> None:
     """Replace the listing at ``path`` at once (a reader never sees half of it)."""
-    partial = f"{path}.{os.getpid()}.part"
-    with open(partial, "w", encoding="utf-8") as listing:
-        listing.write("".join(f"{endpoint}\n" for endpoint in endpoints))
-    os.replace(partial, path)
+    replace_file(path, "".join(f"{endpoint}\n" for endpoint in endpoints))

@@ -22,7 +22,7 @@ from pathlib import Path
 from ser_stream.errors import InputError
 from ser_stream.logs import get_logger
 
-__all__ = ["hold", "held", "open_lock", "runtime_dir"]
+__all__ = ["hold", "held", "open_lock", "replace_file", "runtime_dir"]
 
 # ipc:// paths are socket paths (at most 107 bytes on Linux); a pipeline adds up to about
 # 40 (``/up-XXXXXXXX/features.12.s12.ack``) below its runtime folder.
@@ -191,3 +191,15 @@ def held(path: Path) -> bool:
     finally:
         os.close(descriptor)
     return False
+
+
+def replace_file(path: str | Path, text: str) -> None:
+    """Replace the file at ``path`` with ``text`` at once: a reader never sees half of it.
+
+    Raises:
+        OSError: the folder cannot be written.
+    """
+    partial = f"{path}.{os.getpid()}.part"
+    with open(partial, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.replace(partial, path)

@@ -34,6 +34,7 @@ from ser_stream.errors import InputError
 from ser_stream.liveness import Progress
 from ser_stream.logs import get_logger
 from ser_stream.messages import Heartbeat
+from ser_stream.private import replace_file
 from ser_stream.security import CurveKeys, secure, stop_authenticators
 from ser_stream.settings import HEARTBEAT_S, HWM
 from ser_stream.stage import STREAM_IDLE_S
@@ -329,11 +330,8 @@ def write_health(path: str, beat: Heartbeat) -> None:
         "streams": beat.streams,
         "queued": beat.queued,
     }
-    partial = f"{path}.part"
     try:
-        with open(partial, "w", encoding="utf-8") as health:
-            json.dump(news, health)
-        os.replace(partial, path)
+        replace_file(path, json.dumps(news))
     except OSError as exc:  # a full or read-only disk: the probe will say the process is down
         get_logger(component="health").warning(
             "health file not written", path=path, reason=str(exc)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ser_stream.bench.streams import measure_streams
 from ser_stream.supervisor.usage import usage
+from ser_stream.testing.procs import children, status_mb
 
 __all__ = ["NODE_COUNTS", "engine_rss_mb", "measure_cluster", "markdown"]
 
@@ -49,53 +50,28 @@ def engine_rss_mb() -> dict[str, float]:
     Stage processes (``-m ser_stream``) are the pipeline's, not the engine's; another Ray
     on the machine is not counted.
     """
-    children: dict[int, list[int]] = {}
-    commands: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry.name))
-        commands[int(entry.name)] = command
-    kinds: dict[str, int] = {}
-    waiting = list(children.get(os.getpid(), []))
+    kinds: dict[str, float] = {}
+    waiting = list(children(os.getpid()).items())
     while waiting:
-        pid = waiting.pop()
-        waiting += children.get(pid, [])
-        command = commands.get(pid, "")
+        pid, cmdline = waiting.pop()
+        waiting += children(pid).items()
+        command = " ".join(cmdline)
         if "-m ser_stream" in command:
             continue
         if "gcs_server" in command:
             kind = "gcs"
-        elif "/raylet " in command or command.rstrip().endswith("/raylet"):
+        elif cmdline[0].endswith("/raylet"):
             kind = "raylets"
-        elif (
-            "default_worker.py" in command
-            or command.startswith("ray::")
-            and ("Agent" not in command)
+        elif "default_worker.py" in command or (
+            command.startswith("ray::") and "Agent" not in command
         ):
             kind = "workers"
         else:
             kind = "daemons"
-        kinds[kind] = kinds.get(kind, 0) + _rss_kb(Path(f"/proc/{pid}"))
-    found = {kind: round(kb / 1024, 1) for kind, kb in sorted(kinds.items())}
-    found["total"] = round(sum(found.values()), 1)
+        kinds[kind] = kinds.get(kind, 0.0) + (status_mb(pid) or 0.0)
+    found = {kind: round(mb, 1) for kind, mb in sorted(kinds.items())}
+    found["total"] = round(sum(kinds.values()), 1)
     return found
-
-
-def _rss_kb(entry: Path) -> int:
-    try:
-        for line in (entry / "status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def measure_cluster(counts: list[int], seconds: float, folder: Path, nodes=NODE_COUNTS) -> dict:
@@ -113,14 +89,12 @@ def measure_cluster(counts: list[int], seconds: float, folder: Path, nodes=NODE_
                 counts, seconds, folder, stages=WEBRTC, engine="ray",
                 address=cluster.address, place={"model": "model"}, replicas={"model": count},
             )  # fmt: skip
-            busy = engine_rss_mb()  # the hosts are gone by now; the daemons are not
         finally:
             cluster.shutdown()
         result[f"ray, {count} node{'s' if count > 1 else ''}"] = {
             "nodes": count,
             "cluster_start_s": start_s,
             "engine_rss_mb_idle": idle,
-            "engine_rss_mb_after": busy,
             "streams": rows,
             "max_streams": _max_ok(rows),
         }

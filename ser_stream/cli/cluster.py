@@ -162,12 +162,10 @@ def _collect(args: argparse.Namespace) -> int:
     from ser_stream.artifact import load_artifact
     from ser_stream.cli.common import curve_keys
     from ser_stream.logs import get_logger
-    from ser_stream.security import secure, stop_authenticators
+    from ser_stream.security import stop_authenticators
     from ser_stream.sinks import parse_sink
-    from ser_stream.supervisor.collector import Collector, drain
+    from ser_stream.supervisor.collector import Collector, bind_end, drain, end_sockets
     from ser_stream.supervisor.ledger import Run
-    from ser_stream.transport import bind_endpoint
-    from ser_stream.wire import MAX_FRAME_BYTES, MAX_HEADER_BYTES
 
     labels = load_artifact(args.model).labels
     sinks = [parse_sink(text) for text in args.sink or ["console"]]
@@ -178,11 +176,7 @@ def _collect(args: argparse.Namespace) -> int:
                 for sig in (signal.SIGINT, signal.SIGTERM)}  # fmt: skip
     context = zmq.Context()
     authenticators: dict = {}
-    results = context.socket(zmq.PULL)
-    results.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
-    control = context.socket(zmq.PULL)
-    control.setsockopt(zmq.MAXMSGSIZE, MAX_HEADER_BYTES)
-    publisher = context.socket(zmq.PUB)
+    control, results, publisher = end_sockets(context)
     run = Run()
     collector = Collector(run, sinks, labels, publisher, keeps_ledger=True)
     collector.before_end = lambda: _listen(control, collector)
@@ -190,14 +184,8 @@ def _collect(args: argparse.Namespace) -> int:
     opened = []
     started = time.monotonic()
     try:
-        for sock, endpoint in (
-            (control, args.control),
-            (results, args.results),
-            (publisher, args.publish),
-        ):
-            sock.setsockopt(zmq.LINGER, 0)
-            secure(sock, endpoint, keys, server=True, authenticators=authenticators)
-            bind_endpoint(sock, endpoint)
+        endpoints = (args.control, args.results, args.publish)
+        bind_end((control, results, publisher), endpoints, keys, authenticators)
         for sink in sinks:
             sink.open(labels)
             opened.append(sink)

@@ -7,6 +7,8 @@ on the PUB endpoint for anyone's subscribers.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 
@@ -15,12 +17,14 @@ import zmq
 from ser_stream.errors import WireError
 from ser_stream.messages import EndOfStream, ErrorMsg, Event, Heartbeat, Prediction
 from ser_stream.ordering import Reorderer
+from ser_stream.security import CurveKeys, secure
 from ser_stream.sinks import Sink
 from ser_stream.supervisor.ledger import Run, Session
 from ser_stream.supervisor.wiring import CHAIN
-from ser_stream.wire import Envelope, decode
+from ser_stream.transport import bind_endpoint
+from ser_stream.wire import MAX_FRAME_BYTES, MAX_HEADER_BYTES, Envelope, decode
 
-__all__ = ["Collector", "drain", "waiting_envelopes"]
+__all__ = ["Collector", "bind_end", "drain", "end_sockets", "waiting_envelopes"]
 
 
 class Collector:
@@ -164,3 +168,40 @@ def waiting_envelopes(sock: zmq.Socket, most: int = 1024) -> Iterator[Envelope]:
             yield decode(frames)
         except WireError:
             continue
+
+
+def end_sockets(context: zmq.Context) -> tuple[zmq.Socket, zmq.Socket, zmq.Socket]:
+    """The sockets of a pipeline's end, not yet bound: control, results (PULL), publisher (PUB).
+
+    None lingers: what is still queued at the end has no one left to take it.
+    """
+    control = context.socket(zmq.PULL)
+    control.setsockopt(zmq.MAXMSGSIZE, MAX_HEADER_BYTES)
+    results = context.socket(zmq.PULL)
+    results.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+    publisher = context.socket(zmq.PUB)
+    for sock in (control, results, publisher):
+        sock.setsockopt(zmq.LINGER, 0)
+    return control, results, publisher
+
+
+def bind_end(
+    sockets: tuple[zmq.Socket, ...],
+    endpoints: tuple[str, ...],
+    keys: CurveKeys | None,
+    authenticators: dict,
+    listening: dict[str, socket.socket] | None = None,
+) -> None:
+    """Bind each socket of :func:`end_sockets` to its endpoint, a CURVE server on tcp://.
+
+    ``listening``: sockets already listening on tcp endpoints (``up`` chose the ports),
+    taken over instead of binding anew.
+
+    Raises:
+        InputError: an endpoint cannot be bound.
+    """
+    for sock, endpoint in zip(sockets, endpoints, strict=True):
+        secure(sock, endpoint, keys, server=True, authenticators=authenticators)
+        if listening and endpoint in listening:
+            sock.setsockopt(zmq.USE_FD, os.dup(listening[endpoint].fileno()))
+        bind_endpoint(sock, endpoint)

@@ -23,16 +23,14 @@ import zmq
 from ser_stream.errors import InputError, OutputClosed, SerStreamError, SupervisionError
 from ser_stream.logs import get_logger
 from ser_stream.private import hold, runtime_dir
-from ser_stream.security import secure, stop_authenticators
+from ser_stream.security import stop_authenticators
 from ser_stream.settings import PipelineConfig
 from ser_stream.sinks import Sink
-from ser_stream.supervisor.collector import Collector, drain
+from ser_stream.supervisor.collector import Collector, bind_end, drain, end_sockets
 from ser_stream.supervisor.folder import sweep_left_behind
 from ser_stream.supervisor.ledger import Run
 from ser_stream.supervisor.processes import INPUT_ERROR, Stages
 from ser_stream.supervisor.wiring import CHAIN, Wiring, stream_of
-from ser_stream.transport import bind_endpoint
-from ser_stream.wire import MAX_FRAME_BYTES, MAX_HEADER_BYTES
 
 __all__ = ["run_pipeline"]
 
@@ -89,14 +87,7 @@ def run_pipeline(
         wiring = stages.wiring
         run.restarts = stages.restarts
         run.heartbeats = stages.heartbeats
-        results = context.socket(zmq.PULL)
-        results.setsockopt(zmq.LINGER, 0)
-        results.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
-        publisher = context.socket(zmq.PUB)
-        publisher.setsockopt(zmq.LINGER, 0)
-        control = context.socket(zmq.PULL)
-        control.setsockopt(zmq.LINGER, 0)
-        control.setsockopt(zmq.MAXMSGSIZE, MAX_HEADER_BYTES)
+        control, results, publisher = end_sockets(context)
         expected = {
             stream_of(k) for k, source in enumerate(config.sources) if not source.startswith("zmq:")
         }
@@ -104,15 +95,10 @@ def run_pipeline(
         stages.on_window = collector.window_emitted
         collector.before_end = lambda: stages.listen(control)
         try:
-            for sock, endpoint in (
-                (control, wiring.endpoint("control")),
-                (results, wiring.endpoint("results")),
-                (publisher, config.publish or wiring.endpoint("publish")),
-            ):
-                secure(sock, endpoint, wiring.keys, server=True, authenticators=authenticators)
-                if endpoint in wiring.listening:
-                    sock.setsockopt(zmq.USE_FD, os.dup(wiring.listening[endpoint].fileno()))
-                bind_endpoint(sock, endpoint)
+            endpoints = (wiring.endpoint("control"), wiring.endpoint("results"),
+                         config.publish or wiring.endpoint("publish"))  # fmt: skip
+            bind_end((control, results, publisher), endpoints, wiring.keys, authenticators,
+                     wiring.listening)  # fmt: skip
             stages.start_chain()
             _wait_ready(control, stages, config.start_timeout_s, stop)
             if stop.signalled:
